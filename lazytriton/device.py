@@ -1,0 +1,59 @@
+"""Entering the lazy device: Python kernels on the `Lazy` dispatch key.
+
+A factory call with device="lazy" (torch.empty, zeros, randn, arange, torch.tensor, .to("lazy"))
+reaches the `Lazy` key before any LazyTensor exists; these kernels create one. From then on the
+tensor's Python dispatch key routes every op to LazyTensor.__torch_dispatch__.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import tracing
+from .runtime import session
+
+aten = torch.ops.aten
+
+# Factories whose composite kernels resize an empty output (arange, eye, ...): traced whole.
+_FACTORIES = {
+    "empty": ("memory_format",),
+    "empty_strided": ("default",),
+    "arange": ("default", "start", "start_step"),
+    "range": ("default", "step"),
+    "eye": ("default", "m"),
+    "linspace": ("default",),
+    "logspace": ("default",),
+    "randperm": ("default", "generator"),
+}
+
+_library: torch.library.Library | None = None
+
+
+def _factory_kernel(op):
+    def kernel(*args, **kwargs):
+        session.current()  # a clear error before init
+        return tracing.trace_op(op, args, kwargs)
+    return kernel
+
+
+def _copy_from(self, dst, non_blocking=False):
+    """torch.tensor(..., device="lazy") copies host data into a fresh lazy tensor this way."""
+    session.current()
+    return tracing.copy_into(dst, self)
+
+
+def register_lazy_kernels() -> None:
+    """Idempotent; done at import so that using "lazy" before init() says what to do."""
+    global _library
+    if _library is not None:
+        return
+    lib = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overriding torch._lazy's registrations is intended
+        for name, overloads in _FACTORIES.items():
+            for overload in overloads:
+                op = getattr(getattr(aten, name), overload)
+                lib.impl(op, _factory_kernel(op), "Lazy")
+        lib.impl(aten._copy_from.default, _copy_from, "Lazy")
+    _library = lib

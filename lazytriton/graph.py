@@ -1,0 +1,103 @@
+"""Cutting a graph: from the values of the tensors to compute, the nodes in topological order,
+the graph's inputs (leaves) and a structural key exact enough to reuse a compiled graph.
+
+The key combines each node's interned signature (op, constants, output metadata — computed when
+the node was traced) with the wiring by local index. Leaves enter by position, so the same
+program over new data or new scalar values (a learning rate) has the same key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .ir import DataNode, InputRef, Node, ScalarNode, SeedRef, Value
+
+
+@dataclass
+class Graph:
+    nodes: list[Node]  # topological order, leaves included
+    inputs: list[Node]  # the leaves, in order: DataNode or ScalarNode
+    outputs: list[Value]  # distinct values to compute
+    key: tuple
+    index: dict[int, int] = field(repr=False)  # id(node) -> position in nodes
+
+    def position(self, value: Value) -> tuple[int, int]:
+        return self.index[id(value.node)], value.index
+
+
+def _topological(roots: list[Node]) -> list[Node]:
+    order: list[Node] = []
+    seen: set[int] = set()
+    for root in roots:
+        if id(root) in seen:
+            continue
+        stack = [(root, iter(root.inputs))]
+        seen.add(id(root))
+        while stack:
+            node, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                order.append(node)
+                stack.pop()
+            elif id(child.node) not in seen:
+                seen.add(id(child.node))
+                stack.append((child.node, iter(child.node.inputs)))
+    return order
+
+
+def build_graph(values: list[Value]) -> Graph:
+    outputs = list({id(v): v for v in values}.values())
+    nodes = _topological([v.node for v in outputs])
+    index = {id(n): i for i, n in enumerate(nodes)}
+    inputs = [n for n in nodes if n.is_leaf]
+    wiring = tuple(
+        (n.sig, tuple((index[id(v.node)], v.index) for v in n.inputs)) for n in nodes)
+    out_key = tuple((index[id(v.node)], v.index) for v in outputs)
+    return Graph(nodes, inputs, outputs, (wiring, out_key), index)
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+def _name(graph: Graph, value: Value) -> str:
+    i, k = graph.position(value)
+    return f"%{i}" if len(value.node.outputs) == 1 else f"%{i}.{k}"
+
+
+def _render_arg(graph: Graph, node: Node, enc) -> str:
+    if isinstance(enc, (InputRef, SeedRef)):
+        text = _name(graph, node.inputs[enc.index])
+        return f"seed({text})" if isinstance(enc, SeedRef) else text
+    if isinstance(enc, tuple):
+        return "[" + ", ".join(_render_arg(graph, node, e) for e in enc) + "]"
+    return repr(enc).replace("torch.", "")
+
+
+def _render_node(graph: Graph, i: int, node: Node) -> str:
+    outs = ", ".join(str(v.meta) for v in node.outputs)
+    if isinstance(node, DataNode):
+        return f"%{i} = {'cpu_scalar' if node.on_cpu else 'data'} : {outs}"
+    if isinstance(node, ScalarNode):
+        return f"%{i} = scalar : {type(node.value).__name__}"
+    args = ", ".join(f"{name}={_render_arg(graph, node, enc)}" for name, enc in node.args)
+    return f"%{i} = {node.op_name}({args}) : {outs}"
+
+
+def to_text(graph: Graph) -> str:
+    """The IR as text: one line per node, then the outputs. Deterministic for a given key."""
+    lines = [_render_node(graph, i, n) for i, n in enumerate(graph.nodes)]
+    lines.append("return " + ", ".join(_name(graph, v) for v in graph.outputs))
+    return "\n".join(lines) + "\n"
+
+
+def to_dot(graph: Graph) -> str:
+    """The IR as a Graphviz digraph."""
+    lines = ["digraph lazy_ir {", "  node [shape=box, fontname=monospace];"]
+    for i, node in enumerate(graph.nodes):
+        label = _render_node(graph, i, node).replace('"', r"\"")
+        lines.append(f'  n{i} [label="{label}"];')
+        for v in node.inputs:
+            lines.append(f"  n{graph.index[id(v.node)]} -> n{i};")
+    for k, v in enumerate(graph.outputs):
+        lines.append(f'  out{k} [label="output {k}", shape=ellipse];')
+        lines.append(f"  n{graph.index[id(v.node)]} -> out{k};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

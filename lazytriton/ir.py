@@ -1,0 +1,194 @@
+"""Lazy IR: the nodes tracing records. Values are immutable; aliasing lives in tensor.py.
+
+A Node is one aten op call with its inputs (Values) and its non-tensor arguments encoded as
+constants. Leaves are DataNode (a buffer on the backend device) and ScalarNode (a Python number
+lifted to a graph input so that, e.g., a learning rate that changes every step does not change
+the graph). Each node's signature is interned to an int when it is created, so cutting a graph
+only has to combine small ints with the wiring.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMeta:
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    storage_offset: int = 0
+
+    @staticmethod
+    def of(t: torch.Tensor) -> "TensorMeta":
+        return TensorMeta(tuple(t.shape), tuple(t.stride()), t.dtype, t.storage_offset())
+
+    @property
+    def storage_numel(self) -> int:
+        """Elements the layout spans (0 for an empty tensor)."""
+        if any(s == 0 for s in self.shape):
+            return 0
+        return self.storage_offset + 1 + sum((s - 1) * st for s, st in zip(self.shape, self.stride))
+
+    def __str__(self) -> str:
+        dt = str(self.dtype).replace("torch.", "")
+        text = f"{dt}{list(self.shape)}"
+        contiguous = contiguous_strides(self.shape)
+        if self.stride != contiguous:
+            text += f"{{stride={list(self.stride)}}}"
+        if self.storage_offset:
+            text += f"{{offset={self.storage_offset}}}"
+        return text
+
+
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for s in reversed(shape):
+        strides.append(acc)
+        acc *= max(s, 1)
+    return tuple(reversed(strides))
+
+
+class LazyExecutionError(RuntimeError):
+    """A graph failed while executing; raised where its result is read."""
+
+
+class DeviceData:
+    """A buffer on the backend device, or the promise of one from the async runtime."""
+
+    __slots__ = ("_tensor", "_error", "_ready")
+
+    def __init__(self, tensor: torch.Tensor | None = None):
+        self._tensor = tensor
+        self._error: BaseException | None = None
+        self._ready = None if tensor is not None else threading.Event()
+
+    def set(self, tensor: torch.Tensor) -> None:
+        self._tensor = tensor
+        self._ready.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._ready.set()
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready is None or self._ready.is_set()
+
+    def get(self) -> torch.Tensor:
+        if self._ready is not None:
+            self._ready.wait()
+        if self._error is not None:
+            raise LazyExecutionError(f"lazy graph execution failed: {self._error}") from self._error
+        return self._tensor
+
+
+@dataclass(frozen=True, slots=True)
+class InputRef:
+    """Marks where a node's argument is its `index`-th input Value."""
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeedRef:
+    """A random op's generator: the executor seeds a fresh one from input `index`."""
+    index: int
+
+
+class _LazyDevice:
+    """Stands for the lazy device in recorded arguments; the executor puts its own device here."""
+
+    def __repr__(self) -> str:
+        return "LAZY_DEVICE"
+
+
+LAZY_DEVICE = _LazyDevice()
+
+_signatures: dict[tuple, int] = {}
+
+
+def intern_signature(sig: tuple) -> int:
+    """Small int per distinct node signature: graph keys combine these instead of rehashing."""
+    found = _signatures.get(sig)
+    if found is None:
+        found = _signatures.setdefault(sig, len(_signatures))
+    return found
+
+
+class Value:
+    __slots__ = ("node", "index", "meta")
+
+    def __init__(self, node: "Node", index: int, meta: TensorMeta | None):
+        self.node = node
+        self.index = index
+        self.meta = meta
+
+    def __repr__(self) -> str:
+        return f"Value({self.node.op_name}#{self.index}: {self.meta})"
+
+
+class Node:
+    """One op call. `args` holds the encoded arguments: (name, kwarg_only, encoded value)."""
+
+    __slots__ = ("op", "inputs", "args", "outputs", "sig", "__weakref__")
+
+    def __init__(self, op: Callable[..., Any], inputs: tuple[Value, ...], args: tuple,
+                 out_metas: tuple[TensorMeta | None, ...]):
+        self.op = op
+        self.inputs = inputs
+        self.args = args
+        self.outputs = tuple(Value(self, i, m) for i, m in enumerate(out_metas))
+        self.sig = intern_signature((op, args, out_metas))
+
+    @property
+    def op_name(self) -> str:
+        return getattr(self.op, "__name__", str(self.op))
+
+    @property
+    def is_leaf(self) -> bool:
+        return False
+
+
+class DataNode(Node):
+    """A leaf holding a buffer that already exists (or is being computed by an earlier step)."""
+
+    __slots__ = ("data", "on_cpu")
+
+    def __init__(self, data: DeviceData, meta: TensorMeta, on_cpu: bool = False):
+        self.data = data
+        self.on_cpu = on_cpu  # a CPU scalar tensor mixed into device ops, as eager allows
+        super().__init__("data", (), ("cpu" if on_cpu else "device",), (meta,))
+
+    @property
+    def is_leaf(self) -> bool:
+        return True
+
+
+class ScalarNode(Node):
+    """A leaf holding a Python number passed to an op: a graph input, not a constant."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int | float | complex):
+        self.value = value
+        super().__init__("scalar", (), (type(value).__name__,), (None,))
+
+    @property
+    def is_leaf(self) -> bool:
+        return True
+
+
+def data_value(tensor: torch.Tensor, meta: TensorMeta | None = None, on_cpu: bool = False) -> Value:
+    return DataNode(DeviceData(tensor), meta or TensorMeta.of(tensor), on_cpu).outputs[0]
+
+
+def pending_data_value(meta: TensorMeta) -> tuple[Value, DeviceData]:
+    handle = DeviceData()
+    return DataNode(handle, meta).outputs[0], handle
+
+
+def scalar_value(value: int | float | complex) -> Value:
+    return ScalarNode(value).outputs[0]

@@ -1,0 +1,61 @@
+"""The interface every backend implements, and the registry `init(backend=...)` chooses from.
+
+A backend turns a captured Graph into a CompiledGraph: a callable taking the graph's inputs
+(device tensors for DataNode leaves, Python numbers for ScalarNode leaves, in `graph.inputs`
+order) and returning one tensor per `graph.outputs`, laid out as the output's TensorMeta says.
+The reference executor (`aten`) is the simplest such backend and the oracle for the others.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from ..graph import Graph
+
+
+class CompiledGraph(Protocol):
+    def __call__(self, inputs: list[Any]) -> list[torch.Tensor]: ...
+
+
+class Backend(ABC):
+    name: str
+    device: torch.device  # where the lazy device's data lives
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return True
+
+    @abstractmethod
+    def compile(self, graph: Graph, artifacts: Path) -> CompiledGraph:
+        """Compile `graph`; `artifacts` is the graph's folder in the cache, for readable output."""
+
+
+_registry: dict[str, Callable[[], Backend]] = {}
+# "auto" takes the first available of these
+_PREFERENCE = ("triton", "cpp", "aten")
+
+
+def register_backend(name: str, factory: Callable[[], Backend]) -> None:
+    _registry[name] = factory
+
+
+def available_backends() -> list[str]:
+    return [name for name, factory in _registry.items()
+            if getattr(factory, "is_available", lambda: True)()]
+
+
+def create_backend(name: str | None) -> Backend:
+    name = (name or "auto").lower()
+    available = available_backends()
+    if name == "auto":
+        name = next(n for n in _PREFERENCE if n in available)
+    if name not in _registry:
+        raise ValueError(f"unknown lazytriton backend {name!r}; choose one of "
+                         f"{['auto'] + sorted(_registry)}")
+    if name not in available:
+        raise RuntimeError(f"lazytriton backend {name!r} is not available on this machine "
+                           f"(available: {available})")
+    return _registry[name]()

@@ -1,0 +1,137 @@
+"""The reference executor (backend "aten"): runs a graph node by node with aten kernels.
+
+It is the test oracle and the fallback path. Compiling means planning: each node becomes a step
+reading and writing numbered slots, intermediates are dropped after their last use, and random
+ops get a generator seeded from their seed input.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..graph import Graph
+from ..ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta
+from .backend import Backend, register_backend
+
+_LAYOUT_SENSITIVE = {torch.ops.aten.as_strided.default, torch.ops.aten.as_strided_scatter.default}
+
+
+def restride(t: torch.Tensor, meta: TensorMeta) -> torch.Tensor:
+    """`t` in exactly the layout `meta` promises (views of it are taken by strides)."""
+    if tuple(t.stride()) == meta.stride and t.storage_offset() == 0:
+        return t
+    out = torch.empty_strided(meta.shape, meta.stride, dtype=t.dtype, device=t.device)
+    return out.copy_(t)
+
+
+def _flatten(result) -> list:
+    if isinstance(result, (list, tuple)):
+        return [x for r in result for x in _flatten(r)]
+    return [result]
+
+
+class _Step:
+    __slots__ = ("op", "args", "outs", "frees", "layout")
+
+    def __init__(self, op, args, outs, frees, layout):
+        self.op, self.args, self.outs, self.frees, self.layout = op, args, outs, frees, layout
+
+
+class ReferenceProgram:
+    def __init__(self, graph: Graph, device: torch.device):
+        self.device = device
+        self.n_inputs = len(graph.inputs)
+        slot: dict[tuple[int, int], int] = {}
+        for k, leaf in enumerate(graph.inputs):
+            slot[(graph.index[id(leaf)], 0)] = k
+        next_slot = self.n_inputs
+        self.steps: list[_Step] = []
+        for pos, node in enumerate(graph.nodes):
+            if node.is_leaf:
+                continue
+            ins = [slot[graph.position(v)] for v in node.inputs]
+            args = tuple((name, self._plan_arg(enc, ins)) for name, enc in node.args)
+            outs = list(range(next_slot, next_slot + len(node.outputs)))
+            for k, s in enumerate(outs):
+                slot[(pos, k)] = s
+            next_slot += len(outs)
+            layout = node.inputs[0].meta if node.op in _LAYOUT_SENSITIVE else None
+            self.steps.append(_Step(node.op, args, outs, [], layout))
+        self.n_slots = next_slot
+        self.outputs = [slot[graph.position(v)] for v in graph.outputs]
+        self.output_metas = [v.meta for v in graph.outputs]
+        self._plan_frees(set(self.outputs))
+
+    def _plan_arg(self, enc, ins: list[int]):
+        if isinstance(enc, InputRef):
+            return ("slot", ins[enc.index])
+        if isinstance(enc, SeedRef):
+            return ("seed", ins[enc.index])
+        if enc is LAZY_DEVICE:
+            return ("const", self.device)
+        if isinstance(enc, tuple):
+            return ("list", tuple(self._plan_arg(e, ins) for e in enc))
+        return ("const", enc)
+
+    def _plan_frees(self, keep: set[int]) -> None:
+        """Release each intermediate after the step that last reads it."""
+        last_read: dict[int, int] = {}
+        for i, step in enumerate(self.steps):
+            for s in _slots_read(step.args):
+                last_read[s] = i
+        for s, i in last_read.items():
+            if s not in keep and s >= self.n_inputs:
+                self.steps[i].frees.append(s)
+
+    def _resolve(self, planned, values: list):
+        kind, x = planned
+        if kind == "slot":
+            return values[x]
+        if kind == "const":
+            return x
+        if kind == "list":
+            return [self._resolve(p, values) for p in x]
+        return torch.Generator(self.device).manual_seed(int(values[x]))
+
+    def __call__(self, inputs: list[Any]) -> list[torch.Tensor]:
+        values: list[Any] = list(inputs) + [None] * (self.n_slots - self.n_inputs)
+        for step in self.steps:
+            kwargs = {name: self._resolve(p, values) for name, p in step.args}
+            if step.layout is not None:
+                kwargs["self"] = restride(kwargs["self"], step.layout)
+            for s, r in zip(step.outs, _flatten(step.op(**kwargs))):
+                values[s] = r
+            for s in step.frees:
+                values[s] = None
+        return [restride(values[s], m) for s, m in zip(self.outputs, self.output_metas)]
+
+
+def _slots_read(args) -> list[int]:
+    found = []
+    for _, planned in args:
+        _collect(planned, found)
+    return found
+
+
+def _collect(planned, found: list[int]) -> None:
+    kind, x = planned
+    if kind in ("slot", "seed"):
+        found.append(x)
+    elif kind == "list":
+        for p in x:
+            _collect(p, found)
+
+
+class AtenBackend(Backend):
+    name = "aten"
+
+    def __init__(self):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def compile(self, graph: Graph, artifacts: Path) -> ReferenceProgram:
+        return ReferenceProgram(graph, self.device)
+
+
+register_backend("aten", AtenBackend)

@@ -1,0 +1,131 @@
+"""The live lazy device: its backend, graph cache, async runner and step closures.
+
+`sync` is the one place a graph is cut, compiled (or found in the cache) and started: mark_step
+syncs every pending storage, a read syncs just the storage it needs.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import metrics
+from ..graph import Graph, build_graph, to_text
+from ..ir import DataNode, DeviceData, ScalarNode
+from ..tensor import LazyStorage, pending_storages
+from .async_runner import AsyncRunner
+from .backend import Backend, CompiledGraph, create_backend
+from .disk_cache import atomic_write, content_key, default_cache_dir
+
+
+class Session:
+    def __init__(self, backend: Backend, cache_dir: Path):
+        self.backend = backend
+        self.device = backend.device
+        self.cache_dir = cache_dir
+        self.runner = AsyncRunner()
+        self._compiled: dict[tuple, CompiledGraph] = {}
+        self._closures: list[tuple[Callable, tuple, bool]] = []
+
+    # --- cutting and running graphs --------------------------------------------------------
+    def sync(self, storages: list[LazyStorage]) -> None:
+        pending = [s for s in storages if s.is_pending]
+        if not pending:
+            return
+        graph = build_graph([s.value for s in pending])
+        program = self._program(graph)
+        handles = {id(v): DeviceData() for v in graph.outputs}
+        for s in pending:
+            s.set_value(DataNode(handles[id(s.value)], s.value.meta).outputs[0])
+        self.runner.submit(_job(program, _input_handles(graph),
+                                [handles[id(v)] for v in graph.outputs]))
+
+    def _program(self, graph: Graph) -> CompiledGraph:
+        program = self._compiled.get(graph.key)
+        if program is not None:
+            metrics.counter_inc("CachedCompile")
+            return program
+        start = time.perf_counter()
+        program = self.backend.compile(graph, self._write_artifacts(graph))
+        self._compiled[graph.key] = program
+        metrics.counter_inc("UncachedCompile")
+        metrics.add_time("compile", time.perf_counter() - start)
+        return program
+
+    def _write_artifacts(self, graph: Graph) -> Path:
+        """The graph's folder in the cache: its IR and a small index, for people to read."""
+        text = to_text(graph)
+        folder = self.cache_dir / "graphs" / content_key(self.backend.name, text)
+        if not (folder / "ir.txt").exists():
+            atomic_write(folder / "ir.txt", text)
+            atomic_write(folder / "index.json", json.dumps({
+                "backend": self.backend.name,
+                "nodes": len(graph.nodes),
+                "inputs": len(graph.inputs),
+                "outputs": [str(v.meta) for v in graph.outputs],
+            }, indent=1))
+        return folder
+
+    # --- steps -----------------------------------------------------------------------------
+    def mark_step(self) -> None:
+        metrics.counter_inc("MarkStep")
+        self.sync(pending_storages())
+        closures, self._closures = self._closures, []
+        if any(not run_async for _, _, run_async in closures):
+            self.wait()
+        for fn, args, run_async in closures:
+            if run_async:
+                self.runner.submit(lambda fn=fn, args=args: fn(*args))
+            else:
+                fn(*args)
+
+    def add_step_closure(self, fn: Callable, args: tuple, run_async: bool) -> None:
+        self._closures.append((fn, tuple(args), run_async))
+
+    def wait(self) -> None:
+        self.runner.wait()
+
+
+def _input_handles(graph: Graph) -> list[Any]:
+    return [leaf.data if isinstance(leaf, DataNode) else leaf.value for leaf in graph.inputs]
+
+
+def _job(program: CompiledGraph, inputs: list[Any], outputs: list[DeviceData]):
+    def run() -> None:
+        try:
+            real = [x.get() if isinstance(x, DeviceData) else x for x in inputs]
+            start = time.perf_counter()
+            results = program(real)
+            metrics.add_time("execute", time.perf_counter() - start)
+        except BaseException as e:  # surfaces where an output is read
+            for handle in outputs:
+                handle.fail(e)
+            return
+        for handle, result in zip(outputs, results):
+            handle.set(result)
+    return run
+
+
+_current: Session | None = None
+
+
+def start(backend: str | None, cache_dir: str | Path | None) -> Session:
+    global _current
+    if _current is not None:
+        _current.wait()
+    _current = Session(create_backend(backend), Path(cache_dir) if cache_dir else default_cache_dir())
+    return _current
+
+
+def current() -> Session:
+    if _current is None:
+        raise RuntimeError(
+            "lazytriton is not initialized: call lazytriton.init() before using the 'lazy' device")
+    return _current
+
+
+def active() -> Session | None:
+    return _current

@@ -1,0 +1,177 @@
+"""LazyTensor: a tensor on the "lazy" device whose value is a Lazy IR Value.
+
+Aliasing works as in eager PyTorch because tensors share a LazyStorage: the storage holds the IR
+value of the whole buffer (its own layout, offset 0) and each tensor is a view (size, stride,
+storage_offset) of it. Reading a view records `as_strided` over the storage's value; writing
+through a view records `as_strided_scatter` into it. Views, slices, `.data`, `detach`, `set_` and
+in-place optimizer updates therefore all see each other's writes.
+"""
+from __future__ import annotations
+
+import itertools
+import weakref
+
+import torch
+
+from . import ir
+from .ir import TensorMeta, Value
+
+LAZY_TORCH_DEVICE = torch.device("lazy", 0)
+
+_storage_ids = itertools.count()
+# Storages whose value is still a computation, by creation order: mark_step's outputs.
+_pending: dict[int, weakref.ref] = {}
+
+
+class LazyStorage:
+    __slots__ = ("id", "value", "views", "__weakref__")
+
+    def __init__(self, value: Value):
+        self.id = next(_storage_ids)
+        self.views: dict[tuple, Value] = {}
+        self.value = value
+        self._track()
+
+    @property
+    def meta(self) -> TensorMeta:
+        return self.value.meta
+
+    @property
+    def is_pending(self) -> bool:
+        return not self.value.node.is_leaf
+
+    def set_value(self, value: Value) -> None:
+        self.value = value
+        self.views.clear()  # cached views read the old value
+        self._track()
+
+    def _track(self) -> None:
+        if self.is_pending:
+            if self.id not in _pending:
+                _pending[self.id] = weakref.ref(self, _forget(self.id))
+        else:
+            _pending.pop(self.id, None)
+
+
+def _forget(storage_id: int):
+    return lambda _ref: _pending.pop(storage_id, None)
+
+
+def pending_storages() -> list[LazyStorage]:
+    """Live storages with unexecuted IR, in creation order (stable across identical steps)."""
+    alive = (ref() for ref in list(_pending.values()))
+    return [s for s in alive if s is not None and s.is_pending]
+
+
+class LazyTensor(torch.Tensor):
+    """The Python object behind every tensor on the lazy device."""
+
+    _lt_storage: LazyStorage
+
+    @staticmethod
+    def __new__(cls, storage: LazyStorage, shape, stride, offset: int, dtype: torch.dtype,
+                requires_grad: bool = False):
+        t = torch.Tensor._make_wrapper_subclass(
+            cls, shape, strides=stride, storage_offset=offset, dtype=dtype,
+            device=LAZY_TORCH_DEVICE, requires_grad=requires_grad)
+        t._lt_storage = storage
+        return t
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        from .tracing import dispatch
+        return dispatch(func, args, kwargs or {})
+
+    # --- what bypasses the dispatcher -------------------------------------------------------
+    @property
+    def data(self) -> torch.Tensor:
+        return torch._C.TensorBase.data.__get__(self)
+
+    @data.setter
+    def data(self, new: torch.Tensor) -> None:
+        alias_into(self, new)
+
+    def __repr__(self, *, tensor_contents=None) -> str:
+        # torch prints subclasses as "ClassName(...)"; a lazy tensor should read like eager's
+        text = torch._tensor_str._str(self, tensor_contents=tensor_contents)
+        prefix = type(self).__name__ + "("
+        return "tensor(" + text[len(prefix):].replace("\n" + " " * len(prefix), "\n" + " " * 7)
+
+    def tolist(self):
+        return self.cpu().tolist()
+
+    def __reduce_ex__(self, protocol):
+        # Saved as a CPU tensor (as torch_xla does): a checkpoint must not need a lazy runtime.
+        return self.detach().cpu().__reduce_ex__(protocol)
+
+    def __deepcopy__(self, memo):
+        copied = self.detach().clone().requires_grad_(self.requires_grad)
+        memo[id(self)] = copied
+        return copied
+
+
+def is_identity_view(t: LazyTensor, storage: LazyStorage) -> bool:
+    meta = storage.meta
+    return (t.storage_offset() == 0 and tuple(t.shape) == meta.shape
+            and tuple(t.stride()) == meta.stride)
+
+
+def view_key(t: torch.Tensor) -> tuple:
+    return tuple(t.shape), tuple(t.stride()), t.storage_offset()
+
+
+def value_of(t: LazyTensor) -> Value:
+    """The IR value of what `t` shows of its storage now."""
+    storage = t._lt_storage
+    if is_identity_view(t, storage):
+        return storage.value
+    key = view_key(t)
+    found = storage.views.get(key)
+    if found is None:
+        from .tracing import record
+        shape, stride, offset = key
+        found = record(torch.ops.aten.as_strided.default, (storage.value,),
+                       (("self", ir.InputRef(0)), ("size", shape), ("stride", stride),
+                        ("storage_offset", offset)),
+                       (TensorMeta(shape, stride, t.dtype, offset),))[0]
+        storage.views[key] = found
+    return found
+
+
+def write(t: LazyTensor, new: Value) -> None:
+    """Make `t` show `new` (same shape and dtype), updating every alias of its storage."""
+    storage = t._lt_storage
+    if is_identity_view(t, storage) and new.meta.stride == storage.meta.stride \
+            and new.meta.storage_offset == 0:
+        storage.set_value(new)
+        return
+    from .tracing import record
+    shape, stride, offset = view_key(t)
+    old = storage.meta
+    scattered = record(torch.ops.aten.as_strided_scatter.default, (storage.value, new),
+                       (("self", ir.InputRef(0)), ("src", ir.InputRef(1)), ("size", shape),
+                        ("stride", stride), ("storage_offset", offset)),
+                       (TensorMeta(old.shape, old.stride, old.dtype),))[0]
+    storage.set_value(scattered)
+
+
+def fresh_tensor(value: Value) -> LazyTensor:
+    """A tensor owning a new storage that holds `value`."""
+    meta = value.meta
+    return LazyTensor(LazyStorage(value), meta.shape, meta.stride, 0, meta.dtype)
+
+
+def view_tensor(base: LazyTensor, meta: TensorMeta) -> LazyTensor:
+    """A tensor sharing `base`'s storage with the layout `meta` (from the op's meta kernel)."""
+    return LazyTensor(base._lt_storage, meta.shape, meta.stride, meta.storage_offset, meta.dtype)
+
+
+def alias_into(t: LazyTensor, source: LazyTensor) -> None:
+    """`t.set_(source)` / `t.data = source`: t becomes another view of source's storage."""
+    if not isinstance(source, LazyTensor):
+        raise RuntimeError(
+            f"cannot alias a lazy tensor to a tensor on {source.device}: move it with .to('lazy') first")
+    torch._C.TensorBase.data.__set__(t, source)  # sizes, strides, offset and dtype of the TensorImpl
+    t._lt_storage = source._lt_storage

@@ -1,0 +1,548 @@
+"""The trace path: every aten op on lazy tensors becomes IR nodes here; nothing is computed.
+
+Per op: normalize the call against its schema, compute output metadata with meta kernels
+(memoized per input signature, so a training loop pays for them once), then record
+ - a view (the result shares its input's storage),
+ - a mutation (recorded functionally and written back into the mutated tensors' storages), or
+ - a plain op (fresh storages).
+Ops that need real data (data-dependent shapes, ops returning Python values) run eagerly on
+materialized inputs and the trace continues; each is counted as `aten::<op>`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+from . import ir, metrics
+from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
+from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
+from .tensor import (LAZY_TORCH_DEVICE, LazyStorage, LazyTensor, alias_into, fresh_tensor,
+                     is_identity_view, value_of, view_tensor, write)
+
+aten = torch.ops.aten
+_MISSING = object()
+_meta_memo: dict[tuple, Any] = {}
+
+
+def record(op: Callable, inputs: tuple[Value, ...], args: tuple,
+           out_metas: tuple[TensorMeta | None, ...]) -> tuple[Value, ...]:
+    return ir.Node(op, inputs, args, out_metas).outputs
+
+
+# --- normalizing a call ---------------------------------------------------------------------
+
+class _Call:
+    """One op call bound to its schema, encoded for the IR and keyed for the meta memo."""
+
+    __slots__ = ("info", "values", "inputs", "encoded", "key")
+
+    def __init__(self, info: OpInfo, args: tuple, kwargs: dict):
+        self.info = info
+        self.values = [_bound(spec, i, args, kwargs) for i, spec in enumerate(info.args)]
+        self.inputs: list[Value] = []
+        encoded, key = [], []
+        for spec, value in zip(info.args, self.values):
+            if value is _MISSING or spec.kind is ArgKind.GENERATOR:
+                continue  # random ops get a seed input instead of a generator (_seed_random)
+            enc, k = self._encode(spec, value)
+            encoded.append((spec.name, enc))
+            key.append(k)
+        self.encoded = tuple(encoded)
+        self.key = (info.op, tuple(key))
+
+    def _input(self, value: Value) -> InputRef:
+        self.inputs.append(value)
+        return InputRef(len(self.inputs) - 1)
+
+    def _encode(self, spec, value) -> tuple[Any, Any]:
+        kind = spec.kind
+        if kind is ArgKind.TENSOR:
+            return self._encode_tensor(spec, value)
+        if kind is ArgKind.TENSOR_LIST:
+            pairs = [self._encode_tensor(spec, v) for v in value]
+            return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+        if kind is ArgKind.SCALAR:
+            return self._encode_scalar(value)
+        if kind is ArgKind.SCALAR_LIST:
+            pairs = [self._encode_scalar(v) for v in value]
+            return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+        if kind is ArgKind.DEVICE:
+            dev = _lazy_or_device(value)
+            return dev, dev
+        frozen = _freeze(value)
+        return frozen, frozen
+
+    def _encode_tensor(self, spec, t) -> tuple[Any, Any]:
+        if t is None:
+            return None, None
+        if isinstance(t, (int, float, complex)):  # a wrapped Python scalar (x * 2)
+            return self._encode_scalar(t)
+        if isinstance(t, LazyTensor):
+            storage = t._lt_storage
+            return (self._input(value_of(t)),
+                    ("T", tuple(t.shape), t.stride(), t.storage_offset(), t.dtype,
+                     storage.meta.shape, storage.meta.stride))
+        if isinstance(t, torch.Tensor) and t.dim() == 0 and t.device.type == "cpu":
+            # eager lets a CPU scalar tensor join ops on any device; snapshot it as a graph input
+            return self._input(ir.data_value(t.detach().clone(), on_cpu=True)), ("C", t.dtype)
+        raise _device_mismatch(self.info, spec.name, t)
+
+    def _encode_scalar(self, value) -> tuple[Any, Any]:
+        if isinstance(value, (bool, type(None))) or not isinstance(value, (int, float, complex)):
+            return value, value
+        return self._input(ir.scalar_value(value)), type(value)
+
+    # --- back to call arguments --------------------------------------------------------------
+    def meta_args(self, drop_out: bool = False) -> dict[str, Any]:
+        """The call's arguments with lazy tensors replaced by meta tensors of the same layout
+        (without out= arguments for the functional twin)."""
+        out = {}
+        for spec, value in zip(self.info.args, self.values):
+            if value is _MISSING or (drop_out and is_out_arg(spec)):
+                continue
+            out[spec.name] = _to_meta(spec.kind, value)
+        return out
+
+
+def _bound(spec, index: int, args: tuple, kwargs: dict):
+    if not spec.kwarg_only and index < len(args):
+        return args[index]
+    return kwargs.get(spec.name, _MISSING)
+
+
+def _freeze(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _lazy_or_device(value):
+    if value is None:
+        return None
+    dev = torch.device(value)
+    return LAZY_DEVICE if dev.type == "lazy" else dev
+
+
+def _device_mismatch(info: OpInfo, name: str, t) -> RuntimeError:
+    where = t.device if isinstance(t, torch.Tensor) else type(t).__name__
+    return RuntimeError(
+        f"Expected all tensors to be on the same device, but found at least two devices, "
+        f"{LAZY_TORCH_DEVICE} and {where}! (when checking argument for argument {name} in method "
+        f"{info.op}); move the tensor with .to('lazy')")
+
+
+def _meta_tensor(t):
+    if not isinstance(t, torch.Tensor):
+        return t  # a wrapped Python scalar
+    if isinstance(t, LazyTensor):
+        s = t._lt_storage.meta
+        base = torch.empty_strided(s.shape, s.stride, dtype=t.dtype, device="meta")
+        return base.as_strided(t.shape, t.stride(), t.storage_offset())
+    return torch.empty((), dtype=t.dtype, device="meta")
+
+
+def _to_meta(kind: ArgKind, value):
+    if kind is ArgKind.TENSOR:
+        return None if value is None else _meta_tensor(value)
+    if kind is ArgKind.TENSOR_LIST:
+        return [None if v is None else _meta_tensor(v) for v in value]
+    if kind is ArgKind.DEVICE and value is not None and torch.device(value).type == "lazy":
+        return torch.device("meta")
+    if kind is ArgKind.GENERATOR:
+        return None
+    return value
+
+
+def _metas_of(result) -> Any:
+    """Metadata of a meta-kernel result: TensorMeta, None, or a tuple of those per return."""
+    if isinstance(result, torch.Tensor):
+        return TensorMeta.of(result)
+    if isinstance(result, (list, tuple)):
+        return tuple(_metas_of(r) for r in result)
+    return result
+
+
+def _memo_meta(key: tuple, compute: Callable[[], Any]):
+    found = _meta_memo.get(key, _MISSING)
+    if found is _MISSING:
+        found = _meta_memo[key] = _metas_of(compute())
+    return found
+
+
+# --- entry point --------------------------------------------------------------------------
+
+def dispatch(func, args: tuple, kwargs: dict):
+    handler = _SPECIAL.get(func)
+    if handler is not None:
+        return handler(*args, **kwargs)
+    return trace_op(func, args, kwargs)
+
+
+def trace_op(func, args: tuple, kwargs: dict):
+    """Record `func` on lazy tensors (also factories with device="lazy")."""
+    info = op_info(func)
+    if not info.returns_tensors:
+        return run_eagerly(func, args, kwargs)
+    start = time.perf_counter()
+    try:
+        return _trace(info, args, kwargs)
+    finally:
+        metrics.add_time("trace", time.perf_counter() - start)
+
+
+class _NeedsRealData(Exception):
+    """The op's output shape depends on values: run it eagerly."""
+
+
+def _trace(info: OpInfo, args: tuple, kwargs: dict):
+    call = _Call(info, args, kwargs)
+    try:
+        if info.is_view and not info.mutated:
+            return _trace_view(call)
+        if info.mutated:
+            return _trace_mutation(call)
+        return _trace_functional(call)
+    except _NeedsRealData:
+        return run_eagerly(info.op, args, kwargs)
+
+
+def _call_meta(op, call: _Call) -> Any:
+    """Output metadata of `op` (the traced op, its functional twin or a CloneAndCall)."""
+    twin = op is not call.info.op
+
+    def compute():
+        try:
+            return op(**call.meta_args(drop_out=twin and not isinstance(op, CloneAndCall)))
+        except NotImplementedError as e:  # no data-independent meta kernel: shape needs data
+            raise _NeedsRealData() from e
+    return _memo_meta((op,) + call.key[1:] if twin else call.key, compute)
+
+
+def _flat_metas(metas) -> tuple[TensorMeta | None, ...]:
+    if isinstance(metas, TensorMeta) or metas is None:
+        return (metas,)
+    out = []
+    for m in metas:
+        out.extend(_flat_metas(m))
+    return tuple(out)
+
+
+def _per_return(op, metas) -> tuple:
+    """The meta result split per schema return (a Tensor[] return is one tuple)."""
+    return (metas,) if len(op._schema.returns) == 1 else tuple(metas)
+
+
+def _assemble(results: list):
+    """Python return value from per-return results: one value, or a tuple of them."""
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def _fill(metas, tensors) -> Any:
+    """Rebuild one return's structure (tensor, None or list) from an iterator of tensors."""
+    if isinstance(metas, TensorMeta) or metas is None:
+        return next(tensors)
+    return [_fill(m, tensors) for m in metas]
+
+
+# --- views --------------------------------------------------------------------------------
+
+def _trace_view(call: _Call):
+    if any(v is None for v in call.info.view_of):
+        raise _NeedsRealData()  # returns both views and fresh tensors: no such op in training
+    per_return = _per_return(call.info.op, _call_meta(call.info.op, call))
+    return _assemble([_view_of(call.values[view_of], m)
+                      for view_of, m in zip(call.info.view_of, per_return)])
+
+
+def _view_of(base: LazyTensor, metas):
+    if isinstance(metas, tuple):
+        return [_view_of(base, m) for m in metas]
+    if metas.dtype != base.dtype:
+        raise NotImplementedError(
+            "lazytriton does not support views that reinterpret the dtype (view(dtype), "
+            "view_as_real, view_as_complex); use .to(dtype) to convert instead")
+    return view_tensor(base, metas)
+
+
+# --- plain ops ----------------------------------------------------------------------------
+
+def _trace_functional(call: _Call):
+    op, extra_args = call.info.op, ()
+    if call.info.is_random:
+        op, extra_args = _seed_random(call)
+    metas = _call_meta(call.info.op, call)
+    flat = _flat_metas(metas)
+    outputs = record(op, tuple(call.inputs), call.encoded + extra_args, flat)
+    tensors = iter([None if m is None else fresh_tensor(v) for v, m in zip(outputs, flat)])
+    return _assemble([_fill(m, tensors) for m in _per_return(call.info.op, metas)])
+
+
+# --- mutations ----------------------------------------------------------------------------
+
+def _trace_mutation(call: _Call):
+    info = call.info
+    _call_meta(info.op, call)  # eager's own checks: e.g. an in-place op must not broadcast self
+    variant = functional_variant(info.op)
+    if variant is not None:
+        op = variant
+        encoded = tuple((n, e) for (n, e) in call.encoded if not is_out_arg(_spec(info, n)))
+    else:
+        op = CloneAndCall(info.op)
+        encoded = call.encoded
+    metas = _call_meta(op, call)
+    extra_args = ()
+    if info.is_random:
+        op, extra_args = _seed_random(call, op)
+    flat = _flat_metas(metas)
+    outputs = list(record(op, tuple(call.inputs), encoded + extra_args, flat))
+    n_fresh = sum(1 for w in info.returns_written if w is None)
+    fresh = iter([None if v.meta is None else fresh_tensor(v) for v in outputs[:n_fresh]])
+    new_values = iter(outputs[n_fresh:])
+    for index in info.mutated:
+        _write_back(call.values[index], new_values)
+    returns = [next(fresh) if w is None else call.values[w] for w in info.returns_written]
+    return _assemble(returns) if returns else None
+
+
+def _spec(info: OpInfo, name: str):
+    return next(a for a in info.args if a.name == name)
+
+
+def _write_back(target, new_values) -> None:
+    if target is _MISSING:  # an optional mutated argument not passed: it has no new value
+        return
+    if target is None:
+        next(new_values, None)
+        return
+    if isinstance(target, (list, tuple)):
+        for t in target:
+            _write_back(t, new_values)
+        return
+    new = next(new_values)
+    if new.meta is None:
+        return
+    if tuple(target.shape) != new.meta.shape:  # out= resizes its output, as eager does
+        alias_into(target, fresh_tensor(_cast(new, target.dtype)))
+        return
+    write(target, _cast(new, target.dtype))
+
+
+def _cast(value: Value, dtype: torch.dtype) -> Value:
+    if value.meta.dtype == dtype:
+        return value
+    meta = TensorMeta(value.meta.shape, value.meta.stride, dtype)
+    return record(aten._to_copy.default, (value,),
+                  (("self", InputRef(0)), ("dtype", dtype)), (meta,))[0]
+
+
+class CloneAndCall:
+    """Functional form of a mutating op with no functional twin: clone what it writes, call it,
+    return (its fresh returns..., the written clones...)."""
+
+    def __init__(self, op):
+        self.op = op
+        self.info = op_info(op)
+        self.__name__ = f"clone_and_call[{op}]"
+
+    def __eq__(self, other):
+        return isinstance(other, CloneAndCall) and other.op is self.op
+
+    def __hash__(self):
+        return hash(("clone_and_call", self.op))
+
+    def __call__(self, **kwargs):
+        written = []
+        for index in self.info.mutated:
+            name = self.info.args[index].name
+            if name in kwargs:
+                kwargs[name] = _clone(kwargs[name])
+                written.append(kwargs[name])
+        result = self.op(**kwargs)
+        results = result if isinstance(result, tuple) else (result,)
+        fresh = [r for r, w in zip(results, self.info.returns_written) if w is None]
+        return tuple(fresh) + tuple(written)
+
+
+def _clone(value):
+    if isinstance(value, (list, tuple)):
+        return [_clone(v) for v in value]
+    return None if value is None else value.clone()
+
+
+# --- random ops ---------------------------------------------------------------------------
+
+def _draw_seed(generator: torch.Generator | None) -> int:
+    """A seed from the user's generator (default: torch's global one, so manual_seed holds)."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+
+
+def _seed_random(call: _Call, op=None):
+    """(op, extra encoded args): the op gets a generator seeded from a fresh graph input."""
+    op = op or call.info.op
+    gen_index = call.info.generator_arg
+    user_gen = call.values[gen_index] if gen_index is not None else None
+    seed_ref = SeedRef(len(call.inputs))
+    call.inputs.append(ir.scalar_value(_draw_seed(None if user_gen is _MISSING else user_gen)))
+    if gen_index is not None or isinstance(op, CloneAndCall):
+        if gen_index is None:
+            raise _NeedsRealData()
+        return op, (("generator", seed_ref),)
+    seeded = _SEEDED_TWINS.get(call.info.op)
+    if seeded is None:
+        raise _NeedsRealData()
+    return seeded, (("generator", seed_ref),)
+
+
+def native_dropout_seeded(input, p, train, generator):
+    """aten.native_dropout with an explicit generator (the aten op has none)."""
+    if train is False:
+        return input.clone(), torch.ones_like(input, dtype=torch.bool)
+    mask = torch.empty_like(input).bernoulli_(1 - p, generator=generator)
+    scale = 1.0 / (1.0 - p) if p < 1 else 0.0
+    return input * mask * scale, mask.to(torch.bool)
+
+
+_SEEDED_TWINS = {aten.native_dropout.default: native_dropout_seeded}
+
+
+# --- ops needing real data ----------------------------------------------------------------
+
+def materialize(t: LazyTensor) -> torch.Tensor:
+    """The real data of `t` on the backend device (a view of an immutable buffer)."""
+    from .runtime import session
+    session.current().sync([t._lt_storage])
+    data = t._lt_storage.value.node.data.get()
+    return data.as_strided(t.shape, t.stride(), t.storage_offset())
+
+
+def _real(value, cloned: bool):
+    if isinstance(value, LazyTensor):
+        real = materialize(value)
+        return real.clone() if cloned else real
+    if isinstance(value, (list, tuple)) and any(isinstance(v, LazyTensor) for v in value):
+        return type(value)(_real(v, cloned) for v in value)
+    return value
+
+
+def run_eagerly(func, args: tuple, kwargs: dict):
+    """Fallback: run the op on real data and wrap its results as new lazy data."""
+    metrics.counter_inc(f"aten::{func._schema.name.split('::')[-1]}")
+    info = op_info(func)
+    mutated = {info.args[i].name for i in info.mutated}
+    names = [a.name for a in info.args]
+    real_args = [_real(a, names[i] in mutated if i < len(names) else False)
+                 for i, a in enumerate(args)]
+    real_kwargs = {k: _lazy_device_to_real(_real(v, k in mutated)) for k, v in kwargs.items()}
+    result = func(*real_args, **real_kwargs)
+    for i, name in enumerate(names):  # write mutated clones back through the storages
+        if name in mutated:
+            lazy = args[i] if i < len(args) else kwargs.get(name)
+            real = real_args[i] if i < len(args) else real_kwargs.get(name)
+            _write_real(lazy, real)
+    return _wrap_real(result)
+
+
+def _lazy_device_to_real(value):
+    if isinstance(value, torch.device) and value.type == "lazy":
+        from .runtime import session
+        return session.current().device
+    return value
+
+
+def _write_real(lazy, real) -> None:
+    if isinstance(lazy, (list, tuple)):
+        for lz, rl in zip(lazy, real):
+            _write_real(lz, rl)
+    elif isinstance(lazy, LazyTensor):
+        write(lazy, ir.data_value(_own_buffer(real)))
+
+
+def _own_buffer(t: torch.Tensor) -> torch.Tensor:
+    """A storage value must own a dense buffer at offset 0 (views of it are as_strided)."""
+    if t.storage_offset() == 0 and t.is_contiguous():
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
+def _wrap_real(result):
+    if isinstance(result, torch.Tensor):
+        return fresh_tensor(ir.data_value(_own_buffer(result)))
+    if isinstance(result, (list, tuple)):
+        return type(result)(_wrap_real(r) for r in result)
+    return result
+
+
+def upload(src: torch.Tensor, meta: TensorMeta) -> Value:
+    """Copy host data into a fresh device buffer laid out as `meta` (broadcasting, converting)."""
+    from .runtime import session
+    buf = torch.empty_strided(meta.shape, meta.stride, dtype=meta.dtype,
+                              device=session.current().device)
+    buf.copy_(src.detach())
+    return ir.data_value(buf, meta)
+
+
+# --- special cases ------------------------------------------------------------------------
+
+def copy_into(dst: torch.Tensor, src: torch.Tensor, non_blocking: bool = False):
+    if not isinstance(dst, LazyTensor):  # lazy -> host
+        dst.copy_(materialize(src))
+        return dst
+    if isinstance(src, LazyTensor):
+        return _trace(op_info(aten.copy_.default), (dst, src), {})
+    storage = dst._lt_storage
+    if is_identity_view(dst, storage) and storage.meta.storage_numel == dst.numel():
+        storage.set_value(upload(src, storage.meta))  # whole buffer overwritten: upload now
+        return dst
+    src_meta = TensorMeta(tuple(src.shape), ir.contiguous_strides(tuple(src.shape)), src.dtype)
+    return copy_into(dst, fresh_tensor(upload(src, src_meta)))
+
+
+def _to_copy(self, **kwargs):
+    device = kwargs.get("device")
+    if device is not None and torch.device(device).type != "lazy":
+        real = materialize(self)
+        return aten._to_copy.default(real, **kwargs)
+    return _trace(op_info(aten._to_copy.default), (self,), kwargs)
+
+
+def _local_scalar_dense(self):
+    return materialize(self).item()
+
+
+def _set_source_tensor(self, source):
+    alias_into(self, source)
+    return self
+
+
+def _detach_(self):
+    return self
+
+
+def _resize_(self, size, memory_format=None):
+    size = tuple(size)
+    if size == tuple(self.shape):
+        return self
+    if self.numel() != 0:
+        raise NotImplementedError(
+            "lazytriton: resize_ of a non-empty lazy tensor to a new shape is not supported; "
+            "create a new tensor instead")
+    empty = torch.empty(size, dtype=self.dtype, device=LAZY_TORCH_DEVICE)
+    alias_into(self, empty)
+    return self
+
+
+def _is_pinned(self, device=None):
+    return False
+
+
+_SPECIAL = {
+    aten.copy_.default: copy_into,
+    aten._to_copy.default: _to_copy,
+    aten._local_scalar_dense.default: _local_scalar_dense,
+    aten.set_.source_Tensor: _set_source_tensor,
+    aten.detach_.default: _detach_,
+    aten.resize_.default: _resize_,
+    aten.is_pinned.default: _is_pinned,
+}
