@@ -84,7 +84,9 @@ def _arg_kind(arg: torch._C.Argument, shape_from_scalars: bool) -> ArgKind:
 
 
 def _alias_set(alias_info) -> frozenset[str]:
-    return frozenset(alias_info.before_set) if alias_info is not None else frozenset()
+    if alias_info is None:
+        return frozenset()
+    return frozenset(alias_info.before_set) | frozenset(alias_info.after_set)
 
 
 def _return_alias(ret: torch._C.Argument, schema_args) -> tuple[int | None, int | None]:
@@ -92,6 +94,10 @@ def _return_alias(ret: torch._C.Argument, schema_args) -> tuple[int | None, int 
     if ret.alias_info is None:
         return None, None
     sets = _alias_set(ret.alias_info)
+    if not sets:
+        # a list of views (split: `Tensor(a -> *) self` -> `Tensor(a)[]`): the binding hides
+        # the element's alias set, but the argument it comes from is marked `-> *`
+        sets = frozenset("*")
     for i, a in enumerate(schema_args):
         if a.alias_info is not None and _alias_set(a.alias_info) & sets:
             return (i, None) if not a.alias_info.is_write else (None, i)

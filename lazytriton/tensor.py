@@ -99,6 +99,12 @@ class LazyTensor(torch.Tensor):
         prefix = type(self).__name__ + "("
         return "tensor(" + text[len(prefix):].replace("\n" + " " * len(prefix), "\n" + " " * 7)
 
+    def __format__(self, format_spec: str) -> str:
+        # eager formats 0-dim tensors as numbers only for exact torch.Tensor
+        if self.dim() == 0:
+            return self.detach().item().__format__(format_spec)
+        return object.__format__(self, format_spec)
+
     def tolist(self):
         return self.cpu().tolist()
 

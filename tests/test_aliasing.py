@@ -1,0 +1,153 @@
+"""Views and in-place ops must behave exactly as in eager: every program here runs twice, on
+CPU and on the lazy device, and every tensor it returns must agree."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lazytriton
+
+
+def _views_then_writes(x, y):
+    v = x[1:, ::2]  # strided slice
+    v.add_(y[: v.shape[0], : v.shape[1]])
+    x.t()[0].mul_(-1)  # write through a transpose of a row
+    return x, v
+
+
+def _write_base_read_view(x, y):
+    v = x.view(-1)[3:9]
+    x.mul_(2)  # v must see it
+    return v.clone(), x
+
+
+def _chain_of_views(x, y):
+    a = x.unsqueeze(0).transpose(1, 2)  # [1, n, m]
+    b = a[0, 1:3]
+    b.fill_(7.5)
+    c = x.select(1, 0)
+    c.copy_(y[: c.shape[0], 0])
+    return x, a, b, c
+
+
+def _copy_broadcast_into_slice(x, y):
+    x[:, 2].copy_(y[0, :1].expand(x.shape[0]))
+    x[0] = 3.0
+    x[-1, :] += y[-1, : x.shape[1]]
+    return (x,)
+
+
+def _split_unbind_chunk(x, y):
+    parts = x.split(2, dim=0)
+    parts[1].zero_()
+    first, *_ = x.unbind(1)
+    first.sub_(1)
+    left, right = x.chunk(2, dim=1)
+    right.mul_(y[: right.shape[0], : right.shape[1]])
+    return x, left
+
+
+def _detach_shares_storage(x, y):
+    d = x.detach()
+    d.add_(1)
+    e = x.data
+    e.mul_(3)
+    return (x,)
+
+
+def _out_variants(x, y):
+    out = torch.empty_like(x)
+    torch.add(x, y[: x.shape[0], : x.shape[1]], alpha=2, out=out)
+    small = torch.empty(0)
+    torch.mul(x, 2, out=small.to(x.device) if x.device.type == "lazy" else small)
+    return (out,)
+
+
+def _in_place_on_expanded_source(x, y):
+    row = y[0:1, : x.shape[1]]
+    x.add_(row)  # broadcast source
+    x.clamp_(min=-0.5, max=0.5)
+    return (x,)
+
+
+def _diagonal_and_as_strided(x, y):
+    x.diagonal().add_(10)
+    s = x.as_strided((2, 2), (1, 2), 1)
+    s.neg_()
+    return x, s
+
+
+PROGRAMS = [_views_then_writes, _write_base_read_view, _chain_of_views,
+            _copy_broadcast_into_slice, _split_unbind_chunk, _detach_shares_storage,
+            _out_variants, _in_place_on_expanded_source, _diagonal_and_as_strided]
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.__name__.strip("_"))
+@pytest.mark.parametrize("shape", [(5, 6), (7, 4)])
+def test_program_matches_eager(program, shape):
+    x, y = torch.randn(*shape), torch.randn(8, 8)
+    expected = program(x.clone(), y.clone())
+    got = program(x.clone().to("lazy"), y.clone().to("lazy"))
+    lazytriton.mark_step()
+    for e, g in zip(expected, got):
+        assert g.device.type == "lazy"
+        assert g.shape == e.shape and g.stride() == e.stride()
+        torch.testing.assert_close(g.cpu(), e)
+
+
+def test_view_written_after_mark_step_still_aliases():
+    x = torch.randn(4, 4).to("lazy")
+    row = x[2]
+    lazytriton.mark_step()
+    row.fill_(1.0)
+    lazytriton.mark_step()
+    torch.testing.assert_close(x.cpu()[2], torch.ones(4))
+    x.mul_(2)
+    torch.testing.assert_close(row.cpu(), torch.full((4,), 2.0))
+
+
+def test_set_and_data_assignment_alias_storages():
+    a = torch.randn(3).to("lazy")
+    b = torch.randn(5).to("lazy")
+    a.set_(b)
+    assert a.shape == (5,)
+    b.add_(1)
+    torch.testing.assert_close(a.cpu(), b.cpu())
+    p = torch.nn.Parameter(torch.randn(2, 2).to("lazy"))
+    new = torch.randn(3).to("lazy")
+    p.data = new
+    assert p.shape == (3,) and p.requires_grad
+    new.mul_(0.5)
+    torch.testing.assert_close(p.detach().cpu(), new.cpu())
+
+
+def test_detach_in_place_keeps_values_and_drops_grad():
+    w = torch.randn(3, requires_grad=True)
+    x = (w.to("lazy") * 2)
+    x.detach_()
+    assert not x.requires_grad
+    torch.testing.assert_close(x.cpu(), w.detach() * 2)
+
+
+def test_optimizer_updates_parameters_in_place():
+    model = torch.nn.Linear(3, 2).to("lazy")
+    weight_object = model.weight
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = model.weight.detach().cpu()
+    model(torch.randn(4, 3).to("lazy")).sum().backward()
+    grad = model.weight.grad.cpu()
+    opt.step()
+    lazytriton.mark_step()
+    assert model.weight is weight_object
+    torch.testing.assert_close(model.weight.detach().cpu(), before - 0.5 * grad)
+
+
+def test_transposed_result_layout_matches_eager():
+    x = torch.randn(3, 5)
+    lazy = x.to("lazy").t() * 2  # eager keeps the transposed layout
+    assert lazy.stride() == (x.t() * 2).stride()
+    assert not lazy.is_contiguous()
+    torch.testing.assert_close(lazy.view(-1) if lazy.is_contiguous() else lazy.reshape(-1).cpu(),
+                               (x.t() * 2).reshape(-1))
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        lazy.view(-1)

@@ -1,0 +1,62 @@
+"""Bad input gets the error eager would give, at the op that caused it; the process goes on."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import lazytriton
+
+
+def test_mixing_lazy_and_cpu_tensors_raises_device_mismatch():
+    lazy = torch.randn(3).to("lazy")
+    with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device.*lazy.*cpu"):
+        lazy + torch.randn(3)
+    with pytest.raises(RuntimeError, match="same device"):
+        torch.mm(torch.randn(2, 3).to("lazy"), torch.randn(3, 2))
+    # eager allows CPU scalar tensors with any device: so does the lazy device
+    torch.testing.assert_close((lazy * torch.tensor(2.0)).cpu(), lazy.cpu() * 2)
+    torch.testing.assert_close((lazy + 1).cpu(), lazy.cpu() + 1)  # and the process goes on
+
+
+def test_shape_error_surfaces_at_the_op():
+    a, b = torch.randn(3, 4).to("lazy"), torch.randn(5, 4).to("lazy")
+    with pytest.raises(RuntimeError, match=r"broadcast a dimension of length 5.*\[3, 4\]"):
+        a + b
+    with pytest.raises(RuntimeError, match=r"same reduction dim, but got \[3, 4\] X \[5, 4\]"):
+        a @ b
+    with pytest.raises(RuntimeError, match="doesn't match the broadcast shape"):
+        a[:1].add_(a)
+    torch.testing.assert_close((a @ b.t()).cpu(), a.cpu() @ b.cpu().t())
+
+
+def test_execution_error_is_raised_where_the_result_is_read():
+    table = torch.randn(4, 2).to("lazy")
+    bad = torch.tensor([1, 9]).to("lazy")  # out of range: only known when it runs
+    looked_up = torch.nn.functional.embedding(bad, table)
+    lazytriton.mark_step()
+    with pytest.raises(lazytriton.LazyExecutionError, match="index out of range"):
+        looked_up.cpu()
+    torch.testing.assert_close((table * 2).cpu(), table.cpu() * 2)
+
+
+def test_dtype_reinterpreting_view_is_refused_clearly():
+    with pytest.raises(NotImplementedError, match="reinterpret the dtype"):
+        torch.randn(4).to("lazy").view(torch.int32)
+
+
+def test_using_lazy_before_init_says_what_to_do():
+    code = ("import torch, lazytriton\n"
+            "for attempt in (lambda: lazytriton.mark_step(), lambda: torch.zeros(2, device='lazy')):\n"
+            "    try:\n        attempt()\n    except RuntimeError as e:\n        print('ERR', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("ERR")]
+    assert len(lines) == 2, out.stdout + out.stderr
+    assert all("call lazytriton.init()" in l for l in lines)
+
+
+def test_sync_rejects_non_lazy_tensors():
+    with pytest.raises(TypeError, match="expected lazy tensors"):
+        lazytriton.sync([torch.randn(2)])

@@ -1,0 +1,169 @@
+"""Graph capture, the graph cache, async execution, closures, metrics, IR dumps, disk cache."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+
+import lazytriton
+from lazytriton import metrics
+
+
+def _sgd_step(model, opt, x, y):
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    opt.step()
+    lazytriton.mark_step()
+
+
+def test_training_loop_compiles_once_or_twice_then_hits_cache():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    model.to("lazy")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)  # lr changes each step
+    for _ in range(6):
+        _sgd_step(model, opt, torch.randn(4, 6).to("lazy"), torch.randn(4, 1).to("lazy"))
+        sched.step()
+    assert metrics.counter_value("MarkStep") == 6
+    assert metrics.counter_value("UncachedCompile") <= 2  # momentum buffers make step 1 differ
+    assert metrics.counter_value("CachedCompile") >= 4
+
+
+def test_changing_float_scalars_do_not_recompile():
+    x = torch.randn(5).to("lazy")
+    for scale in (0.5, 1.5, -2.25, 3.0):
+        y = x * scale + scale
+        lazytriton.mark_step()
+        torch.testing.assert_close(y.cpu(), x.cpu() * scale + scale)
+    assert metrics.counter_value("UncachedCompile") == 1
+    assert metrics.counter_value("CachedCompile") == 3
+
+
+def test_new_shape_or_dtype_is_a_new_graph():
+    for shape, dtype in [((3,), torch.float32), ((4,), torch.float32), ((3,), torch.float64)]:
+        (torch.randn(shape, dtype=dtype).to("lazy") + 1).cpu()
+    assert metrics.counter_value("UncachedCompile") == 3
+
+
+def test_distinct_inputs_are_not_confused_with_one_input_used_twice():
+    a, b = torch.randn(4), torch.randn(4)
+    la, lb = a.to("lazy"), b.to("lazy")
+    torch.testing.assert_close((la - lb).cpu(), a - b)
+    torch.testing.assert_close((la - la).cpu(), torch.zeros(4))
+
+
+def test_reading_syncs_only_what_it_needs():
+    x = torch.randn(8).to("lazy")
+    unrelated = x.exp()
+    needed = x.sin()
+    needed.sum().item()
+    text = lazytriton.debug.dump_ir([unrelated])
+    assert "exp.default" in text  # still pending: not part of the read's graph
+    assert "sin.default" not in text
+
+
+def test_mark_step_is_async_and_wait_device_ops_waits():
+    x = torch.randn(256, 256).to("lazy")
+    for _ in range(10):
+        x = torch.tanh(x @ x * 0.01)
+    lazytriton.mark_step()
+    handle = x._lt_storage.value.node.data
+    lazytriton.wait_device_ops()
+    assert handle.is_ready
+    assert torch.isfinite(x.cpu()).all()
+
+
+def test_sync_and_to_cpu_materialize_just_these():
+    a = torch.randn(3).to("lazy") * 2
+    b = torch.randn(3).to("lazy") + 5
+    lazytriton.sync([a])
+    assert not a._lt_storage.is_pending and b._lt_storage.is_pending
+    ca, cb = lazytriton.to_cpu([a, b])
+    assert ca.device.type == "cpu" and cb.device.type == "cpu"
+    torch.testing.assert_close(cb, b.cpu())
+
+
+def test_step_closures_run_after_execution_in_order():
+    seen = []
+    x = torch.randn(3).to("lazy")
+    y = x * 3
+    lazytriton.add_step_closure(lambda t: seen.append(("sync", t.cpu())), args=(y,))
+    lazytriton.add_step_closure(lambda: seen.append(("async", threading.current_thread().name)),
+                                run_async=True)
+    lazytriton.mark_step()
+    lazytriton.wait_device_ops()
+    assert [s[0] for s in seen] == ["sync", "async"]
+    torch.testing.assert_close(seen[0][1], x.cpu() * 3)
+    assert seen[1][1] == "lazytriton-exec"
+
+
+def test_async_closure_error_surfaces_at_wait():
+    def boom():
+        raise ValueError("closure failed")
+    lazytriton.add_step_closure(boom, run_async=True)
+    lazytriton.mark_step()
+    with pytest.raises(ValueError, match="closure failed"):
+        lazytriton.wait_device_ops()
+    lazytriton.wait_device_ops()  # reported once; the runtime keeps going
+    assert (torch.ones(2).to("lazy") + 1).cpu().tolist() == [2.0, 2.0]
+
+
+def test_metrics_report_has_counters_and_timings():
+    (torch.randn(4).to("lazy") * 2).cpu()
+    names = metrics.counter_names()
+    assert "UncachedCompile" in names
+    report = metrics.metrics_report()
+    for word in ("UncachedCompile", "trace", "compile", "execute"):
+        assert word in report
+    assert metrics.timing_total("trace") > 0 and metrics.timing_count("execute") >= 1
+    metrics.reset()
+    assert metrics.counter_names() == [] and metrics.counter_value("UncachedCompile") is None
+
+
+def test_dump_ir_text_and_dot():
+    x = torch.randn(2, 3).to("lazy")
+    y = torch.relu(x @ x.t()) + 1.5
+    text = lazytriton.debug.dump_ir([y])
+    lines = text.strip().splitlines()
+    assert lines[-1].startswith("return %")
+    assert any("mm.default" in line for line in lines)
+    assert any(line.endswith("scalar : float") for line in lines)  # 1.5 is a graph input
+    dot = lazytriton.debug.dump_ir([y], format="dot")
+    assert dot.startswith("digraph") and "->" in dot and "relu" in dot
+    with pytest.raises(ValueError, match="format"):
+        lazytriton.debug.dump_ir([y], format="png")
+
+
+def test_disk_cache_holds_readable_ir_per_graph(cache_dir):
+    x = torch.randn(7).to("lazy")
+    (x.cos() * 4).cpu()
+    folders = [p.parent for p in (cache_dir / "graphs").glob("*/ir.txt")]
+    matching = [f for f in folders if "cos.default" in (f / "ir.txt").read_text()]
+    assert matching
+    index = json.loads((matching[0] / "index.json").read_text())
+    assert index["backend"] == "aten" and index["outputs"] == ["float32[7]"]
+    assert not list((cache_dir / "graphs").glob("**/*.tmp"))
+
+
+def test_dropout_follows_manual_seed_and_differs_across_steps():
+    x = torch.ones(1000).to("lazy")
+    torch.manual_seed(7)
+    a = torch.nn.functional.dropout(x, 0.5).cpu()
+    torch.manual_seed(7)
+    b = torch.nn.functional.dropout(x, 0.5).cpu()
+    c = torch.nn.functional.dropout(x, 0.5).cpu()
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(b, c)
+    assert set(a.unique().tolist()) == {0.0, 2.0}
+    assert 350 < int((a == 0).sum()) < 650
+
+
+def test_init_switches_and_rejects_unknown_backend(cache_dir):
+    assert lazytriton.backend_name() == "aten"
+    assert "aten" in lazytriton.available_backends()
+    with pytest.raises(ValueError, match="unknown lazytriton backend 'nope'"):
+        lazytriton.init("nope")
+    lazytriton.init("auto", cache_dir=cache_dir)  # falls back to what this machine has
+    assert lazytriton.backend_name() in lazytriton.available_backends()
