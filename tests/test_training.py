@@ -1,0 +1,125 @@
+"""Whole training steps (forward, backward, optimizer) on the lazy device match eager."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lazytriton
+from lazytriton import metrics
+from lazytriton.testing.models import MLP, TransformerBlock, TutorialNet, lm_loss
+
+
+def _train_both(model, make_opt, make_batch, loss_fn, steps, clip=None, make_sched=None):
+    """Train a CPU copy and a lazy copy side by side; return both loss lists and models."""
+    eager, lazy = copy.deepcopy(model), copy.deepcopy(model).to("lazy")
+    runs = []
+    for net, to_dev in ((eager, lambda t: t), (lazy, lambda t: t.to("lazy"))):
+        opt = make_opt(net.parameters())
+        sched = make_sched(opt) if make_sched else None
+        losses = []
+        for step in range(steps):
+            x, y = make_batch(step)
+            opt.zero_grad()
+            loss = loss_fn(net(to_dev(x)), to_dev(y))
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+            opt.step()
+            if sched:
+                sched.step()
+            if net is lazy:
+                lazytriton.mark_step()
+            losses.append(loss.detach())
+        runs.append(([float(l.cpu()) for l in losses], net))
+    return runs
+
+
+def _assert_same_training(runs, rtol=1e-4, atol=1e-5):
+    (eager_losses, eager), (lazy_losses, lazy) = runs
+    assert lazy_losses == pytest.approx(eager_losses, rel=rtol, abs=atol)
+    assert eager_losses[-1] < eager_losses[0]  # it really trained
+    for (name, pe), (_, pl) in zip(eager.named_parameters(), lazy.named_parameters()):
+        assert pl.device.type == "lazy", name
+        torch.testing.assert_close(pl.detach().cpu(), pe.detach(), rtol=rtol, atol=atol,
+                                   msg=lambda m: f"{name}: {m}")
+
+
+def _digits_batch(batch, classes=10, shape=(1, 28, 28)):
+    gen = torch.Generator().manual_seed(1234)
+    xs = [torch.randn(batch, *shape, generator=gen)]
+    ys = [torch.randint(0, classes, (batch,), generator=gen)]
+    return lambda step: (xs[0], ys[0])  # one batch: the loss must fall
+
+
+def test_tutorial_net_adadelta_steplr_matches_eager():
+    torch.manual_seed(0)
+    runs = _train_both(
+        TutorialNet(dropout=0.0), lambda p: torch.optim.Adadelta(p, lr=1.0),
+        _digits_batch(8), F.nll_loss, steps=4,
+        make_sched=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.7))
+    _assert_same_training(runs)
+    assert metrics.counter_value("UncachedCompile") <= 2
+    assert metrics.counter_value("CachedCompile") >= 2
+    assert not [n for n in metrics.counter_names() if n.startswith("aten::")]  # no fallbacks
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_mlp_sgd_momentum_matches_eager(foreach):
+    torch.manual_seed(1)
+    runs = _train_both(
+        MLP((20, 32, 32, 5)), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9,
+                                                        foreach=foreach),
+        _digits_batch(16, classes=5, shape=(20,)), F.cross_entropy, steps=5)
+    _assert_same_training(runs)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_mlp_adamw_with_grad_clipping_matches_eager(foreach):
+    torch.manual_seed(2)
+    runs = _train_both(
+        MLP((20, 32, 5)), lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1,
+                                                      foreach=foreach),
+        _digits_batch(16, classes=5, shape=(20,)), F.cross_entropy, steps=5, clip=0.5)
+    _assert_same_training(runs)
+    assert metrics.counter_value("UncachedCompile") <= 2
+
+
+@pytest.mark.parametrize("opt_name", ["Adam", "Adadelta", "RMSprop", "Adagrad"])
+def test_other_optimizers_match_eager(opt_name):
+    torch.manual_seed(3)
+    make_opt = {"Adam": lambda p: torch.optim.Adam(p, lr=1e-2, foreach=True),
+                "Adadelta": lambda p: torch.optim.Adadelta(p, foreach=True),
+                "RMSprop": lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5),
+                "Adagrad": lambda p: torch.optim.Adagrad(p, lr=0.1)}[opt_name]
+    runs = _train_both(MLP((12, 16, 3)), make_opt, _digits_batch(8, classes=3, shape=(12,)),
+                       F.cross_entropy, steps=4)
+    _assert_same_training(runs)
+
+
+def test_transformer_block_matches_eager():
+    torch.manual_seed(4)
+    gen = torch.Generator().manual_seed(99)
+    tokens = [torch.randint(0, 64, (4, 12), generator=gen) for _ in range(3)]
+    runs = _train_both(
+        TransformerBlock(vocab=64, dim=32, heads=4, seq=16),
+        lambda p: torch.optim.AdamW(p, lr=3e-3),
+        lambda step: (tokens[step % 3][:, :-1], tokens[step % 3][:, 1:]),
+        lm_loss, steps=4, clip=1.0)
+    _assert_same_training(runs)
+
+
+def test_eval_mode_dropout_is_identity_and_train_mode_drops():
+    torch.manual_seed(5)
+    net = TutorialNet().to("lazy")
+    x = torch.randn(2, 1, 28, 28)
+    cpu_net = TutorialNet()
+    cpu_net.load_state_dict({k: v.cpu() for k, v in net.state_dict().items()})
+    net.eval()
+    cpu_net.eval()
+    torch.testing.assert_close(net(x.to("lazy")).cpu(), cpu_net(x), rtol=1e-4, atol=1e-5)
+    net.train()
+    a, b = net(x.to("lazy")).cpu(), net(x.to("lazy")).cpu()
+    assert not torch.equal(a, b)  # a fresh dropout mask each call
