@@ -24,8 +24,6 @@ from .runtime.backend import available_backends
 from .tensor import LazyTensor
 from .tracing import materialize as _materialize
 
-register_lazy_kernels()
-
 __all__ = ["init", "mark_step", "wait_device_ops", "sync", "to_cpu", "add_step_closure",
            "available_backends", "backend_name", "metrics", "debug", "LazyTensor",
            "LazyExecutionError"]
@@ -37,6 +35,7 @@ def init(backend: str | None = None, cache_dir: str | os.PathLike | None = None)
     Calling init again switches backend (after the running steps finish)."""
     backend = backend or os.environ.get("LAZYTRITON_BACKEND") or "auto"
     _session.start(backend, Path(cache_dir) if cache_dir else None)
+    register_lazy_kernels()  # at init, not import: importing must not take the device over
 
 
 def backend_name() -> str:

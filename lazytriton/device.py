@@ -44,7 +44,7 @@ def _copy_from(self, dst, non_blocking=False):
 
 
 def register_lazy_kernels() -> None:
-    """Idempotent; done at import so that using "lazy" before init() says what to do."""
+    """Idempotent. Done by init(), so importing lazytriton leaves torch._lazy's device alone."""
     global _library
     if _library is not None:
         return

@@ -90,7 +90,8 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-def load_mnist_idx(data_dir: str | Path, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist_idx(data_dir: str | Path,
+                   split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST from its standard IDX files (optionally .gz) in `data_dir`.
 
     Returns images float32 [N, 1, 28, 28] normalized as in the tutorial, and labels int64 [N].
