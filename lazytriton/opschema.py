@@ -136,8 +136,10 @@ def is_out_arg(arg: ArgSpec) -> bool:
     return arg.writes and arg.kwarg_only
 
 
-def _functional_arg_names(op: torch._ops.OpOverload) -> list[str]:
-    return [a.name for a in op_info(op).args if not is_out_arg(a)]
+def _functional_signature(op: torch._ops.OpOverload) -> list[tuple[str, str]]:
+    """(name, type) of the arguments a functional twin must take, in order."""
+    return [(a.name, str(a.type)) for a, spec in zip(op._schema.arguments, op_info(op).args)
+            if not is_out_arg(spec)]
 
 
 def _overload(packet_name: str, overload: str) -> torch._ops.OpOverload | None:
@@ -168,14 +170,14 @@ def functional_variant(op: torch._ops.OpOverload) -> torch._ops.OpOverload | Non
     Its returns are: `op`'s non-aliased returns, then the new value of each mutated argument.
     None when PyTorch has no such op; the tracer then clones and calls `op` itself.
     """
-    wanted = _functional_arg_names(op)
+    wanted = _functional_signature(op)
     n_written = sum(1 for a in op._schema.arguments if a.alias_info and a.alias_info.is_write)
     n_fresh_returns = sum(1 for r in op._schema.returns if r.alias_info is None)
     for cand in _candidates(op):
         if cand is None or cand is op or op_info(cand).mutated:
             continue
-        if [a.name for a in cand._schema.arguments] != wanted:
-            continue
+        if [(a.name, str(a.type)) for a in cand._schema.arguments] != wanted:
+            continue  # e.g. pow_.Scalar must not map to pow.Scalar(Scalar self, ...)
         if len(cand._schema.returns) == n_fresh_returns + n_written or _is_list_return(cand):
             return cand
     return None

@@ -285,6 +285,8 @@ def _trace_mutation(call: _Call):
     info = call.info
     _call_meta(info.op, call)  # eager's own checks: e.g. an in-place op must not broadcast self
     variant = functional_variant(info.op)
+    if variant is not None and op_info(variant).is_view:
+        return _restride_in_place(call, variant)
     if variant is not None:
         op = variant
         encoded = tuple((n, e) for (n, e) in call.encoded if not is_out_arg(_spec(info, n)))
@@ -304,6 +306,14 @@ def _trace_mutation(call: _Call):
         _write_back(call.values[index], new_values)
     returns = [next(fresh) if w is None else call.values[w] for w in info.returns_written]
     return _assemble(returns) if returns else None
+
+
+def _restride_in_place(call: _Call, view_op):
+    """t_, transpose_, unsqueeze_, as_strided_, ...: same storage, new sizes and strides."""
+    target = call.values[call.info.mutated[0]]
+    meta = _call_meta(view_op, call)
+    alias_into(target, view_tensor(target, meta))
+    return target
 
 
 def _spec(info: OpInfo, name: str):
@@ -352,7 +362,8 @@ class CloneAndCall:
     def __hash__(self):
         return hash(("clone_and_call", self.op))
 
-    def __call__(self, **kwargs):
+    def __call__(self_, /, **kwargs):  # noqa: N805 -- ops take an argument named "self"
+        self = self_
         written = []
         for index in self.info.mutated:
             name = self.info.args[index].name
