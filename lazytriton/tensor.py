@@ -8,6 +8,7 @@ in-place optimizer updates therefore all see each other's writes.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import weakref
 
@@ -19,6 +20,7 @@ from .ir import TensorMeta, Value
 LAZY_TORCH_DEVICE = torch.device("lazy", 0)
 
 _storage_ids = itertools.count()
+_tracking = True  # off while a compiler re-traces a decomposition: its tensors are not the user's
 # Storages whose value is still a computation, by creation order: mark_step's outputs.
 _pending: dict[int, weakref.ref] = {}
 
@@ -46,6 +48,8 @@ class LazyStorage:
         self._track()
 
     def _track(self) -> None:
+        if not _tracking:
+            return
         if self.is_pending:
             if self.id not in _pending:
                 _pending[self.id] = weakref.ref(self, _forget(self.id))
@@ -55,6 +59,17 @@ class LazyStorage:
 
 def _forget(storage_id: int):
     return lambda _ref: _pending.pop(storage_id, None)
+
+
+@contextlib.contextmanager
+def untracked():
+    """Tensors made inside are compiler scratch: mark_step must not pick them up."""
+    global _tracking
+    previous, _tracking = _tracking, False
+    try:
+        yield
+    finally:
+        _tracking = previous
 
 
 def pending_storages() -> list[LazyStorage]:

@@ -10,6 +10,7 @@ materialized inputs and the trace continues; each is counted as `aten::<op>`.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable
 
@@ -177,7 +178,17 @@ def dispatch(func, args: tuple, kwargs: dict):
     handler = _SPECIAL.get(func)
     if handler is not None:
         return handler(*args, **kwargs)
+    if _is_composite(func):  # e.g. aten.to: its own kernel says whether it copies or aliases
+        result = func.decompose(*args, **kwargs)
+        if result is not NotImplemented:
+            return result
     return trace_op(func, args, kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _is_composite(func) -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(),
+                                                          "CompositeImplicitAutograd")
 
 
 def trace_op(func, args: tuple, kwargs: dict):
@@ -260,6 +271,7 @@ def _view_of(base: LazyTensor, metas):
     if isinstance(metas, tuple):
         return [_view_of(base, m) for m in metas]
     if metas.dtype != base.dtype:
+
         raise NotImplementedError(
             "lazytriton does not support views that reinterpret the dtype (view(dtype), "
             "view_as_real, view_as_complex); use .to(dtype) to convert instead")

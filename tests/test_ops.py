@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import operator
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,7 +26,8 @@ LOOSE = dict(atol=1e-2, rtol=1e-2)  # float16 / bfloat16
 
 @pytest.fixture(scope="module", autouse=True)
 def lazy_device(tmp_path_factory):
-    lazytriton.init("aten", cache_dir=tmp_path_factory.mktemp("cache"))
+    lazytriton.init(os.environ.get("LAZYTRITON_TEST_BACKEND", "aten"),
+                    cache_dir=tmp_path_factory.mktemp("cache"))
     yield
     lazytriton.wait_device_ops()
 

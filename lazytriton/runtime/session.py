@@ -27,7 +27,8 @@ class Session:
         self.device = backend.device
         self.cache_dir = cache_dir
         self.runner = AsyncRunner()
-        self._compiled: dict[tuple, CompiledGraph] = {}
+        # key -> programs; each holds for the scalar values its `guards` name (if any)
+        self._compiled: dict[tuple, list[CompiledGraph]] = {}
         self._closures: list[tuple[Callable, tuple, bool]] = []
 
     # --- cutting and running graphs --------------------------------------------------------
@@ -36,7 +37,11 @@ class Session:
         if not pending:
             return
         graph = build_graph([s.value for s in pending])
-        program = self._program(graph)
+        try:
+            program = self._program(graph)
+        except BaseException as e:
+            _fail(pending, e)  # later steps must not retry this graph forever
+            raise
         handles = {id(v): DeviceData() for v in graph.outputs}
         for s in pending:
             s.set_value(DataNode(handles[id(s.value)], s.value.meta).outputs[0])
@@ -44,13 +49,14 @@ class Session:
                                 [handles[id(v)] for v in graph.outputs]))
 
     def _program(self, graph: Graph) -> CompiledGraph:
-        program = self._compiled.get(graph.key)
-        if program is not None:
-            metrics.counter_inc("CachedCompile")
-            return program
+        candidates = self._compiled.setdefault(graph.key, [])
+        for program in candidates:
+            if _guards_hold(program, graph):
+                metrics.counter_inc("CachedCompile")
+                return program
         start = time.perf_counter()
         program = self.backend.compile(graph, self._write_artifacts(graph))
-        self._compiled[graph.key] = program
+        candidates.append(program)
         metrics.counter_inc("UncachedCompile")
         metrics.add_time("compile", time.perf_counter() - start)
         return program
@@ -87,6 +93,24 @@ class Session:
 
     def wait(self) -> None:
         self.runner.wait()
+
+
+def _guards_hold(program: CompiledGraph, graph: Graph) -> bool:
+    """A program may have baked some scalar inputs in (a decomposition computed with them)."""
+    guards = getattr(program, "guards", None) or {}
+    return all(_same_scalar(graph.inputs[k].value, v) for k, v in guards.items())
+
+
+def _same_scalar(a, b) -> bool:
+    return type(a) is type(b) and (a == b or (a != a and b != b))  # NaN guards hold for NaN
+
+
+def _fail(storages: list[LazyStorage], error: BaseException) -> None:
+    """These tensors' values become the error: raised where they are read."""
+    for s in storages:
+        handle = DeviceData()
+        handle.fail(error)
+        s.set_value(DataNode(handle, s.value.meta).outputs[0])
 
 
 def _input_handles(graph: Graph) -> list[Any]:

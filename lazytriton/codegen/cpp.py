@@ -1,0 +1,467 @@
+"""C++/OpenMP code generation: one function per scheduled kernel, all of a graph's kernels in one
+translation unit. Parameter and size names are canonical per kernel (p0, ks0, a0 ... in order of
+first use), so the same fused loop nest prints the same source whatever the batch size."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sympy
+import torch
+
+from ..loopir import Buffer, Reduction
+from ..scheduler import Kernel, Member, member_index, ranges_of, store_index
+from ..sizevars import FloorDiv, ModularIndexing, flat_index
+from .common import CppPrinter, CSEVariable, KernelBody, simplify_index
+
+PRELUDE = (Path(__file__).parent / "cpp_prelude.h").read_text()
+
+CTYPE = {
+    torch.float32: "float", torch.float64: "double", torch.int64: "int64_t",
+    torch.int32: "int32_t", torch.int16: "int16_t", torch.int8: "int8_t",
+    torch.uint8: "uint8_t", torch.bool: "bool", torch.bfloat16: "uint16_t",
+    torch.float16: "uint16_t",
+}
+# dtypes computed in float and stored as 16 bits
+_HALF = {torch.bfloat16: ("lt::bf16_to_float", "lt::float_to_bf16"),
+         torch.float16: ("lt::half_to_float", "lt::float_to_half")}
+
+
+def compute_ctype(dtype: torch.dtype) -> str:
+    return "float" if dtype in _HALF else CTYPE[dtype]
+
+
+def supported(dtype: torch.dtype) -> bool:
+    return dtype in CTYPE
+
+
+def _literal(value, dtype: torch.dtype) -> str:
+    ctype = compute_ctype(dtype)
+    if dtype == torch.bool:
+        return "true" if value else "false"
+    if dtype.is_floating_point:
+        value = float(value)
+        if math.isnan(value):
+            return f"std::numeric_limits<{ctype}>::quiet_NaN()"
+        if math.isinf(value):
+            sign = "-" if value < 0 else ""
+            return f"{sign}std::numeric_limits<{ctype}>::infinity()"
+        return f"static_cast<{ctype}>({value!r})"
+    return f"static_cast<{ctype}>({int(value)}L)"
+
+
+_UNARY = {
+    "neg": "-({0})", "abs": "std::abs({0})", "exp": "std::exp({0})", "exp2": "std::exp2({0})",
+    "log": "std::log({0})", "log2": "std::log2({0})", "log10": "std::log10({0})",
+    "sqrt": "std::sqrt({0})", "rsqrt": "(1 / std::sqrt({0}))", "sin": "std::sin({0})",
+    "cos": "std::cos({0})", "tan": "std::tan({0})", "tanh": "std::tanh({0})",
+    "sinh": "std::sinh({0})", "cosh": "std::cosh({0})", "asin": "std::asin({0})",
+    "acos": "std::acos({0})", "atan": "std::atan({0})", "atanh": "std::atanh({0})",
+    "asinh": "std::asinh({0})", "acosh": "std::acosh({0})",
+    "sigmoid": "(1 / (1 + std::exp(-({0}))))", "erf": "std::erf({0})",
+    "erfc": "std::erfc({0})", "log1p": "std::log1p({0})", "expm1": "std::expm1({0})",
+    "floor": "std::floor({0})", "ceil": "std::ceil({0})", "round": "std::nearbyint({0})",
+    "trunc": "std::trunc({0})", "reciprocal": "(1 / ({0}))", "sign": "lt::sign({0})",
+    "lgamma": "std::lgamma({0})", "bitwise_not": "(~({0}))", "relu": "lt::maximum({0}, decltype({0})(0))",
+}
+_UNARY_BOOL_INPUT = {"bitwise_not": "(!({0}))", "abs": "({0})", "neg": "(!({0}))"}
+_PREDICATE = {"isnan": "std::isnan({0})", "isinf": "std::isinf({0})",
+              "logical_not": "(!({0}))"}
+_BINARY = {
+    "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "truediv": "({0} / {1})",
+    "maximum": "lt::maximum({0}, {1})", "minimum": "lt::minimum({0}, {1})",
+    "atan2": "std::atan2({0}, {1})", "copysign": "std::copysign({0}, {1})",
+    "hypot": "std::hypot({0}, {1})", "bitwise_and": "({0} & {1})", "bitwise_or": "({0} | {1})",
+    "bitwise_xor": "({0} ^ {1})", "clamp_min": "(({0}) < ({1}) ? ({1}) : ({0}))",
+    "clamp_max": "(({0}) > ({1}) ? ({1}) : ({0}))",
+}
+_BOOL_BINARY = {"add": "({0} || {1})", "mul": "({0} && {1})", "maximum": "({0} || {1})",
+                "minimum": "({0} && {1})", "bitwise_and": "({0} && {1})",
+                "bitwise_or": "({0} || {1})", "bitwise_xor": "({0} != {1})"}
+_COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_LOGICAL = {"logical_and": "({0} && {1})", "logical_or": "({0} || {1})",
+            "logical_xor": "(static_cast<bool>({0}) != static_cast<bool>({1}))"}
+
+
+@dataclass
+class KernelArgs:
+    """A kernel's parameters in order of first use, under canonical names."""
+    buffers: dict[str, tuple[str, Buffer]] = field(default_factory=dict)  # buffer name -> param
+    sizes: dict[sympy.Symbol, sympy.Symbol] = field(default_factory=dict)  # graph sym -> ks
+    scalars: dict[str, tuple[str, object]] = field(default_factory=dict)  # ScalarArg -> aN
+    uses_err: bool = False
+
+    def buffer(self, buf: Buffer) -> str:
+        if buf.name not in self.buffers:
+            self.buffers[buf.name] = (f"p{len(self.buffers)}", buf)
+        return self.buffers[buf.name][0]
+
+    def rename_sizes(self, expr):
+        expr = sympy.sympify(expr)
+        for s in sorted(expr.free_symbols, key=lambda s: s.name):
+            if s.name.startswith("s") and s.name[1:].isdigit() and s not in self.sizes:
+                self.sizes[s] = sympy.Symbol(f"ks{len(self.sizes)}", integer=True, positive=True)
+        return expr.xreplace(self.sizes)
+
+    def scalar(self, arg) -> str:
+        if arg.name not in self.scalars:
+            self.scalars[arg.name] = (f"a{len(self.scalars)}", arg)
+        return self.scalars[arg.name][0]
+
+
+class CppOps:
+    """The ops handler lowerings call while this kernel's C++ is being written."""
+
+    def __init__(self, kernel: "CppKernel"):
+        self.k = kernel
+
+    # --- data in and out --------------------------------------------------------------------
+    def load(self, buf: Buffer, index):
+        local = self.k.locals.get(buf.name)
+        if local is not None:
+            return local
+        param = self.k.args.buffer(buf)
+        text = self.k.index(index)
+        expr = f"{param}[{text}]"
+        if buf.dtype in _HALF:
+            expr = f"{_HALF[buf.dtype][0]}({expr})"
+        return self._cse(f"load {expr}", buf.dtype, expr)
+
+    def constant(self, value, dtype):
+        return CSEVariable(_literal(value, dtype), dtype)
+
+    def scalar(self, arg, dtype):
+        name = self.k.args.scalar(arg)
+        return self._cse(f"scalar {name} {dtype}", dtype,
+                         f"static_cast<{compute_ctype(dtype)}>({name})")
+
+    def index_expr(self, expr, dtype):
+        return self._cse(f"index {expr} {dtype}", dtype,
+                         f"static_cast<{compute_ctype(dtype)}>({self.k.index(expr)})")
+
+    def to_dtype(self, x, dtype):
+        if x.dtype == dtype:
+            return x
+        if dtype in _HALF:  # eager rounds to the 16-bit type; we compute in float
+            to_half, from_half = _HALF[dtype][1], _HALF[dtype][0]
+            value = self.to_dtype(x, torch.float32)
+            return self._cse(f"round {value} {dtype}", dtype, f"{from_half}({to_half}({value}))")
+        if compute_ctype(x.dtype) == compute_ctype(dtype):
+            return CSEVariable(x.name, dtype)
+        if dtype == torch.bool:
+            return self._cse(f"bool {x}", dtype, f"static_cast<bool>({x})")
+        return self._cse(f"cast {x} {dtype}", dtype, f"static_cast<{compute_ctype(dtype)}>({x})")
+
+    # --- computing --------------------------------------------------------------------------
+    def _cse(self, key: str, dtype, expr: str) -> CSEVariable:
+        ctype = compute_ctype(dtype)
+        return self.k.body.cse(key, dtype, lambda v: f"{ctype} {v} = {expr};")
+
+    def _apply(self, template: str, dtype, *args) -> CSEVariable:
+        expr = template.format(*[str(a) for a in args])
+        return self._cse(expr, dtype, expr)
+
+    def __getattr__(self, name):
+        if name in _UNARY or name in _PREDICATE:
+            return lambda x: self._unary(name, x)
+        if name in _BINARY:
+            return lambda a, b: self._binary(name, a, b)
+        if name in _COMPARE:
+            return lambda a, b: self._apply(f"({{0}} {_COMPARE[name]} {{1}})", torch.bool, a, b)
+        if name in _LOGICAL:
+            return lambda a, b: self._apply(_LOGICAL[name], torch.bool, a, b)
+        raise AttributeError(f"the C++ backend has no element op {name!r}")
+
+    def _unary(self, name, x):
+        if name in _PREDICATE:
+            if name != "logical_not" and not x.dtype.is_floating_point:
+                return self.constant(False, torch.bool)
+            return self._apply(_PREDICATE[name], torch.bool, x)
+        if x.dtype == torch.bool and name in _UNARY_BOOL_INPUT:
+            return self._apply(_UNARY_BOOL_INPUT[name], torch.bool, x)
+        return self._apply(_UNARY[name], x.dtype, x)
+
+    def _binary(self, name, a, b):
+        if a.dtype == torch.bool and name in _BOOL_BINARY:
+            return self._apply(_BOOL_BINARY[name], torch.bool, a, b)
+        return self._apply(_BINARY[name], a.dtype, a, b)
+
+    def _int_op(self, fn: str, a, b):
+        self.k.args.uses_err = True
+        return self._apply(f"lt::{fn}_int<{compute_ctype(a.dtype)}>({{0}}, {{1}}, err)", a.dtype,
+                           a, b)
+
+    def floordiv(self, a, b):
+        if a.dtype.is_floating_point:
+            return self._apply("lt::floordiv_float({0}, {1})", a.dtype, a, b)
+        return self._int_op("floordiv", a, b)
+
+    def truncdiv(self, a, b):
+        if a.dtype.is_floating_point:
+            return self._apply("std::trunc({0} / {1})", a.dtype, a, b)
+        return self._int_op("truncdiv", a, b)
+
+    def remainder(self, a, b):
+        if a.dtype.is_floating_point:
+            return self._apply("lt::remainder_float({0}, {1})", a.dtype, a, b)
+        return self._int_op("remainder", a, b)
+
+    def fmod(self, a, b):
+        if a.dtype.is_floating_point:
+            return self._apply("std::fmod({0}, {1})", a.dtype, a, b)
+        return self._int_op("fmod", a, b)
+
+    def pow(self, a, b):
+        if a.dtype.is_floating_point:
+            return self._apply("std::pow({0}, {1})", a.dtype, a, b)
+        return self._apply("lt::pow_int({0}, static_cast<decltype({0})>({1}))", a.dtype, a, b)
+
+    def where(self, cond, a, b):
+        return self._apply("({0} ? {1} : {2})", a.dtype, cond, a, b)
+
+    def masked(self, cond, body, other):
+        """`body()` only where cond holds (its loads may be out of bounds elsewhere)."""
+        self.k.body.push()
+        value = body()
+        inner = self.k.body.pop()
+        var = self.k.body.new_var(value.dtype)
+        ctype = compute_ctype(value.dtype)
+        self.k.body.emit(f"{ctype} {var} = static_cast<{ctype}>({other});")
+        lines = "\n".join("    " + line for line in inner.lines)
+        self.k.body.emit(f"if ({cond}) {{\n{lines}\n    {var} = {value};\n}}")
+        return var
+
+    def indirect(self, var, size):
+        """An index read from memory: negative wraps as in eager; out of range sets err."""
+        self.k.args.uses_err = True
+        idx = self.k.body.new_var(torch.int64)
+        bound = self.k.index(size)
+        self.k.body.emit(f"int64_t {idx} = static_cast<int64_t>({var});")
+        self.k.body.emit(f"if ({idx} < 0) {idx} += {bound};")
+        self.k.body.emit(f"if ({idx} < 0 || {idx} >= {bound}) {{ *err = 1; {idx} = 0; }}")
+        return sympy.Symbol(idx.name, integer=True, nonnegative=True)
+
+    def rand(self, seed, offset):
+        return self._cse(f"rand {seed} {offset}", torch.float32,
+                         f"lt::uniform({seed}, {self.k.index(offset)})")
+
+    def randn(self, seed, offset):
+        return self._cse(f"randn {seed} {offset}", torch.float32,
+                         f"lt::normal({seed}, {self.k.index(offset)})")
+
+
+_REDUCE_INIT = {
+    "sum": lambda dt: "0", "prod": lambda dt: "1", "any": lambda dt: "false",
+    "max": lambda dt: (f"-std::numeric_limits<{compute_ctype(dt)}>::infinity()"
+                       if dt.is_floating_point else f"std::numeric_limits<{compute_ctype(dt)}>::lowest()"),
+    "min": lambda dt: (f"std::numeric_limits<{compute_ctype(dt)}>::infinity()"
+                       if dt.is_floating_point else f"std::numeric_limits<{compute_ctype(dt)}>::max()"),
+}
+_REDUCE_COMBINE = {"sum": "{acc} + {v}", "prod": "{acc} * {v}", "any": "{acc} || {v}",
+                   "max": "lt::maximum({acc}, {v})", "min": "lt::minimum({acc}, {v})"}
+_BOOL_COMBINE = {"max": "{acc} || {v}", "min": "{acc} && {v}"}
+_BOOL_INIT = {"max": "false", "min": "true"}
+
+
+def _acc_ctype(dtype: torch.dtype, rtype: str) -> str:
+    if rtype == "any":
+        return "bool"
+    if dtype in _HALF or dtype == torch.float32:
+        return "float"
+    if dtype == torch.bool:
+        return "int64_t" if rtype in ("sum", "prod") else "bool"
+    if not dtype.is_floating_point and rtype in ("sum", "prod"):
+        return "int64_t"
+    return compute_ctype(dtype)
+
+
+class CppKernel:
+    """Writes one scheduled Kernel as a C++ function."""
+
+    def __init__(self, kernel: Kernel):
+        self.kernel = kernel
+        self.args = KernelArgs()
+        self.body = KernelBody()
+        self.ops = CppOps(self)
+        self.printer = CppPrinter()
+        self.locals: dict[str, CSEVariable] = {}
+        self._ranges: dict = {}
+
+    def index(self, expr) -> str:
+        expr = simplify_index(expr, self._ranges)
+        return self.printer.doprint(self.args.rename_sizes(expr))
+
+    # --- structure --------------------------------------------------------------------------
+    def generate(self) -> str:
+        kernel = self.kernel
+        outer_vars = [sympy.Symbol(f"x{k}", integer=True, nonnegative=True)
+                      for k in range(len(kernel.outer))]
+        for var, size in zip(outer_vars, kernel.outer):
+            self._ranges[var] = size
+        body_lines: list[str] = []
+        for member in kernel.members:
+            body_lines += self._member(member, outer_vars)
+        loops = self._outer_loops(outer_vars, body_lines)
+        return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
+
+    def _outer_loops(self, outer_vars, body_lines: list[str]) -> list[str]:
+        if not outer_vars:
+            return body_lines
+        has_inner = any(m.inner_sizes or m.is_reduction for m in self.kernel.members)
+        n = len(outer_vars)
+        pragma = "#pragma omp parallel for" + (f" collapse({n})" if n > 1 else "")
+        if not has_inner:
+            pragma += " simd" if n == 1 else ""
+        lines = [pragma]
+        for k, (var, size) in enumerate(zip(outer_vars, self.kernel.outer)):
+            lines.append("  " * k + f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)")
+        lines.append("  " * n + "{")
+        lines += ["  " * (n + 1) + line for line in body_lines]
+        lines.append("  " * n + "}")
+        return lines
+
+    def _signature(self) -> str:
+        params = []
+        for param, buf in self.args.buffers.values():
+            params.append(f"{CTYPE[buf.dtype]}* __restrict__ {param}")
+        for sym in self.args.sizes.values():
+            params.append(f"int64_t {sym}")
+        for name, arg in self.args.scalars.values():
+            params.append(f"{'double' if arg.dtype == torch.float64 else 'int64_t'} {name}")
+        if self.args.uses_err:
+            params.append("int32_t* err")
+        return f'extern "C" void {self.kernel.name}(' + ", ".join(params) + ")"
+
+    # --- members ----------------------------------------------------------------------------
+    def _member(self, member: Member, outer_vars) -> list[str]:
+        prefix = f"r{self.kernel.members.index(member)}_"
+        index, inner_vars = member_index(member, outer_vars, prefix)
+        self._ranges.update(ranges_of(self.kernel, member, outer_vars, inner_vars))
+        if member.is_reduction:
+            return self._reduction(member, index, inner_vars)
+        return self._pointwise(member, index, inner_vars)
+
+    def _capture(self, fn):
+        """Run fn with a fresh body; return (lines, value)."""
+        saved, self.body = self.body, KernelBody()
+        self.body._counter = saved._counter  # one numbering per kernel: deterministic names
+        try:
+            value = fn()
+            return self.body.block.lines, value
+        finally:
+            self.body = saved
+
+    def _store(self, member: Member, index, value) -> str:
+        buf = member.buffer
+        param = self.args.buffer(buf)
+        text = self.index(store_index(member, index))
+        value = self.ops.to_dtype(value, buf.dtype)
+        if buf.dtype in _HALF:
+            return f"{param}[{text}] = {_HALF[buf.dtype][1]}({value});"
+        return f"{param}[{text}] = {value};"
+
+    def _pointwise(self, member: Member, index, inner_vars) -> list[str]:
+        lines, value = self._capture(lambda: member.node.inner(self.ops, index))
+        body = lines + [self._store(member, index, value)]
+        sizes = member.inner_sizes
+        if not inner_vars:
+            return body
+        parallel = not self.kernel.outer
+        return self._loops(inner_vars, sizes, body, simd=True, parallel=parallel)
+
+    def _loops(self, vars_, sizes, body, simd: bool, parallel: bool, extra: str = "") -> list[str]:
+        lines = []
+        n = len(vars_)
+        if parallel:
+            lines.append("#pragma omp parallel for" + (f" collapse({n})" if n > 1 else "")
+                         + (" simd" if simd and n == 1 else "") + extra)
+        for k, (var, size) in enumerate(zip(vars_, sizes)):
+            if k == n - 1 and simd and not parallel:
+                lines.append("  " * k + "#pragma omp simd" + extra)
+            lines.append("  " * k + f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)")
+        lines.append("  " * n + "{")
+        lines += ["  " * (n + 1) + line for line in body]
+        lines.append("  " * n + "}")
+        return lines
+
+    def _reduction(self, member: Member, index, rvars) -> list[str]:
+        node: Reduction = member.node
+        rtype = node.reduction_type
+        acc = f"acc{self.kernel.members.index(member)}"
+        lines, value = self._capture(lambda: node.inner(self.ops, index, rvars))
+        if rtype in ("argmax", "argmin"):
+            code = self._arg_reduction(node, acc, lines, value, rvars)
+        else:
+            ctype = _acc_ctype(node.src_dtype, rtype)
+            boolean = ctype == "bool" and rtype in _BOOL_COMBINE
+            init = _BOOL_INIT[rtype] if boolean else _REDUCE_INIT[rtype](node.src_dtype)
+            combine = _BOOL_COMBINE[rtype] if boolean else _REDUCE_COMBINE[rtype]
+            step = f"{acc} = {combine.format(acc=acc, v=value)};"
+            code = self._reduce_loops(rvars, node.reduction_sizes, lines + [step], acc, ctype,
+                                      init, rtype, combine)
+        result = CSEVariable(acc, node.dtype if rtype not in ("argmax", "argmin") else torch.int64)
+        if member.local:
+            self.locals[member.buffer.name] = self.ops.to_dtype(
+                CSEVariable(acc, _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)),
+                node.dtype) if rtype not in ("argmax", "argmin") else result
+            return code
+        acc_dtype = node.dtype if rtype in ("argmax", "argmin") else \
+            _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)
+        return code + [self._store(member, index, CSEVariable(acc, acc_dtype))]
+
+    def _reduce_loops(self, rvars, sizes, body, acc, ctype, init, rtype, combine) -> list[str]:
+        if not rvars:
+            return [f"{ctype} {acc} = {init};"] + body
+        if self.kernel.outer:  # parallel over the outer loop already: a sequential reduction
+            extra = f" reduction(+:{acc})" if rtype == "sum" else ""
+            return [f"{ctype} {acc} = {init};"] + self._loops(rvars, sizes, body, simd=bool(extra),
+                                                              parallel=False, extra=extra)
+        # a whole-tensor reduction: per-thread partials, combined in thread order (deterministic)
+        combine = combine.format(acc=acc, v=f"static_cast<{ctype}>({acc}_parts[t])")
+        loops = self._loops(rvars, sizes, body, simd=False, parallel=False)
+        part_type = "unsigned char" if ctype == "bool" else ctype
+        return ([f"{ctype} {acc} = {init};",
+                 f"std::vector<{part_type}> {acc}_parts(omp_get_max_threads(), {init});",
+                 "#pragma omp parallel", "{",
+                 f"  {ctype} {acc} = {init};"]
+                + ["  #pragma omp for schedule(static)" + (
+                    f" collapse({len(rvars)})" if len(rvars) > 1 else "")]
+                + ["  " + line for line in loops]
+                + [f"  {acc}_parts[omp_get_thread_num()] = {acc};", "}",
+                   f"for (int t = 0; t < static_cast<int>({acc}_parts.size()); t++) "
+                   f"{acc} = {combine};"])
+
+    def _arg_reduction(self, node, acc, lines, value, rvars) -> list[str]:
+        ctype = compute_ctype(node.src_dtype)
+        better = ">" if node.reduction_type == "argmax" else "<"
+        flat = self.index(flat_index(rvars, _contiguous(node.reduction_sizes)))
+        step = (f"if ({acc}_i < 0 || ({value} != {value} && {acc}_v == {acc}_v) || "
+                f"({acc}_v == {acc}_v && {value} {better} {acc}_v)) "
+                f"{{ {acc}_v = {value}; {acc}_i = {flat}; }}")
+        loops = self._loops(rvars, node.reduction_sizes, lines + [step], simd=False,
+                            parallel=not self.kernel.outer and False)
+        return [f"{ctype} {acc}_v = 0;", f"int64_t {acc}_i = -1;"] + loops + \
+            [f"int64_t {acc} = {acc}_i < 0 ? 0 : {acc}_i;"]
+
+
+def _contiguous(sizes):
+    from ..sizevars import contiguous_strides
+    return contiguous_strides(sizes)
+
+
+def _dtype_of_ctype(ctype: str, node) -> torch.dtype:
+    return {"float": torch.float32, "double": torch.float64, "int64_t": torch.int64,
+            "bool": torch.bool}.get(ctype, node.dtype)
+
+
+def _indent(lines: list[str], level: int) -> str:
+    return "\n".join("  " * level + line for line in lines)
+
+
+def generate_translation_unit(kernels: list[Kernel]) -> tuple[str, list[CppKernel]]:
+    """All kernels of a graph as one C++ source."""
+    emitted = [CppKernel(k) for k in kernels]
+    bodies = [e.generate() for e in emitted]
+    header = "// generated by lazytriton: the fused kernels of one graph\n" + PRELUDE
+    return header + "\n" + "\n".join(bodies), emitted

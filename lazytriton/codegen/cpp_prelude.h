@@ -1,0 +1,157 @@
+// lazytriton C++ kernel prelude: helpers with eager PyTorch's semantics (NaN propagation,
+// Python-style integer division and remainder, half/bfloat16 storage) and a counter-based RNG.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+#include <omp.h>
+
+namespace lt {
+
+static inline float bf16_to_float(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+
+static inline uint16_t float_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN stays NaN
+  bits += 0x7fffu + ((bits >> 16) & 1u);                   // round to nearest even
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+static inline float half_to_float(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      exp = 127 - 15 + 1;
+      while ((mant & 0x400u) == 0) { mant <<= 1; exp--; }
+      bits = sign | (exp << 23) | ((mant & 0x3ffu) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+  }
+  float out;
+  std::memcpy(&out, &bits, 4);
+  return out;
+}
+
+static inline uint16_t float_to_half(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  uint32_t sign = (bits >> 16) & 0x8000u;
+  uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (abs >= 0x47800000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow: inf
+  if (abs < 0x38800000u) {  // subnormal or zero: round to nearest even in the half grid
+    float scaled;
+    uint32_t a = abs;
+    std::memcpy(&scaled, &a, 4);
+    scaled = scaled * 16777216.0f;  // 2^24: one unit is the smallest half subnormal
+    return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(scaled)));
+  }
+  uint32_t mant_odd = (abs >> 13) & 1u;
+  abs += 0xc8000fffu + mant_odd;  // rebias exponent (-112 << 23) and round to nearest even
+  return static_cast<uint16_t>(sign | (abs >> 13));
+}
+
+template <typename T> static inline T maximum(T a, T b) {
+  if (a != a) return a;
+  if (b != b) return b;
+  return a > b ? a : b;
+}
+
+template <typename T> static inline T minimum(T a, T b) {
+  if (a != a) return a;
+  if (b != b) return b;
+  return a < b ? a : b;
+}
+
+template <typename T> static inline T floordiv_int(T a, T b, int32_t* err) {
+  if (b == 0) { *err = 2; return 0; }
+  T q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) q -= 1;
+  return q;
+}
+
+template <typename T> static inline T truncdiv_int(T a, T b, int32_t* err) {
+  if (b == 0) { *err = 2; return 0; }
+  return a / b;
+}
+
+template <typename T> static inline T remainder_int(T a, T b, int32_t* err) {
+  if (b == 0) { *err = 2; return 0; }
+  T r = a % b;
+  if (r != 0 && ((r < 0) != (b < 0))) r += b;
+  return r;
+}
+
+template <typename T> static inline T fmod_int(T a, T b, int32_t* err) {
+  if (b == 0) { *err = 2; return 0; }
+  return a % b;
+}
+
+template <typename T> static inline T floordiv_float(T a, T b) {
+  if (b == 0) return a / b;
+  T mod = std::fmod(a, b);
+  T div = (a - mod) / b;
+  if (mod != 0 && ((b < 0) != (mod < 0))) div -= 1;
+  if (div == 0) return std::copysign(T(0), a / b);
+  T fl = std::floor(div);
+  return (div - fl > T(0.5)) ? fl + 1 : fl;
+}
+
+template <typename T> static inline T remainder_float(T a, T b) {
+  T r = std::fmod(a, b);
+  if (r != 0 && ((r < 0) != (b < 0))) r += b;
+  return r;
+}
+
+template <typename T> static inline T pow_int(T base, T exp) {
+  if (exp < 0) {
+    if (base == 1) return 1;
+    if (base == -1) return (exp % 2 == 0) ? 1 : -1;
+    return 0;
+  }
+  T result = 1;
+  while (exp) {
+    if (exp & 1) result *= base;
+    base *= base;
+    exp >>= 1;
+  }
+  return result;
+}
+
+template <typename T> static inline T sign(T x) {
+  if (x != x) return x;
+  return static_cast<T>((T(0) < x) - (x < T(0)));
+}
+
+// Counter-based random numbers: the value at (seed, offset) never depends on thread schedule,
+// so a graph replays exactly. SplitMix64-style finalizer over the combined counter.
+static inline uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static inline float uniform(int64_t seed, int64_t offset) {
+  uint64_t z = mix(static_cast<uint64_t>(seed) * 0x9e3779b97f4a7c15ull + mix(offset));
+  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1) with 24 bits
+}
+
+static inline float normal(int64_t seed, int64_t offset) {
+  float u1 = uniform(seed, 2 * offset), u2 = uniform(seed, 2 * offset + 1);
+  u1 = u1 > 1e-7f ? u1 : 1e-7f;
+  return std::sqrt(-2.0f * std::log(u1)) * std::cos(6.283185307179586f * u2);
+}
+
+}  // namespace lt

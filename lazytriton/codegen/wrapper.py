@@ -1,0 +1,238 @@
+"""The generated Python wrapper of a compiled graph: binds sizes from the inputs, allocates
+buffers (re-using freed ones of the same size), calls extern aten kernels and the C++ kernels,
+and returns the outputs. Written to the cache dir next to the kernels, so a person can read
+exactly what runs."""
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import sympy
+import torch
+
+from ..ir import LAZY_DEVICE
+from ..loopir import Buffer, ComputedBuffer, ExternBuffer, ExternKernel, InputBuffer
+from ..lowering import Lowering, ScalarArg, StridedView
+from ..scheduler import Kernel, Schedule
+from .common import PythonPrinter
+from .cpp import CppKernel
+
+_ERRORS = {1: (IndexError, "index out of range in self"),
+           2: (ZeroDivisionError, "ZeroDivisionError: integer division or modulo by zero")}
+
+
+class Extern:
+    """Calls one aten op with the wrapper's tensors put into its recorded arguments."""
+
+    def __init__(self, kernel: ExternKernel, device: torch.device):
+        self.op = kernel.op
+        self.device = device
+        self.slots: list[Any] = []  # TensorBox / ScalarArg in argument order
+        self.template = [(name, self._template(v)) for name, v in kernel.args]
+
+    def _template(self, value):
+        if isinstance(value, (list, tuple)):
+            return [self._template(v) for v in value]
+        if isinstance(value, (Buffer, StridedView, ScalarArg)):
+            self.slots.append(value)
+            return _Slot(len(self.slots) - 1)
+        return value
+
+    def __call__(self, *values) -> tuple:
+        """The op's results as one flat tuple (ops return a tensor, a tuple or lists)."""
+        kwargs = {name: self._fill(t, values, name) for name, t in self.template}
+        return tuple(_flat_results(self.op(**kwargs)))
+
+    def _fill(self, t, values, name):
+        if isinstance(t, _Slot):
+            value = values[t.index]
+            return torch.Generator().manual_seed(int(value)) if name == "generator" else value
+        if isinstance(t, list):
+            return [self._fill(x, values, name) for x in t]
+        return self.device if t is LAZY_DEVICE else t
+
+
+def _flat_results(result) -> list:
+    if isinstance(result, (list, tuple)):
+        return [x for r in result for x in _flat_results(r)]
+    return [result]
+
+
+class _Slot:
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def fix_layout(t: torch.Tensor, sizes, strides) -> torch.Tensor:
+    """An extern's output in the layout the kernels index it by."""
+    if tuple(t.stride()) == tuple(strides) or t.numel() == 0:
+        return t
+    return torch.empty_strided(sizes, strides, dtype=t.dtype, device=t.device).copy_(t)
+
+
+def raise_kernel_error(code: int) -> None:
+    kind, message = _ERRORS.get(code, (RuntimeError, f"kernel error {code}"))
+    raise kind(message)
+
+
+class WrapperWriter:
+    def __init__(self, lowering: Lowering, sched: Schedule, kernels: list[CppKernel]):
+        self.lowering = lowering
+        self.sched = sched
+        self.kernels = {k.kernel.name: k for k in kernels}
+        self.printer = PythonPrinter()
+        self.lines: list[str] = []
+        self.names: dict[int, str] = {}  # id(buffer) -> variable holding it
+        self.namespace: dict[str, Any] = {"torch": torch, "c_void_p": ctypes.c_void_p,
+                                          "fix_layout": fix_layout,
+                                          "raise_kernel_error": raise_kernel_error}
+        self._pool: dict[tuple, list[str]] = {}
+
+    def expr(self, e) -> str:
+        return self.printer.doprint(sympy.sympify(e))
+
+    def shape(self, sizes) -> str:
+        return "(" + "".join(self.expr(s) + ", " for s in sizes) + ")"
+
+    def generate(self) -> str:
+        self._bind_inputs()
+        last_use = self._last_uses()
+        for i, step in enumerate(self.sched.steps):
+            if isinstance(step, ExternKernel):
+                self._extern(step, i)
+            else:
+                self._kernel(step)
+            self._release(i, last_use)
+        uses_err = any(k.args.uses_err for k in self.kernels.values())
+        if uses_err:
+            self.lines.append("if err[0] != 0:")
+            self.lines.append("    raise_kernel_error(int(err[0]))")
+        outs = ", ".join(self._tensor(o) for o in self.sched.outputs)
+        self.lines.append(f"return [{outs}]")
+        header = ["def call(inputs):"]
+        if uses_err:
+            header.append("    err = torch.zeros(1, dtype=torch.int32)")
+        return "\n".join(header + ["    " + line for line in self.lines]) + "\n"
+
+    # --- inputs and sizes -------------------------------------------------------------------
+    def _bind_inputs(self) -> None:
+        for k, lowered in enumerate(self.lowering.inputs):
+            name = lowered.name
+            self.lines.append(f"{name} = inputs[{k}]")
+            if isinstance(lowered, InputBuffer):
+                self.names[id(lowered)] = name
+        for const in self.lowering.constants:
+            self.namespace[const.name] = const.tensor
+            self.names[id(const)] = const.name
+        for sym, (k, dim) in self.lowering.sizevars.origins.items():
+            self.lines.append(f"{sym} = {self.lowering.inputs[k].name}.size({dim})")
+
+    def _tensor(self, box) -> str:
+        if isinstance(box, StridedView):
+            return (f"{self.names[id(box.base)]}.as_strided({self.shape(box.sizes)}, "
+                    f"{self.shape(box.strides)}, {self.expr(box.offset)})")
+        return self.names[id(box)]
+
+    # --- steps ------------------------------------------------------------------------------
+    def _allocate(self, buf: ComputedBuffer) -> str:
+        key = (buf.dtype, self.expr(_numel(buf.sizes)))
+        name = buf.name
+        pooled = self._pool.get(key)
+        if pooled:
+            old = pooled.pop()
+            self.lines.append(f"{name} = {old}.as_strided({self.shape(buf.sizes)}, "
+                              f"{self.shape(buf.strides)})  # re-uses {old}'s memory")
+        else:
+            self.lines.append(f"{name} = torch.empty_strided({self.shape(buf.sizes)}, "
+                              f"{self.shape(buf.strides)}, dtype={buf.dtype})")
+        self.names[id(buf)] = name
+        return name
+
+    def _kernel(self, kernel: Kernel) -> None:
+        for m in kernel.members:
+            if not m.local:
+                self._allocate(m.buffer)
+        emitted = self.kernels[kernel.name]
+        fn_name = f"k_{kernel.name}"
+        self.namespace[fn_name] = None  # bound when the library is loaded
+        args = [f"c_void_p({self.names[id(buf)]}.data_ptr())"
+                for _, buf in emitted.args.buffers.values()]
+        args += [self.expr(sym) for sym in emitted.args.sizes]
+        args += [f"inputs[{arg.input_index}]" for _, arg in emitted.args.scalars.values()]
+        if emitted.args.uses_err:
+            args.append("c_void_p(err.data_ptr())")
+        fused = ", ".join(sorted(set(kernel.origins))) or "copy"
+        self.lines.append(f"{fn_name}({', '.join(args)})  # {fused}")
+
+    def _extern(self, step: ExternKernel, i: int) -> None:
+        fn_name = f"extern{i}"
+        call = Extern(step, torch.device("cpu"))
+        self.namespace[fn_name] = call
+        values = []
+        for slot in call.slots:
+            values.append(f"inputs[{slot.input_index}]" if isinstance(slot, ScalarArg)
+                          else self._tensor(slot))
+        outs = [o for o in step.outputs]
+        names = [o.name if o is not None else "_" for o in outs]
+        target = "(" + ", ".join(names) + ",)"
+        op_name = getattr(step.op, "__name__", str(step.op))
+        self.lines.append(f"{target} = {fn_name}({', '.join(values)})  # {op_name}")
+        for o in outs:
+            if o is None:
+                continue
+            self.lines.append(f"{o.name} = fix_layout({o.name}, {self.shape(o.sizes)}, "
+                              f"{self.shape(o.strides)})")
+            self.names[id(o)] = o.name
+
+    # --- buffer lifetimes -------------------------------------------------------------------
+    def _last_uses(self) -> dict[int, list]:
+        from ..scheduler import member_index, reads_of
+        last: dict[int, tuple[int, Any]] = {}
+        for i, step in enumerate(self.sched.steps):
+            for buf in _step_reads(step):
+                last[id(buf)] = (i, buf)
+        keep = {id(o) for o in self.sched.outputs} | {id(getattr(o, "base", None))
+                                                     for o in self.sched.outputs}
+        by_step: dict[int, list] = {}
+        for key, (i, buf) in last.items():
+            if key not in keep and isinstance(buf, (ComputedBuffer, ExternBuffer)):
+                by_step.setdefault(i, []).append(buf)
+        return by_step
+
+    def _release(self, i: int, last_use: dict[int, list]) -> None:
+        for buf in last_use.get(i, []):
+            name = self.names.get(id(buf))
+            if name is None:
+                continue
+            if isinstance(buf, ComputedBuffer):
+                key = (buf.dtype, self.expr(_numel(buf.sizes)))
+                self._pool.setdefault(key, []).append(name)
+
+
+def _numel(sizes):
+    out = sympy.Integer(1)
+    for s in sizes:
+        out = out * s
+    return out
+
+
+def _step_reads(step) -> list:
+    from ..scheduler import member_index, reads_of
+    if isinstance(step, ExternKernel):
+        found = []
+        for _, v in step.args:
+            for t in (v if isinstance(v, (list, tuple)) else [v]):
+                if isinstance(t, StridedView):
+                    found.append(t.base)
+                elif isinstance(t, Buffer):
+                    found.append(t)
+        return found
+    found = []
+    for m in step.members:
+        outer_vars = [sympy.Symbol(f"x{k}") for k in range(len(step.outer))]
+        index, inner = member_index(m, outer_vars, "r")
+        reads = reads_of(m.node, index, inner) if m.is_reduction else reads_of(m.node, index)
+        found += [b for b, _ in reads]
+    return found

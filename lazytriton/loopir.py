@@ -1,0 +1,143 @@
+"""The loop-level IR lowerings produce and the scheduler groups into kernels.
+
+A tensor is described by how to compute its element at a (symbolic) index: `loader(ops, index)`
+calls methods of an `ops` handler (load, add, exp, where, ...) that the code generator supplies,
+so the same description prints as C++ or Triton. Pointwise nodes stay unrealized and inline into
+their consumers (vertical fusion for free); reductions, extern kernel results, graph outputs and
+values used by several kernels become named buffers.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import sympy
+import torch
+
+from .sizevars import Expr, contiguous_strides, flat_index
+
+Loader = Callable[[Any, Sequence[Expr]], Any]
+
+
+class TensorBox:
+    """A lowered tensor: dtype, symbolic sizes and a loader."""
+
+    dtype: torch.dtype
+    sizes: list[Expr]
+
+    def loader(self) -> Loader:
+        raise NotImplementedError
+
+    @property
+    def ndim(self) -> int:
+        return len(self.sizes)
+
+
+@dataclass(eq=False)
+class Buffer(TensorBox):
+    """Memory with a name: a graph input, a kernel's output or an extern kernel's result."""
+    name: str
+    dtype: torch.dtype
+    sizes: list[Expr]
+    strides: list[Expr]
+    offset: Expr = sympy.Integer(0)
+
+    def loader(self) -> Loader:
+        def load(ops, index):
+            return ops.load(self, flat_index(index, self.strides, self.offset))
+        return load
+
+    def strided_loader(self, sizes, strides, offset) -> "View":
+        def load(ops, index):
+            return ops.load(self, flat_index(index, strides, offset))
+        return View(self.dtype, list(sizes), load, base=self)
+
+
+@dataclass(eq=False)
+class InputBuffer(Buffer):
+    input_index: int = -1
+
+
+@dataclass(eq=False)
+class ConstantBuffer(Buffer):
+    """A tensor fixed at compile time (made by a decomposition, e.g. a scalar_tensor)."""
+    tensor: Any = None
+
+
+@dataclass(eq=False)
+class ComputedBuffer(Buffer):
+    """A realized Pointwise or Reduction: the scheduler emits the loops that fill it."""
+    node: "Computation | None" = None
+    users: int = 0
+
+
+@dataclass(eq=False)
+class ExternBuffer(Buffer):
+    """One output of an extern kernel (an aten call on realized inputs)."""
+    extern: "ExternKernel | None" = None
+    output_index: int = 0
+
+
+@dataclass(eq=False)
+class View(TensorBox):
+    """Re-indexing of another tensor: no copy (permute, expand, slice, reshape, ...)."""
+    dtype: torch.dtype
+    sizes: list[Expr]
+    load: Loader
+    base: TensorBox | None = None
+
+    def loader(self) -> Loader:
+        return self.load
+
+
+@dataclass(eq=False)
+class Computation(TensorBox):
+    """Common to Pointwise and Reduction: what a kernel loop computes."""
+    dtype: torch.dtype
+    sizes: list[Expr]
+    origins: list[str] = field(default_factory=list)  # aten ops fused here, for the index
+
+
+@dataclass(eq=False)
+class Pointwise(Computation):
+    inner: Loader = None
+
+    def loader(self) -> Loader:
+        return self.inner
+
+
+@dataclass(eq=False)
+class Reduction(Computation):
+    """Reduces `reduction_sizes` dims for each index of `sizes` (the kept dims)."""
+    reduction_sizes: list[Expr] = None
+    reduction_type: str = "sum"  # sum, prod, max, min, argmax, argmin, any
+    inner: Callable[[Any, Sequence[Expr], Sequence[Expr]], Any] = None  # (ops, index, rindex)
+    src_dtype: torch.dtype = torch.float32
+
+    def loader(self) -> Loader:
+        raise RuntimeError("a reduction is read through its realized buffer")
+
+
+@dataclass(eq=False)
+class ExternKernel:
+    """An aten op run as is on realized buffers (matmul, convolution, and ops not lowered)."""
+    op: Any
+    args: tuple  # (name, value) with TensorBox values realized to Buffer
+    outputs: list[ExternBuffer] = field(default_factory=list)
+    counted_fallback: bool = False
+
+
+_names = itertools.count()
+
+
+def new_name(prefix: str = "buf") -> str:
+    return f"{prefix}{next(_names)}"
+
+
+def input_buffer(index: int, dtype: torch.dtype, sizes: list[Expr], strides: list[Expr]) -> InputBuffer:
+    return InputBuffer(f"in{index}", dtype, sizes, strides, sympy.Integer(0), input_index=index)
+
+
+def contiguous_buffer(name: str, dtype, sizes) -> ComputedBuffer:
+    return ComputedBuffer(name, dtype, list(sizes), contiguous_strides(sizes))

@@ -1,0 +1,353 @@
+"""Lowering: a captured Graph becomes loop IR (loopir.py) with symbolic sizes (sizevars.py).
+
+Per node: a lowering from `lowerings.py` if there is one; else a decomposition from PyTorch's
+own tables (`torch._decomp`), re-traced through lazytriton's tracer into smaller ops that are
+lowered in turn; else an extern kernel that calls the aten op on realized inputs (counted as
+`aten::<op>`, so nothing unlowered is silent). Every derived size is checked against the size
+the trace recorded.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import sympy
+import torch
+
+from . import metrics
+from .graph import Graph
+from .ir import LAZY_DEVICE, DataNode, InputRef, Node, ScalarNode, SeedRef, TensorMeta, Value
+from .loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, ExternBuffer,
+                     ExternKernel,
+                     InputBuffer, Pointwise, Reduction, TensorBox, View, input_buffer,
+                     new_name)
+from .sizevars import SizeVars, contiguous_strides
+
+
+@dataclass(frozen=True, eq=False)
+class ScalarArg:
+    """A Python number that is a graph input: a kernel argument, not a constant."""
+    name: str
+    input_index: int
+    value: Any
+
+    @property
+    def dtype(self) -> torch.dtype:
+        if isinstance(self.value, bool):
+            return torch.bool
+        return torch.int64 if isinstance(self.value, int) else torch.float64
+
+
+@dataclass(eq=False)
+class StridedView(TensorBox):
+    """A view of a buffer by sizes/strides/offset: loads re-index it; externs get it uncopied."""
+    base: Buffer
+    dtype: torch.dtype
+    sizes: list
+    strides: list
+    offset: Any
+
+    def loader(self):
+        return self.base.strided_loader(self.sizes, self.strides, self.offset).loader()
+
+
+class Lowering:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.sizevars = SizeVars()
+        self.env: dict[int, Any] = {}  # id(Value) -> lowered
+        self._keep: list = []  # every Value in env stays alive, so no id is ever reused
+        self.externs: list[ExternKernel] = []
+        self.steps: list = []  # ComputedBuffer and ExternKernel, in execution order
+        self.guards: dict[int, Any] = {}  # graph input index -> value it was specialized to
+        self.constants: list[ConstantBuffer] = []  # tensors decompositions created
+        self.input_index = {id(n): k for k, n in enumerate(graph.inputs)}
+        self.inputs: list[Any] = [self._lower_leaf(n) for n in graph.inputs]
+
+    # --- leaves -----------------------------------------------------------------------------
+    def _lower_leaf(self, node: Node):
+        k = self.input_index[id(node)]
+        if isinstance(node, ScalarNode):
+            return ScalarArg(f"sc{k}", k, node.value)
+        meta = node.outputs[0].meta
+        sizes = self.sizevars.symbolize(meta.shape, k)
+        return input_buffer(k, meta.dtype, sizes, symbolic_strides(sizes, meta))
+
+    # --- values -----------------------------------------------------------------------------
+    def lower(self, value: Value):
+        found = self.env.get(id(value))
+        if found is None:
+            node = value.node
+            if node.is_leaf:
+                k = self.input_index.get(id(node))
+                found = self.inputs[k] if k is not None else self._constant_leaf(node)
+                self._remember(value, found)
+            else:
+                self._lower_node(node)
+                found = self.env[id(value)]
+        return found
+
+    def _constant_leaf(self, node: Node):
+        """A leaf a decomposition made (not a graph input): a compile-time constant."""
+        if isinstance(node, ScalarNode):
+            return node.value
+        tensor = node.data.get()
+        meta = node.outputs[0].meta
+        sizes = [sympy.Integer(s) for s in meta.shape]
+        buf = ConstantBuffer(new_name("const"), meta.dtype, sizes,
+                             [sympy.Integer(s) for s in meta.stride], tensor=tensor)
+        self.constants.append(buf)
+        return buf
+
+    def _lower_node(self, node: Node) -> None:
+        from .lowerings import DECOMPOSITIONS, LOWERINGS
+        # inputs first, iteratively: decompositions can make chains deeper than Python's stack
+        for v in node.inputs:
+            if id(v) not in self.env and not v.node.is_leaf:
+                self._lower_chain(v.node)
+        args = {name: self._resolve(node, enc) for name, enc in node.args}
+        op = node.op
+        check_eager_dtype_support(node, args)
+        if op in LOWERINGS:
+            result = LOWERINGS[op](self, node, **args)
+        elif op in DECOMPOSITIONS:
+            try:
+                result = self._decompose(node)
+            except (ValueError, TypeError, RuntimeError, NotImplementedError):
+                # some decompositions check more strictly than eager: run the op itself
+                result = self.extern(node, args, fallback=True)
+        else:
+            result = self.extern(node, args, fallback=True)
+        results = result if isinstance(result, (list, tuple)) else [result]
+        results = [self.realize(r) if isinstance(r, Reduction) else r for r in _flatten(results)]
+        for out, box in zip(node.outputs, results):
+            if out.meta is not None and isinstance(box, TensorBox):
+                self.sizevars.check(box.sizes, out.meta.shape, f"{node.op_name} output")
+            self._remember(out, box)
+
+    def _remember(self, value: Value, lowered) -> None:
+        self._keep.append(value)
+        self.env[id(value)] = lowered
+
+    def _lower_chain(self, root: Node) -> None:
+        """Lower `root`'s not-yet-lowered ancestors in topological order, without recursion."""
+        order, stack, seen = [], [(root, False)], set()
+        while stack:
+            node, ready = stack.pop()
+            if ready:
+                order.append(node)
+                continue
+            if id(node) in seen or all(id(o) in self.env for o in node.outputs):
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            for v in node.inputs:
+                if not v.node.is_leaf and id(v) not in self.env:
+                    stack.append((v.node, False))
+        for node in order:
+            if not all(id(o) in self.env for o in node.outputs):
+                self._lower_node(node)
+
+    def _resolve(self, node: Node, enc):
+        if isinstance(enc, InputRef):
+            return self.lower(node.inputs[enc.index])
+        if isinstance(enc, SeedRef):
+            return self.lower(node.inputs[enc.index])
+        if enc is LAZY_DEVICE:
+            return LAZY_DEVICE
+        if isinstance(enc, tuple):
+            return [self._resolve(node, e) for e in enc]
+        return enc
+
+    # --- scalars ----------------------------------------------------------------------------
+    def specialize(self, value):
+        """The concrete value of a scalar argument; a graph input becomes a guard on it."""
+        if isinstance(value, ScalarArg):
+            self.guards[value.input_index] = value.value
+            return value.value
+        return value
+
+    # --- decompositions ---------------------------------------------------------------------
+    def _decompose(self, node: Node):
+        from .lowerings import DECOMPOSITIONS
+        from .tensor import fresh_tensor, untracked, value_of
+        with untracked():
+            args = _positional_call(node, lambda enc: self._decomp_arg(node, enc))
+            out = DECOMPOSITIONS[node.op](*args[0], **args[1])
+        flat = _flatten(out if isinstance(out, (list, tuple)) else [out])
+        return [self.lower(value_of(t)) if isinstance(t, torch.Tensor) else t for t in flat]
+
+    def _decomp_arg(self, node: Node, enc):
+        from .tensor import fresh_tensor
+        if isinstance(enc, InputRef):
+            v = node.inputs[enc.index]
+            if isinstance(v.node, ScalarNode):
+                return self.specialize(self.lower(v))
+            return fresh_tensor(v)
+        if enc is LAZY_DEVICE:
+            return torch.device("lazy", 0)
+        if isinstance(enc, tuple):
+            return [self._decomp_arg(node, e) for e in enc]
+        return enc
+
+    # --- realizing --------------------------------------------------------------------------
+    def realize(self, box, strides=None) -> Buffer | StridedView:
+        """Memory for `box`: buffers and strided views as they are, computations into a new
+        buffer (contiguous unless `strides` is given)."""
+        if isinstance(box, (Buffer, StridedView)) and strides is None:
+            return box
+        if isinstance(box, ComputedBuffer) and strides is not None and box.strides == strides:
+            return box
+        if isinstance(box, Reduction) or isinstance(box, Pointwise):
+            node = box
+        else:  # a view, or a buffer needing another layout: copy through a pointwise loop
+            node = Pointwise(box.dtype, list(box.sizes), inner=box.loader())
+        layout = strides if strides is not None else contiguous_strides(node.sizes)
+        buf = ComputedBuffer(new_name(), node.dtype, list(node.sizes), list(layout), node=node)
+        self.steps.append(buf)
+        return buf
+
+    def extern(self, node: Node, args: dict, fallback: bool = False):
+        """Run `node.op` with aten at run time on realized inputs."""
+        if fallback:
+            metrics.counter_inc(f"aten::{node.op_name.split('.')[0]}")
+        realized = {name: _map_tensors(v, self.realize) for name, v in args.items()}
+        kernel = ExternKernel(node.op, tuple(realized.items()), counted_fallback=fallback)
+        for i, out in enumerate(node.outputs):
+            if out.meta is None:
+                kernel.outputs.append(None)
+                continue
+            sizes = self._extern_sizes(node, i, args)
+            kernel.outputs.append(ExternBuffer(new_name("ext"), out.meta.dtype, sizes,
+                                               symbolic_strides(sizes, out.meta), extern=kernel,
+                                               output_index=i))
+        self.externs.append(kernel)
+        self.steps.append(kernel)
+        return kernel.outputs
+
+    def _extern_sizes(self, node: Node, index: int, args: dict) -> list:
+        from .lowerings import extern_output_sizes
+        meta = node.outputs[index].meta
+        sizes = extern_output_sizes(self, node, index, args)
+        if sizes is not None and [self.sizevars.evaluate(s) for s in sizes] == list(meta.shape):
+            return sizes
+        for v in args.values():  # same shape as an input: take its symbolic sizes
+            for t in _flatten([v]):
+                if isinstance(t, TensorBox) and \
+                        [self.sizevars.evaluate(s) for s in t.sizes] == list(meta.shape):
+                    return list(t.sizes)
+        return [sympy.Integer(s) for s in meta.shape]
+
+    # --- the whole graph --------------------------------------------------------------------
+    def outputs(self) -> list[Buffer | StridedView]:
+        """Each graph output realized with exactly the layout its TensorMeta promises."""
+        result = []
+        for value in self.graph.outputs:
+            box = self.lower(value)
+            strides = symbolic_strides(list(box.sizes), value.meta)
+            if isinstance(box, Buffer) and _same_layout(self, box, value.meta):
+                result.append(box)
+            else:
+                result.append(self.realize(box, strides))
+        return result
+
+
+def check_eager_dtype_support(node: Node, args: dict) -> None:
+    """Raise what eager raises for these dtypes (e.g. lerp on int64, abs on bool): CPU kernels
+    check dtypes that meta kernels do not. Probed once per op and dtypes on 1-element tensors."""
+    op = node.op
+    if not isinstance(op, torch._ops.OpOverload) or torch.Tag.pointwise not in op.tags:
+        return
+    signature = tuple((name, _probe_key(v)) for name, v in args.items())
+    error = _probe(op, signature)
+    if error is not None:
+        raise type(error)(*error.args)
+
+
+def _probe_key(value):
+    if isinstance(value, TensorBox):
+        return ("tensor", value.dtype, value.ndim)
+    if isinstance(value, ScalarArg):
+        return ("scalar", value.value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_probe_key(v) for v in value)
+    return value if not isinstance(value, torch.Tensor) else ("const", value.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(op, signature) -> Exception | None:
+    def example(key):
+        if isinstance(key, tuple) and key and key[0] == "tensor":
+            return torch.ones((1,) * key[2], dtype=key[1])
+        if isinstance(key, tuple) and key and key[0] == "scalar":
+            return key[1]
+        if key is LAZY_DEVICE:
+            return torch.device("cpu")
+        if isinstance(key, tuple):
+            return [example(k) for k in key]
+        return key
+    try:
+        op(**{name: example(k) for name, k in signature})
+    except (NotImplementedError, RuntimeError, TypeError) as e:
+        return e
+    return None
+
+
+def symbolic_strides(sizes: list, meta: TensorMeta) -> list:
+    """Strides in terms of the sizes when the layout is dense (any dim order), else constants."""
+    order = sorted(range(len(sizes)), key=lambda d: (meta.stride[d], -d), reverse=True)
+    expected, acc = {}, 1
+    for d in reversed(order):
+        expected[d] = acc
+        acc *= meta.shape[d]
+    if all(meta.stride[d] == expected[d] or meta.shape[d] == 1 for d in range(len(sizes))):
+        strides, acc_sym = [None] * len(sizes), sympy.Integer(1)
+        for d in reversed(order):
+            strides[d] = acc_sym if meta.shape[d] != 1 else sympy.Integer(meta.stride[d])
+            acc_sym = acc_sym * sizes[d]
+        return strides
+    return [sympy.Integer(s) for s in meta.stride]
+
+
+def _same_layout(lowering: Lowering, box: Buffer, meta: TensorMeta) -> bool:
+    ev = lowering.sizevars.evaluate
+    return [ev(s) for s in box.strides] == list(meta.stride) and ev(box.offset) == 0
+
+
+def _flatten(items) -> list:
+    out = []
+    for x in items:
+        if isinstance(x, (list, tuple)):
+            out.extend(_flatten(x))
+        else:
+            out.append(x)
+    return out
+
+
+def _map_tensors(value, fn):
+    if isinstance(value, (list, tuple)):
+        return [_map_tensors(v, fn) for v in value]
+    if isinstance(value, TensorBox):
+        return fn(value)
+    return value
+
+
+def _positional_call(node: Node, convert) -> tuple[list, dict]:
+    """Arguments in schema order (decompositions name parameters their own way)."""
+    present = dict(node.args)
+    args, kwargs = [], {}
+    for a in node.op._schema.arguments:
+        if a.name in present:
+            value = convert(present[a.name])
+        elif a.kwarg_only:
+            continue
+        elif a.has_default_value():
+            value = a.default_value
+        else:
+            raise AssertionError(f"{node.op}: argument {a.name} missing")
+        if a.kwarg_only:
+            kwargs[a.name] = value
+        else:
+            args.append(value)
+    return args, kwargs

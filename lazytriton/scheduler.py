@@ -1,0 +1,218 @@
+"""The scheduler: realized computations grouped into kernels, each a fused loop nest.
+
+A kernel has one parallel outer loop nest; its members run one after another inside it, each
+with its own inner loops: a reduction over its reduced dims, a pointwise computation over its
+remaining dims. A whole softmax (max, sum of exp, output) is one kernel: three members sharing
+the row loop. A computation joins the current kernel when its outer sizes match and it reads
+earlier members only at its own outer position (checked on the index expressions). A reduction
+read only inside its kernel never touches memory: it stays in a register.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from .codegen.common import simplify_index
+from .loopir import Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction
+from .sizevars import flat_index, index_symbol
+
+
+@dataclass(eq=False)
+class Member:
+    buffer: ComputedBuffer
+    outer_dims: int  # the first `outer_dims` dims of the node's sizes are the kernel's outer
+    local: bool = False  # a reduction kept in a register
+
+    @property
+    def node(self) -> Pointwise | Reduction:
+        return self.buffer.node
+
+    @property
+    def is_reduction(self) -> bool:
+        return isinstance(self.node, Reduction)
+
+    @property
+    def inner_sizes(self) -> list:
+        node = self.node
+        if isinstance(node, Reduction):
+            return list(node.reduction_sizes)
+        return list(node.sizes[self.outer_dims:])
+
+
+@dataclass(eq=False)
+class Kernel:
+    name: str
+    outer: list  # outer loop sizes (dims of size 1 dropped)
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def origins(self) -> list[str]:
+        return [o for m in self.members for o in m.node.origins]
+
+
+@dataclass
+class Schedule:
+    steps: list  # Kernel | ExternKernel, in execution order
+    outputs: list  # the graph's outputs (Buffer or StridedView)
+
+
+class _ReadRecorder:
+    """An ops handler that computes nothing and records every load."""
+
+    def __init__(self):
+        self.reads: list[tuple[Buffer, sympy.Expr]] = []
+        self._indirect = 0
+
+    def load(self, buf, index):
+        self.reads.append((buf, index))
+        return None
+
+    def indirect(self, var, size):
+        self._indirect += 1
+        return sympy.Symbol(f"indirect{self._indirect}", integer=True, nonnegative=True)
+
+    def masked(self, cond, body, other):
+        return body()
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def reads_of(node, index, rindex=None) -> list[tuple[Buffer, sympy.Expr]]:
+    recorder = _ReadRecorder()
+    if isinstance(node, Reduction):
+        node.inner(recorder, index, rindex)
+    else:
+        node.inner(recorder, index)
+    return recorder.reads
+
+
+def _nonone(sizes) -> list:
+    return [s for s in sizes if s != 1]
+
+
+def _outer_vars(n: int) -> list[sympy.Symbol]:
+    return [index_symbol("x", k) for k in range(n)]
+
+
+def member_index(member: Member, outer_vars: list, inner_prefix: str):
+    """The member's index (per dim of its sizes) from the kernel's outer vars and its own
+    inner vars; dims of size 1 are 0."""
+    node = member.node
+    sizes = node.sizes if not member.is_reduction else node.sizes
+    outer_iter = iter(outer_vars)
+    index = []
+    for d, s in enumerate(sizes[:member.outer_dims] if not member.is_reduction else sizes):
+        index.append(sympy.Integer(0) if s == 1 else next(outer_iter))
+    inner_vars = [index_symbol(inner_prefix, k) for k in range(len(member.inner_sizes))]
+    if member.is_reduction:
+        return index, inner_vars
+    index += [sympy.Integer(0) if s == 1 else v for s, v in zip(member.inner_sizes, inner_vars)]
+    return index, inner_vars
+
+
+def ranges_of(kernel: Kernel, member: Member, outer_vars, inner_vars) -> dict:
+    ranges = dict(zip(outer_vars, kernel.outer))
+    ranges.update(zip(inner_vars, member.inner_sizes))
+    return ranges
+
+
+def store_index(member: Member, index) -> sympy.Expr:
+    buf = member.buffer
+    return flat_index(index, buf.strides, buf.offset)
+
+
+def _split_for(node, outer: list) -> int | None:
+    """How many leading dims of `node` form `outer` (ignoring size-1 dims), or None."""
+    if isinstance(node, Reduction):
+        return len(node.sizes) if _nonone(node.sizes) == outer else None
+    for k in range(len(node.sizes), -1, -1):
+        if _nonone(node.sizes[:k]) == outer:
+            return k
+    return None
+
+
+def _start_kernel(buf: ComputedBuffer, name: str) -> Kernel:
+    node = buf.node
+    if isinstance(node, Reduction):
+        outer_dims = len(node.sizes)
+    else:
+        outer_dims = max(len(node.sizes) - 1, 0) if len(node.sizes) > 1 else len(node.sizes)
+    kernel = Kernel(name, _nonone(node.sizes[:outer_dims]))
+    kernel.members.append(Member(buf, outer_dims))
+    return kernel
+
+
+def _row_local(kernel: Kernel, candidate: Member) -> bool:
+    """True if the candidate reads earlier members only at its own outer position."""
+    produced = {id(m.buffer): m for m in kernel.members}
+    outer_vars = _outer_vars(len(kernel.outer))
+    index, inner = member_index(candidate, outer_vars, "r" if candidate.is_reduction else "i")
+    ranges = ranges_of(kernel, candidate, outer_vars, inner)
+    reads = reads_of(candidate.node, index, inner) if candidate.is_reduction else \
+        reads_of(candidate.node, index)
+    for buf, read in reads:
+        producer = produced.get(id(buf))
+        if producer is None:
+            continue
+        p_index, p_inner = member_index(producer, outer_vars, "p")
+        written = store_index(producer, p_index)
+        read = simplify_index(read, ranges)
+        if not _same_outer_part(read, written, outer_vars, set(inner), set(p_inner)):
+            return False
+        if producer.is_reduction and read.free_symbols & set(inner):
+            return False  # a reduction result is one value per outer position
+    return True
+
+
+def _same_outer_part(a, b, outer_vars, a_inner, b_inner) -> bool:
+    a, b = sympy.expand(a), sympy.expand(b)
+    for v in outer_vars:
+        if sympy.simplify(a.coeff(v) - b.coeff(v)) != 0:
+            return False
+    rest_a = sympy.expand(a - sum(a.coeff(v) * v for v in outer_vars))
+    rest_b = sympy.expand(b - sum(b.coeff(v) * v for v in outer_vars))
+    if (rest_a.free_symbols | rest_b.free_symbols) & set(outer_vars):
+        return False
+    return not (rest_a.free_symbols & b_inner) and not (rest_b.free_symbols & a_inner)
+
+
+def schedule(steps: list, outputs: list, extern_reads: set[int]) -> Schedule:
+    """Group consecutive computations into kernels; externs run between them."""
+    result: list = []
+    current: Kernel | None = None
+    names = iter(f"kernel{k}" for k in range(10**6))
+    for step in steps:
+        if isinstance(step, ExternKernel):
+            current = None
+            result.append(step)
+            continue
+        if current is not None:
+            split = _split_for(step.node, current.outer)
+            member = Member(step, split) if split is not None else None
+            if member is not None and _row_local(current, member):
+                current.members.append(member)
+                continue
+        current = _start_kernel(step, next(names))
+        result.append(current)
+    _keep_local_reductions(result, outputs, extern_reads)
+    return Schedule(result, outputs)
+
+
+def _keep_local_reductions(steps: list, outputs: list, extern_reads: set[int]) -> None:
+    readers: dict[int, set[int]] = {}
+    for kernel in (s for s in steps if isinstance(s, Kernel)):
+        for m in kernel.members:
+            outer_vars = _outer_vars(len(kernel.outer))
+            index, inner = member_index(m, outer_vars, "r")
+            reads = reads_of(m.node, index, inner) if m.is_reduction else reads_of(m.node, index)
+            for buf, _ in reads:
+                readers.setdefault(id(buf), set()).add(id(kernel))
+    out_ids = {id(o) for o in outputs} | {id(getattr(o, "base", None)) for o in outputs}
+    for kernel in (s for s in steps if isinstance(s, Kernel)):
+        for m in kernel.members:
+            b = id(m.buffer)
+            if m.is_reduction and b not in out_ids and b not in extern_reads and \
+                    readers.get(b, set()) <= {id(kernel)}:
+                m.local = True

@@ -1,0 +1,174 @@
+"""Symbolic sizes: sympy symbols for a graph's input dimensions, and the index algebra on them.
+
+Every input dimension other than 0 and 1 gets its own symbol. Sizes of everything computed from
+the inputs are derived structurally by the lowerings (a broadcast takes its operand's size, a
+reshape groups dimensions by their products, ...), never by looking a value up — so a batch of
+64 is never confused with 64 channels, and a kernel's source does not depend on the batch size.
+Each derived size is checked against the concrete size the trace recorded (`SizeVars.check`).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Iterable, Sequence
+
+import sympy
+
+Expr = sympy.Expr
+
+
+class FloorDiv(sympy.Function):
+    """Integer floor division of non-negative index expressions (C's `/` on them)."""
+
+    nargs = (2,)
+    is_integer = True
+
+    @classmethod
+    def eval(cls, base, divisor):
+        if divisor == 1:
+            return base
+        if base == 0:
+            return sympy.Integer(0)
+        if base.is_Integer and divisor.is_Integer:
+            return sympy.Integer(int(base) // int(divisor))
+        if isinstance(base, FloorDiv):  # (a // b) // c == a // (b * c)
+            return FloorDiv(base.args[0], base.args[1] * divisor)
+        quotient = sympy.simplify(base / divisor)
+        if quotient.is_integer and _nonneg(quotient):
+            return quotient
+        if isinstance(base, sympy.Add):  # pull out terms that are multiples of the divisor
+            whole = [t for t in base.args if _divides(divisor, t)]
+            if whole:
+                rest = sympy.Add(*[t for t in base.args if t not in whole])
+                return sympy.Add(*[sympy.simplify(t / divisor) for t in whole]) + FloorDiv(rest, divisor)
+        return None
+
+
+class ModularIndexing(sympy.Function):
+    """(base // divisor) % modulus for non-negative index expressions."""
+
+    nargs = (3,)
+    is_integer = True
+
+    @classmethod
+    def eval(cls, base, divisor, modulus):
+        if modulus == 1 or base == 0:
+            return sympy.Integer(0)
+        if base.is_Integer and divisor.is_Integer and modulus.is_Integer:
+            return sympy.Integer((int(base) // int(divisor)) % int(modulus))
+        if isinstance(base, sympy.Add):  # terms that are multiples of divisor*modulus vanish
+            keep = [t for t in base.args if not _divides(divisor * modulus, t)]
+            if len(keep) < len(base.args):
+                return ModularIndexing(sympy.Add(*keep), divisor, modulus)
+        return None
+
+
+def _nonneg(e: Expr) -> bool:
+    return bool(e.is_nonnegative) or all(s.is_nonnegative for s in e.free_symbols)
+
+
+def _divides(divisor: Expr, term: Expr) -> bool:
+    q = sympy.simplify(term / divisor)
+    return bool(q.is_integer) and q.is_polynomial() and all(
+        c.is_Integer for c in sympy.Poly(q, *q.free_symbols).coeffs()) if q.free_symbols else \
+        bool(q.is_integer)
+
+
+def size_symbol(index: int) -> sympy.Symbol:
+    return sympy.Symbol(f"s{index}", integer=True, positive=True)
+
+
+def index_symbol(prefix: str, index: int) -> sympy.Symbol:
+    return sympy.Symbol(f"{prefix}{index}", integer=True, nonnegative=True)
+
+
+def contiguous_strides(sizes: Sequence[Expr]) -> list[Expr]:
+    strides, acc = [], sympy.Integer(1)
+    for s in reversed(sizes):
+        strides.append(acc)
+        acc = acc * s
+    return list(reversed(strides))
+
+
+def product(items: Iterable[Expr]) -> Expr:
+    return functools.reduce(lambda a, b: a * b, items, sympy.Integer(1))
+
+
+def flat_index(index: Sequence[Expr], strides: Sequence[Expr], offset: Expr = 0) -> Expr:
+    return sympy.expand(sum((i * s for i, s in zip(index, strides)), sympy.Integer(offset)))
+
+
+def unflatten(flat: Expr, sizes: Sequence[Expr]) -> list[Expr]:
+    """Index per dimension of a contiguous tensor of `sizes` from its linear index."""
+    out, divisor = [], sympy.Integer(1)
+    for s in reversed(sizes):
+        out.append(sympy.Integer(0) if s == 1 else ModularIndexing(flat, divisor, s))
+        divisor = divisor * s
+    return list(reversed(out))
+
+
+class SizeVars:
+    """Binds the graph's size symbols to the concrete sizes of the inputs being compiled."""
+
+    def __init__(self):
+        self.values: dict[sympy.Symbol, int] = {}
+        self.origins: dict[sympy.Symbol, tuple[int, int]] = {}  # symbol -> (input, dim)
+
+    def symbolize(self, sizes: Sequence[int], input_index: int) -> list[Expr]:
+        """Symbols for an input's sizes: 0 and 1 stay constants (they change broadcasting)."""
+        out = []
+        for dim, s in enumerate(sizes):
+            if s in (0, 1):
+                out.append(sympy.Integer(s))
+            else:
+                sym = size_symbol(len(self.values))
+                self.values[sym] = int(s)
+                self.origins[sym] = (input_index, dim)
+                out.append(sym)
+        return out
+
+    def evaluate(self, expr: Expr | int) -> int:
+        value = sympy.sympify(expr).subs(self.values)
+        return int(value)
+
+    def check(self, exprs: Sequence[Expr], concrete: Sequence[int], what: str) -> None:
+        """A derived size must equal what the trace recorded; anything else is a lowering bug."""
+        got = [self.evaluate(e) for e in exprs]
+        if got != list(concrete):
+            raise AssertionError(f"{what}: symbolic sizes {list(exprs)} evaluate to {got}, "
+                                 f"the trace recorded {list(concrete)}")
+
+    def match_reshape(self, old: Sequence[Expr], new: Sequence[int]) -> list[Expr]:
+        """Symbolic sizes for reshaping `old` to the concrete `new`, grouping dims by products
+        from the left (what view/reshape semantics allow). Falls back to a size's constant."""
+        result: list[Expr] = []
+        i = 0
+        old_vals = [self.evaluate(e) for e in old]
+        for j, target in enumerate(new):
+            if target == 1:
+                result.append(sympy.Integer(1))
+                if i < len(old) and old_vals[i] == 1:
+                    i += 1
+                continue
+            acc_val, group = 1, []
+            while i < len(old) and acc_val < target:
+                acc_val *= old_vals[i]
+                group.append(old[i])
+                i += 1
+            if acc_val == target:
+                result.append(product(group))
+            else:
+                return [sympy.Integer(n) for n in new]  # not a grouping: sizes stay constants
+        return result
+
+
+def simplify_index(expr: Expr) -> Expr:
+    return sympy.expand(expr)
+
+
+def ceildiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = ["FloorDiv", "ModularIndexing", "SizeVars", "contiguous_strides", "flat_index",
+           "unflatten", "product", "size_symbol", "index_symbol", "math"]
