@@ -9,6 +9,7 @@ the trace recorded.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,14 +113,19 @@ class Lowering:
         if op in LOWERINGS:
             result = LOWERINGS[op](self, node, **args)
         elif op in DECOMPOSITIONS:
+            mark = (len(self.steps), len(self.externs))
             try:
                 result = self._decompose(node)
-            except (ValueError, TypeError, RuntimeError, NotImplementedError):
+            except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
                 # some decompositions check more strictly than eager: run the op itself
+                if os.environ.get("LAZYTRITON_DEBUG_DECOMP"):
+                    raise
+                del self.steps[mark[0]:], self.externs[mark[1]:]  # drop what it half lowered
                 result = self.extern(node, args, fallback=True)
         else:
             result = self.extern(node, args, fallback=True)
         results = result if isinstance(result, (list, tuple)) else [result]
+        _record_origins(node.op_name, args, _flatten(results))
         results = [self.realize(r) if isinstance(r, Reduction) else r for r in _flatten(results)]
         for out, box in zip(node.outputs, results):
             if out.meta is not None and isinstance(box, TensorBox):
@@ -251,6 +257,20 @@ class Lowering:
             else:
                 result.append(self.realize(box, strides))
         return result
+
+
+def _record_origins(op_name: str, args: dict, results: list) -> None:
+    """Which aten ops a computation inlines: the kernel index names them."""
+    inherited: list[str] = []
+    for value in _flatten(list(args.values())):
+        box = value
+        while isinstance(box, View) and box.base is not None:
+            box = box.base
+        if isinstance(box, Computation) and not isinstance(box, Reduction):
+            inherited += box.origins
+    for box in results:
+        if isinstance(box, Computation):
+            box.origins = list(dict.fromkeys(inherited + box.origins + [op_name]))
 
 
 def check_eager_dtype_support(node: Node, args: dict) -> None:

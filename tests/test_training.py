@@ -105,7 +105,11 @@ def test_transformer_block_matches_eager():
     tokens = [torch.randint(0, 64, (4, 12), generator=gen) for _ in range(3)]
     runs = _train_both(
         TransformerBlock(vocab=64, dim=32, heads=4, seq=16),
-        lambda p: torch.optim.AdamW(p, lr=3e-3),
+        # not Adam: the key projection's bias gets an exactly-zero gradient (softmax ignores a
+        # per-query constant), so its "gradient" is rounding noise that Adam would scale up to
+        # full-size steps; any backend summing in another order then differs. AdamW is covered
+        # by the MLP test.
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
         lambda step: (tokens[step % 3][:, :-1], tokens[step % 3][:, 1:]),
         lm_loss, steps=4, clip=1.0)
     _assert_same_training(runs)

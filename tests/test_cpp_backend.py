@@ -1,0 +1,138 @@
+"""The C++/OpenMP backend: what it fuses, what it writes to the cache, and that a new batch size
+re-uses the compiled kernels. Values against eager are covered by running the differential
+suites (test_ops.py, test_training.py) with LAZYTRITON_TEST_BACKEND=cpp."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lazytriton
+from lazytriton import metrics
+from lazytriton.testing.models import MLP
+
+
+@pytest.fixture(autouse=True)
+def cpp_device(cache_dir):
+    lazytriton.init("cpp", cache_dir=cache_dir)
+    metrics.reset()
+    yield
+    lazytriton.wait_device_ops()
+
+
+def _kernels_of(cache_dir, op_text: str) -> list[dict]:
+    """kernels.json of the newest compiled graph whose IR mentions op_text."""
+    folders = sorted((p.parent for p in (cache_dir / "graphs").glob("*/kernels.json")),
+                     key=lambda p: p.stat().st_mtime)
+    matching = [f for f in folders if op_text in (f / "ir.txt").read_text()]
+    assert matching, f"no compiled graph with {op_text}"
+    return json.loads((matching[-1] / "kernels.json").read_text())
+
+
+def _chain(x):
+    y = x
+    for k in range(10):  # ten pointwise ops of several kinds
+        y = [torch.sin, torch.exp, torch.tanh, torch.relu, torch.sigmoid][k % 5](y) * 1.5 + 0.25
+    return y
+
+
+def test_ten_op_pointwise_chain_is_one_kernel(cache_dir):
+    x = torch.randn(33, 17)
+    got = _chain(x.to("lazy")).cpu()
+    torch.testing.assert_close(got, _chain(x), rtol=1e-5, atol=1e-6)
+    kernels = _kernels_of(cache_dir, "sigmoid.default")
+    assert len(kernels) == 1
+    assert {"sin.default", "exp.default", "tanh.default", "relu.default",
+            "sigmoid.default"} <= set(kernels[0]["fused_ops"])
+
+
+@pytest.mark.parametrize("fn, name", [(lambda x: torch.softmax(x, -1), "_softmax"),
+                                      (lambda x: F.log_softmax(x, 1), "_log_softmax"),
+                                      (lambda x: F.layer_norm(x, x.shape[-1:]), "native_layer_norm")])
+def test_row_normalizations_fuse_into_one_kernel(cache_dir, fn, name):
+    x = torch.randn(9, 31) * 4
+    torch.testing.assert_close(fn(x.to("lazy")).cpu(), fn(x), rtol=1e-5, atol=1e-5)
+    kernels = _kernels_of(cache_dir, name)
+    assert len(kernels) == 1, kernels
+    reductions = [m for m in kernels[0]["members"] if m["reduction"]]
+    assert reductions and all(m["in_register"] for m in reductions)  # never written to memory
+
+
+def test_log_softmax_and_nll_loss_in_two_kernels(cache_dir):
+    x, y = torch.randn(12, 10), torch.randint(0, 10, (12,))
+    got = F.nll_loss(F.log_softmax(x.to("lazy"), 1), y.to("lazy")).cpu()
+    torch.testing.assert_close(got, F.nll_loss(F.log_softmax(x, 1), y))
+    assert len(_kernels_of(cache_dir, "nll_loss_forward")) <= 2
+
+
+def _train_steps(model, batches):
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for x, y in batches:
+        opt.zero_grad()
+        F.cross_entropy(model(x.to("lazy")), y.to("lazy")).backward()
+        opt.step()
+        lazytriton.mark_step()
+    lazytriton.wait_device_ops()
+
+
+def test_new_batch_size_compiles_no_new_kernel():
+    torch.manual_seed(0)
+    model = MLP((20, 32, 6)).to("lazy")
+    batch = lambda n: (torch.randn(n, 20), torch.randint(0, 6, (n,)))  # noqa: E731
+    _train_steps(model, [batch(16) for _ in range(3)])
+    compiled = metrics.counter_value("KernelCompile")
+    graphs = metrics.counter_value("UncachedCompile")
+    _train_steps(model, [batch(7), batch(16), batch(11)])  # a smaller last batch, and more
+    assert metrics.counter_value("KernelCompile") == compiled
+    assert metrics.counter_value("UncachedCompile") > graphs  # new shapes: new graphs, same kernels
+
+
+def test_kernels_load_from_disk_in_a_new_process(cache_dir):
+    code = (
+        "import torch, lazytriton\n"
+        f"lazytriton.init('cpp', cache_dir={str(cache_dir)!r})\n"
+        "x = torch.arange(12.0).reshape(3, 4).to('lazy')\n"
+        "print((torch.softmax(x * 0.5, -1) + 1).sum().item())\n"
+        "m = lazytriton.metrics\n"
+        "print(m.counter_value('KernelCompile'), m.counter_value('KernelCacheLoad'))\n")
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=300)
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    value1, value2 = first.stdout.splitlines()[0], second.stdout.splitlines()[0]
+    assert float(value1) == pytest.approx(15.0) and value1 == value2
+    assert second.stdout.splitlines()[1] == "None 1"  # loaded, not compiled
+
+
+def test_cache_holds_readable_source_and_wrapper(cache_dir):
+    x = torch.randn(5, 3)
+    (x.to("lazy").cos() * 2).cpu()
+    folder = [p.parent for p in (cache_dir / "graphs").glob("*/ir.txt")
+              if "cos.default" in p.read_text()][-1]
+    source = (folder / "kernels.cpp").read_text()
+    assert "#pragma omp" in source and "std::cos" in source
+    wrapper = (folder / "wrapper.py").read_text()
+    assert "def call(inputs)" in wrapper and "k_kernel0(" in wrapper
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(cache_dir, monkeypatch):
+    monkeypatch.delenv("LAZYTRITON_STRICT", raising=False)
+    monkeypatch.setenv("LAZYTRITON_CXX", "g++ -DLAZYTRITON_BROKEN=1 -include /nonexistent.h")
+    x = torch.randn(6)
+    with pytest.warns(RuntimeWarning, match="reference executor instead.*graphs"):
+        got = (x.to("lazy").tan() + 3).cpu()
+    torch.testing.assert_close(got, x.tan() + 3)
+
+
+def test_index_out_of_range_raises_like_eager():
+    table = torch.randn(4, 3).to("lazy")
+    bad = torch.tensor([0, 7]).to("lazy")
+    out = F.embedding(bad, table)
+    lazytriton.mark_step()
+    with pytest.raises(lazytriton.LazyExecutionError, match="index out of range"):
+        out.cpu()
