@@ -169,7 +169,7 @@ def _row_local(kernel: Kernel, candidate: Member) -> bool:
 def _same_outer_part(a, b, outer_vars, a_inner, b_inner) -> bool:
     a, b = sympy.expand(a), sympy.expand(b)
     for v in outer_vars:
-        if sympy.simplify(a.coeff(v) - b.coeff(v)) != 0:
+        if sympy.expand(a.coeff(v) - b.coeff(v)) != 0:
             return False
     rest_a = sympy.expand(a - sum(a.coeff(v) * v for v in outer_vars))
     rest_b = sympy.expand(b - sum(b.coeff(v) * v for v in outer_vars))

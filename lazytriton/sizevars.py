@@ -17,6 +17,25 @@ import sympy
 Expr = sympy.Expr
 
 
+def exact_quotient(term: Expr, divisor: Expr) -> Expr | None:
+    """term / divisor when it divides exactly as polynomials in the sizes, else None. (Cheap:
+    polynomial division, never sympy.simplify: this runs for every index expression.)"""
+    if divisor == 1:
+        return term
+    if term.is_Integer and divisor.is_Integer:
+        return sympy.Integer(int(term) // int(divisor)) if int(term) % int(divisor) == 0 else None
+    try:
+        quotient, remainder = sympy.div(term, divisor)
+    except (sympy.polys.polyerrors.BasePolynomialError, TypeError):
+        return None
+    if remainder != 0 or not quotient.is_polynomial():
+        return None
+    if not quotient.free_symbols:
+        return quotient if quotient.is_Integer else None
+    coeffs = sympy.Poly(quotient, *sorted(quotient.free_symbols, key=str)).coeffs()
+    return quotient if all(c.is_Integer for c in coeffs) else None  # div works over rationals
+
+
 class FloorDiv(sympy.Function):
     """Integer floor division of non-negative index expressions (C's `/` on them)."""
 
@@ -33,14 +52,13 @@ class FloorDiv(sympy.Function):
             return sympy.Integer(int(base) // int(divisor))
         if isinstance(base, FloorDiv):  # (a // b) // c == a // (b * c)
             return FloorDiv(base.args[0], base.args[1] * divisor)
-        quotient = sympy.simplify(base / divisor)
-        if quotient.is_integer and _nonneg(quotient):
-            return quotient
-        if isinstance(base, sympy.Add):  # pull out terms that are multiples of the divisor
-            whole = [t for t in base.args if _divides(divisor, t)]
-            if whole:
-                rest = sympy.Add(*[t for t in base.args if t not in whole])
-                return sympy.Add(*[sympy.simplify(t / divisor) for t in whole]) + FloorDiv(rest, divisor)
+        terms = base.args if isinstance(base, sympy.Add) else (base,)
+        whole, rest = [], []
+        for t in terms:  # pull out terms that are multiples of the divisor
+            q = exact_quotient(t, divisor)
+            (whole if q is not None else rest).append(q if q is not None else t)
+        if whole:
+            return sympy.Add(*whole) + (FloorDiv(sympy.Add(*rest), divisor) if rest else 0)
         return None
 
 
@@ -57,21 +75,10 @@ class ModularIndexing(sympy.Function):
         if base.is_Integer and divisor.is_Integer and modulus.is_Integer:
             return sympy.Integer((int(base) // int(divisor)) % int(modulus))
         if isinstance(base, sympy.Add):  # terms that are multiples of divisor*modulus vanish
-            keep = [t for t in base.args if not _divides(divisor * modulus, t)]
+            keep = [t for t in base.args if exact_quotient(t, divisor * modulus) is None]
             if len(keep) < len(base.args):
                 return ModularIndexing(sympy.Add(*keep), divisor, modulus)
         return None
-
-
-def _nonneg(e: Expr) -> bool:
-    return bool(e.is_nonnegative) or all(s.is_nonnegative for s in e.free_symbols)
-
-
-def _divides(divisor: Expr, term: Expr) -> bool:
-    q = sympy.simplify(term / divisor)
-    return bool(q.is_integer) and q.is_polynomial() and all(
-        c.is_Integer for c in sympy.Poly(q, *q.free_symbols).coeffs()) if q.free_symbols else \
-        bool(q.is_integer)
 
 
 def size_symbol(index: int) -> sympy.Symbol:

@@ -2,6 +2,7 @@
 loop ranges, and kernel bodies built from lines with common-subexpression elimination."""
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -85,7 +86,7 @@ def _max_value(expr, ranges: dict) -> sympy.Expr | None:
         if not loop_vars:
             total += term  # sizes are positive
             continue
-        scale = sympy.simplify(rest / loop_vars[0])
+        scale = sympy.cancel(rest / loop_vars[0])
         if scale.free_symbols & set(ranges):
             return None
         total += coeff * scale * (ranges[loop_vars[0]] - 1)
@@ -93,13 +94,22 @@ def _max_value(expr, ranges: dict) -> sympy.Expr | None:
 
 
 def _less(a, b) -> bool:
-    diff = sympy.simplify(b - a)
-    return bool(diff.is_positive)
+    """a < b provably (sizes are positive symbols); False when unsure."""
+    return bool(sympy.expand(b - a).is_positive)
 
 
 def simplify_index(expr, ranges: dict):
     """Remove FloorDiv/ModularIndexing made redundant by the loop ranges."""
     expr = sympy.sympify(expr)
+    if not expr.has(FloorDiv, ModularIndexing):
+        return sympy.expand(expr)
+    relevant = frozenset((k, v) for k, v in ranges.items() if k in expr.free_symbols)
+    return _simplify_index(expr, relevant)
+
+
+@functools.lru_cache(maxsize=65536)
+def _simplify_index(expr, relevant: frozenset):
+    ranges = dict(relevant)
 
     def fix(e):
         if isinstance(e, ModularIndexing):
