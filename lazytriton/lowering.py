@@ -18,10 +18,10 @@ import torch
 
 from . import metrics
 from .graph import Graph
-from .ir import LAZY_DEVICE, DataNode, InputRef, Node, ScalarNode, SeedRef, TensorMeta, Value
+from .ir import LAZY_DEVICE, InputRef, Node, ScalarNode, SeedRef, TensorMeta, Value
 from .loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, ExternBuffer,
                      ExternKernel,
-                     InputBuffer, Pointwise, Reduction, TensorBox, View, input_buffer,
+                     Pointwise, Reduction, TensorBox, View, input_buffer,
                      new_name)
 from .sizevars import SizeVars, contiguous_strides
 
@@ -116,7 +116,7 @@ class Lowering:
             mark = (len(self.steps), len(self.externs))
             try:
                 result = self._decompose(node)
-            except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
+            except (ValueError, TypeError, RuntimeError, NotImplementedError):
                 # some decompositions check more strictly than eager: run the op itself
                 if os.environ.get("LAZYTRITON_DEBUG_DECOMP"):
                     raise
@@ -177,7 +177,7 @@ class Lowering:
     # --- decompositions ---------------------------------------------------------------------
     def _decompose(self, node: Node):
         from .lowerings import DECOMPOSITIONS
-        from .tensor import fresh_tensor, untracked, value_of
+        from .tensor import untracked, value_of
         with untracked():
             args = _positional_call(node, lambda enc: self._decomp_arg(node, enc))
             out = DECOMPOSITIONS[node.op](*args[0], **args[1])

@@ -14,10 +14,9 @@ import sympy
 import torch
 from torch._decomp import decomposition_table
 
-from .ir import LAZY_DEVICE
 from .loopir import Buffer, Pointwise, Reduction, TensorBox, View
 from .lowering import Lowering, ScalarArg, StridedView
-from .sizevars import FloorDiv, contiguous_strides, flat_index, index_symbol, product, unflatten
+from .sizevars import FloorDiv, contiguous_strides, flat_index, product, unflatten
 
 aten = torch.ops.aten
 LOWERINGS: dict[Any, Callable] = {}
@@ -214,6 +213,7 @@ def _compare(name: str):
 
 for _op, _name in _BINARY.items():
     LOWERINGS[_op] = _binary(_name)
+COMPARE_NAMES = set(_COMPARE.values())
 for _op, _name in _COMPARE.items():
     LOWERINGS[_op] = _compare(_name)
 
@@ -626,7 +626,7 @@ def _num(ops, x):
 
 
 def _dropout_lowering(lowering, node, input, p, train, generator):
-    from .tracing import native_dropout_seeded  # noqa: F401  (the op this lowers)
+    """native_dropout_seeded: keep where a counter-based uniform draw >= p, scaled by 1/(1-p)."""
     dtype = out_dtype(node)
     sizes = list(input.sizes)
     load = operand_loader(input, sizes, torch.float32)
@@ -753,213 +753,7 @@ DECOMPOSITIONS = {op: decomposition_table[op] for op in _DECOMPOSE
                   if op in decomposition_table and op not in LOWERINGS}
 
 
-# --- prims (what torch._refs-based decompositions such as var_mean produce) -----------------
+# lowerings kept in their own modules register themselves into LOWERINGS on import
+from . import lowerings_optim, lowerings_prims  # noqa: E402,F401
 
-prims = torch.ops.prims
-
-
-def _prim(name: str):
-    packet = getattr(prims, name, None)
-    return None if packet is None else packet.default
-
-
-def _prim_unary(name: str):
-    def lower(lowering, node, self):
-        a = self
-        return pointwise(lowering, [a], lambda ops, x: getattr(ops, name)(x), out_dtype(node))
-    return lower
-
-
-def _prim_binary(name: str):
-    def lower(lowering, node, self, other):
-        a, b = self, other
-        return pointwise(lowering, [a, b], lambda ops, x, y: getattr(ops, name)(x, y),
-                         out_dtype(node), promote(a, b) if name in _COMPARE.values() else None)
-    return lower
-
-
-for _name in ["neg", "abs", "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf",
-              "log1p", "expm1", "floor", "ceil", "round", "trunc", "reciprocal", "sign"]:
-    if _prim(_name) is not None:
-        LOWERINGS[_prim(_name)] = _prim_unary(_name)
-for _name in ["add", "sub", "mul", "maximum", "minimum", "atan2", "pow", "fmod", "remainder",
-              "bitwise_and", "bitwise_or", "bitwise_xor", "eq", "ne", "lt", "le", "gt", "ge"]:
-    if _prim(_name) is not None:
-        LOWERINGS[_prim(_name)] = _prim_binary(_name)
-
-
-@register(prims.div.default)
-def _prim_div(lowering, node, self, other):
-    a, b = self, other
-    name = "truediv" if out_dtype(node).is_floating_point else "truncdiv"  # prims.div truncates
-    return pointwise(lowering, [a, b], lambda ops, x, y: getattr(ops, name)(x, y), out_dtype(node))
-
-
-@register(prims.convert_element_type.default)
-def _prim_convert(lowering, node, a, dtype):
-    return pointwise(lowering, [a], lambda ops, x: x, out_dtype(node))
-
-
-@register(prims.where.default)
-def _prim_where(lowering, node, pred, a, b):
-    return _where(lowering, node, pred, a, b)
-
-
-@register(prims.sum.default)
-def _prim_sum(lowering, node, inp, dims, output_dtype=None):
-    return _reduction(lowering, node, inp, dims, False, "sum", src_dtype=out_dtype(node))
-
-
-@register(prims.amax.default)
-def _prim_amax(lowering, node, inp, dims, output_dtype=None):
-    return _reduction(lowering, node, inp, dims, False, "max")
-
-
-@register(prims.amin.default)
-def _prim_amin(lowering, node, inp, dims, output_dtype=None):
-    return _reduction(lowering, node, inp, dims, False, "min")
-
-
-@register(prims.var.default)
-def _prim_var(lowering, node, inp, dims, correction, output_dtype=None):
-    """Two passes, as eager: the mean, then the sum of squared deviations from it."""
-    dtype = out_dtype(node)
-    dims = sorted({d % inp.ndim for d in dims}) if dims else list(range(inp.ndim))
-    count = product(inp.sizes[d] for d in dims)
-    total = lowering.realize(_reduction(lowering, node, inp, dims, True, "sum", dtype, dtype))
-    load_x, load_total = inp.loader(), total.loader()
-
-    def deviation(ops, index):
-        mean_index = [sympy.Integer(0) if d in dims else i for d, i in enumerate(index)]
-        mean = ops.truediv(load_total(ops, mean_index), ops.index_expr(count, dtype))
-        diff = ops.sub(ops.to_dtype(load_x(ops, index), dtype), mean)
-        return ops.mul(diff, diff)
-    squares = View(dtype, list(inp.sizes), deviation)
-    summed = lowering.realize(_reduction(lowering, node, squares, dims, False, "sum", dtype,
-                                         dtype))
-    correction = lowering.specialize(correction)
-    load_sum = summed.loader()
-    return Pointwise(dtype, list(summed.sizes), inner=lambda ops, i: ops.truediv(
-        load_sum(ops, i), ops.index_expr(count - correction, dtype)))
-
-
-# --- optimizer arithmetic: lowered directly so step-dependent scalars stay kernel arguments --
-
-@register(aten.addcmul.default)
-def _addcmul(lowering, node, self, tensor1, tensor2, value=1):
-    return pointwise(lowering, [self, tensor1, tensor2, value],
-                     lambda ops, a, b, c, v: ops.add(a, ops.mul(v, ops.mul(b, c))), out_dtype(node))
-
-
-@register(aten.addcdiv.default)
-def _addcdiv(lowering, node, self, tensor1, tensor2, value=1):
-    return pointwise(lowering, [self, tensor1, tensor2, value],
-                     lambda ops, a, b, c, v: ops.add(a, ops.mul(v, ops.truediv(b, c))),
-                     out_dtype(node))
-
-
-@register(aten.lerp.Scalar, aten.lerp.Tensor)
-def _lerp(lowering, node, self, end, weight):
-    """Eager's formula: from the nearer end, for accuracy at both ends."""
-    dtype = out_dtype(node)
-
-    def fn(ops, a, b, w):
-        diff = ops.sub(b, a)
-        small = ops.lt(ops.abs(w), ops.constant(0.5, dtype))
-        one = ops.constant(1, dtype)
-        return ops.where(small, ops.add(a, ops.mul(w, diff)),
-                         ops.sub(b, ops.mul(diff, ops.sub(one, w))))
-    return pointwise(lowering, [self, end, weight], fn, dtype)
-
-
-@register(aten.scatter.value, aten.scatter.src)
-def _scatter(lowering, node, **args):
-    """The one-hot case (index has one entry along dim, as nll_loss's backward uses): a compare
-    per element. Anything else runs as aten's scatter."""
-    self, index, value = args["self"], args["index"], args.get("value")
-    dim = args["dim"] % self.ndim
-    ev = lowering.sizevars.evaluate
-    one_hot = (index.ndim == self.ndim and ev(index.sizes[dim]) == 1 and "src" not in args
-               and all(ev(index.sizes[d]) == ev(self.sizes[d])
-                       for d in range(self.ndim) if d != dim))
-    if not one_hot:
-        return lowering.extern(node, args, fallback=True)
-    dtype = out_dtype(node)
-    load, iload = self.loader(), index.loader()
-
-    def inner(ops, idx):
-        at = list(idx)
-        at[dim] = sympy.Integer(0)
-        hit = ops.eq(iload(ops, at), ops.index_expr(idx[dim], torch.int64))
-        return ops.where(hit, _value(ops, value, dtype), ops.to_dtype(load(ops, idx), dtype))
-    return Pointwise(dtype, list(self.sizes), inner=inner)
-
-
-class _ElementNode:
-    """One element of a foreach op, shaped like an IR node for the per-tensor lowering."""
-
-    def __init__(self, node, op, index: int):
-        self.op = op
-        self.outputs = [node.outputs[index]]
-        self.op_name = str(op)
-
-
-def _foreach(per_tensor_op, list_args: tuple[str, ...]):
-    def lower(lowering, node, **kwargs):
-        count = len(kwargs["self"])
-        results = []
-        for i in range(count):
-            args = {name: (value[i] if name in list_args else value)
-                    for name, value in kwargs.items()}
-            element = _ElementNode(node, per_tensor_op, i)
-            if per_tensor_op in LOWERINGS:
-                results.append(LOWERINGS[per_tensor_op](lowering, element, **args))
-            else:
-                return lowering.extern(node, kwargs, fallback=True)
-        return results
-    return lower
-
-
-def _register_foreach():
-    pairs = {"add": aten.add.Tensor, "sub": aten.sub.Tensor, "mul": aten.mul.Tensor,
-             "div": aten.div.Tensor, "maximum": aten.maximum.default,
-             "minimum": aten.minimum.default, "pow": aten.pow.Tensor_Tensor}
-    for name, op in pairs.items():
-        packet = getattr(aten, f"_foreach_{name}", None)
-        if packet is None:
-            continue
-        for overload, lists in (("List", ("self", "other")), ("Scalar", ("self",)),
-                                ("ScalarList", ("self", "scalars")), ("Tensor", ("self",))):
-            if overload in packet.overloads():
-                LOWERINGS[getattr(packet, overload)] = _foreach_renamed(op, lists)
-    for name in ("sqrt", "exp", "neg", "abs", "reciprocal", "sign", "sigmoid", "log"):
-        packet = getattr(aten, f"_foreach_{name}", None)
-        per_tensor = getattr(aten, name).default
-        if packet is not None and "default" in packet.overloads():
-            LOWERINGS[packet.default] = _foreach(per_tensor, ("self",))
-    for name, op in (("addcmul", aten.addcmul.default), ("addcdiv", aten.addcdiv.default)):
-        packet = getattr(aten, f"_foreach_{name}")
-        LOWERINGS[packet.Scalar] = _foreach(op, ("self", "tensor1", "tensor2"))
-        LOWERINGS[packet.ScalarList] = _foreach_renamed(
-            op, ("self", "tensor1", "tensor2", "scalars"), {"scalars": "value"})
-    LOWERINGS[aten._foreach_lerp.Scalar] = _foreach_renamed(aten.lerp.Scalar, ("self", "tensors1"),
-                                                            {"tensors1": "end"})
-    LOWERINGS[aten._foreach_lerp.List] = _foreach_renamed(aten.lerp.Tensor,
-                                                          ("self", "tensors1", "weights"),
-                                                          {"tensors1": "end", "weights": "weight"})
-
-
-def _foreach_renamed(op, lists, rename=None):
-    """A foreach op whose argument names differ from the per-tensor op's (scalar(s) -> other)."""
-    rename = dict(rename or {})
-    rename.setdefault("scalar", "other")
-    rename.setdefault("scalars", "other")
-    inner = _foreach(op, tuple(rename.get(n, n) for n in lists))
-
-    def lower(lowering, node, **kwargs):
-        return inner(lowering, node, **{rename.get(k, k): v for k, v in kwargs.items()})
-    return lower
-
-
-_register_foreach()
 DECOMPOSITIONS = {op: fn for op, fn in DECOMPOSITIONS.items() if op not in LOWERINGS}

@@ -19,7 +19,7 @@ import torch
 from . import ir, metrics
 from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
 from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
-from .tensor import (LAZY_TORCH_DEVICE, LazyStorage, LazyTensor, alias_into, fresh_tensor,
+from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
                      is_identity_view, value_of, view_tensor, write)
 
 aten = torch.ops.aten

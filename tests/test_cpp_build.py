@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess

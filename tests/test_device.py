@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import lazytriton
 
 FACTORIES = {
     "zeros": lambda d: torch.zeros(2, 3, device=d),

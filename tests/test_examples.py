@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 import lazytriton
 
 MNIST = Path(__file__).resolve().parents[1] / "examples" / "mnist.py"
@@ -16,11 +18,12 @@ def _load_example():
     return module
 
 
-def test_mnist_example_learns_digits(monkeypatch, cache_dir):
+@pytest.mark.parametrize("backend", ["aten", "cpp"])
+def test_mnist_example_learns_digits(monkeypatch, cache_dir, backend):
     monkeypatch.setenv("LAZYTRITON_CACHE_DIR", str(cache_dir))  # train() calls init() itself
     mnist = _load_example()
     logged: list[str] = []
-    result = mnist.train(mnist.parse_args(["--backend", "aten", "--epochs", "2",
+    result = mnist.train(mnist.parse_args(["--backend", backend, "--epochs", "2",
                                            "--log-every", "5"]), log=logged.append)
     assert result["accuracy"] > 0.85  # 10 classes: chance is 0.1
     assert result["steps"] == 46

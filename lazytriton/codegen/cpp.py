@@ -12,7 +12,7 @@ import torch
 
 from ..loopir import Buffer, Reduction
 from ..scheduler import Kernel, Member, member_index, ranges_of, store_index
-from ..sizevars import FloorDiv, ModularIndexing, flat_index
+from ..sizevars import flat_index
 from .common import CppPrinter, CSEVariable, KernelBody, simplify_index
 
 PRELUDE = (Path(__file__).parent / "cpp_prelude.h").read_text()

@@ -188,7 +188,6 @@ class WrapperWriter:
 
     # --- buffer lifetimes -------------------------------------------------------------------
     def _last_uses(self) -> dict[int, list]:
-        from ..scheduler import member_index, reads_of
         last: dict[int, tuple[int, Any]] = {}
         for i, step in enumerate(self.sched.steps):
             for buf in _step_reads(step):

@@ -18,7 +18,6 @@ import torch
 from ..codegen.cpp import generate_translation_unit
 from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
-from ..loopir import ExternKernel
 from ..lowering import Lowering, StridedView
 from ..scheduler import Kernel, schedule
 from .backend import Backend, register_backend

@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from .. import metrics
 from ..graph import Graph, build_graph, to_text
-from ..ir import DataNode, DeviceData, ScalarNode
+from ..ir import DataNode, DeviceData
 from ..tensor import LazyStorage, pending_storages
 from .async_runner import AsyncRunner
 from .backend import Backend, CompiledGraph, create_backend

@@ -1,0 +1,132 @@
+"""Lowerings of what optimizers run: addcmul/addcdiv/lerp with runtime scalars, foreach ops
+element by element, and the one-hot scatter of nll_loss's backward."""
+from __future__ import annotations
+
+import sympy
+import torch
+
+from .loopir import Pointwise
+from .lowerings import LOWERINGS, _value, out_dtype, pointwise, register
+
+aten = torch.ops.aten
+
+
+# --- optimizer arithmetic: lowered directly so step-dependent scalars stay kernel arguments --
+
+@register(aten.addcmul.default)
+def _addcmul(lowering, node, self, tensor1, tensor2, value=1):
+    return pointwise(lowering, [self, tensor1, tensor2, value],
+                     lambda ops, a, b, c, v: ops.add(a, ops.mul(v, ops.mul(b, c))), out_dtype(node))
+
+
+@register(aten.addcdiv.default)
+def _addcdiv(lowering, node, self, tensor1, tensor2, value=1):
+    return pointwise(lowering, [self, tensor1, tensor2, value],
+                     lambda ops, a, b, c, v: ops.add(a, ops.mul(v, ops.truediv(b, c))),
+                     out_dtype(node))
+
+
+@register(aten.lerp.Scalar, aten.lerp.Tensor)
+def _lerp(lowering, node, self, end, weight):
+    """Eager's formula: from the nearer end, for accuracy at both ends."""
+    dtype = out_dtype(node)
+
+    def fn(ops, a, b, w):
+        diff = ops.sub(b, a)
+        small = ops.lt(ops.abs(w), ops.constant(0.5, dtype))
+        one = ops.constant(1, dtype)
+        return ops.where(small, ops.add(a, ops.mul(w, diff)),
+                         ops.sub(b, ops.mul(diff, ops.sub(one, w))))
+    return pointwise(lowering, [self, end, weight], fn, dtype)
+
+
+@register(aten.scatter.value, aten.scatter.src)
+def _scatter(lowering, node, **args):
+    """The one-hot case (index has one entry along dim, as nll_loss's backward uses): a compare
+    per element. Anything else runs as aten's scatter."""
+    self, index, value = args["self"], args["index"], args.get("value")
+    dim = args["dim"] % self.ndim
+    ev = lowering.sizevars.evaluate
+    one_hot = (index.ndim == self.ndim and ev(index.sizes[dim]) == 1 and "src" not in args
+               and all(ev(index.sizes[d]) == ev(self.sizes[d])
+                       for d in range(self.ndim) if d != dim))
+    if not one_hot:
+        return lowering.extern(node, args, fallback=True)
+    dtype = out_dtype(node)
+    load, iload = self.loader(), index.loader()
+
+    def inner(ops, idx):
+        at = list(idx)
+        at[dim] = sympy.Integer(0)
+        hit = ops.eq(iload(ops, at), ops.index_expr(idx[dim], torch.int64))
+        return ops.where(hit, _value(ops, value, dtype), ops.to_dtype(load(ops, idx), dtype))
+    return Pointwise(dtype, list(self.sizes), inner=inner)
+
+
+class _ElementNode:
+    """One element of a foreach op, shaped like an IR node for the per-tensor lowering."""
+
+    def __init__(self, node, op, index: int):
+        self.op = op
+        self.outputs = [node.outputs[index]]
+        self.op_name = str(op)
+
+
+def _foreach(per_tensor_op, list_args: tuple[str, ...]):
+    def lower(lowering, node, **kwargs):
+        count = len(kwargs["self"])
+        results = []
+        for i in range(count):
+            args = {name: (value[i] if name in list_args else value)
+                    for name, value in kwargs.items()}
+            element = _ElementNode(node, per_tensor_op, i)
+            if per_tensor_op in LOWERINGS:
+                results.append(LOWERINGS[per_tensor_op](lowering, element, **args))
+            else:
+                return lowering.extern(node, kwargs, fallback=True)
+        return results
+    return lower
+
+
+def _register_foreach():
+    pairs = {"add": aten.add.Tensor, "sub": aten.sub.Tensor, "mul": aten.mul.Tensor,
+             "div": aten.div.Tensor, "maximum": aten.maximum.default,
+             "minimum": aten.minimum.default, "pow": aten.pow.Tensor_Tensor}
+    for name, op in pairs.items():
+        packet = getattr(aten, f"_foreach_{name}", None)
+        if packet is None:
+            continue
+        for overload, lists in (("List", ("self", "other")), ("Scalar", ("self",)),
+                                ("ScalarList", ("self", "scalars")), ("Tensor", ("self",))):
+            if overload in packet.overloads():
+                LOWERINGS[getattr(packet, overload)] = _foreach_renamed(op, lists)
+    for name in ("sqrt", "exp", "neg", "abs", "reciprocal", "sign", "sigmoid", "log"):
+        packet = getattr(aten, f"_foreach_{name}", None)
+        per_tensor = getattr(aten, name).default
+        if packet is not None and "default" in packet.overloads():
+            LOWERINGS[packet.default] = _foreach(per_tensor, ("self",))
+    for name, op in (("addcmul", aten.addcmul.default), ("addcdiv", aten.addcdiv.default)):
+        packet = getattr(aten, f"_foreach_{name}")
+        LOWERINGS[packet.Scalar] = _foreach(op, ("self", "tensor1", "tensor2"))
+        LOWERINGS[packet.ScalarList] = _foreach_renamed(
+            op, ("self", "tensor1", "tensor2", "scalars"), {"scalars": "value"})
+    LOWERINGS[aten._foreach_lerp.Scalar] = _foreach_renamed(aten.lerp.Scalar, ("self", "tensors1"),
+                                                            {"tensors1": "end"})
+    LOWERINGS[aten._foreach_lerp.List] = _foreach_renamed(aten.lerp.Tensor,
+                                                          ("self", "tensors1", "weights"),
+                                                          {"tensors1": "end", "weights": "weight"})
+
+
+def _foreach_renamed(op, lists, rename=None):
+    """A foreach op whose argument names differ from the per-tensor op's (scalar(s) -> other)."""
+    rename = dict(rename or {})
+    rename.setdefault("scalar", "other")
+    rename.setdefault("scalars", "other")
+    inner = _foreach(op, tuple(rename.get(n, n) for n in lists))
+
+    def lower(lowering, node, **kwargs):
+        return inner(lowering, node, **{rename.get(k, k): v for k, v in kwargs.items()})
+    return lower
+
+
+_register_foreach()
