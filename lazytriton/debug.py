@@ -8,7 +8,8 @@ from .tensor import LazyTensor, value_of
 
 
 def dump_ir(tensors: list[torch.Tensor], format: str = "text") -> str:
-    """The pending IR of `tensors` as text (one node per line) or Graphviz dot."""
+    """The pending IR of `tensors`: "text" (one node per line), "dot" (Graphviz) or "loops"
+    (the fused loop nests the C++ backend would compile it to, externs between them)."""
     values = []
     for t in tensors:
         if not isinstance(t, LazyTensor):
@@ -19,4 +20,28 @@ def dump_ir(tensors: list[torch.Tensor], format: str = "text") -> str:
         return to_text(graph)
     if format == "dot":
         return to_dot(graph)
-    raise ValueError(f"dump_ir format must be 'text' or 'dot', not {format!r}")
+    if format == "loops":
+        return loop_nests(graph)
+    raise ValueError(f"dump_ir format must be 'text', 'dot' or 'loops', not {format!r}")
+
+
+def loop_nests(graph) -> str:
+    """The scheduled kernels of a graph, one block per kernel or extern call."""
+    from .lowering import Lowering
+    from .runtime.cpp_backend import _extern_reads
+    from .scheduler import Kernel, schedule
+    lowering = Lowering(graph)
+    outputs = lowering.outputs()
+    lines = []
+    for step in schedule(lowering.steps, outputs, _extern_reads(lowering)).steps:
+        if not isinstance(step, Kernel):
+            lines.append(f"extern {getattr(step.op, '__name__', step.op)}")
+            continue
+        outer = ", ".join(str(s) for s in step.outer) or "-"
+        lines.append(f"{step.name}: parallel over [{outer}]  fuses {sorted(set(step.origins))}")
+        for m in step.members:
+            kind = f"reduce {m.node.reduction_type} over {[str(s) for s in m.node.reduction_sizes]}" \
+                if m.is_reduction else f"loop over {[str(s) for s in m.inner_sizes]}"
+            where = "register" if m.local else m.buffer.name
+            lines.append(f"    {kind} -> {where} {[str(s) for s in m.node.sizes]}")
+    return "\n".join(lines) + "\n"

@@ -130,3 +130,9 @@ def _foreach_renamed(op, lists, rename=None):
 
 
 _register_foreach()
+
+
+@register(aten.native_dropout_backward.default)
+def _dropout_backward(lowering, node, grad_output, mask, scale):
+    return pointwise(lowering, [grad_output, mask, scale],
+                     lambda ops, g, m, k: ops.mul(ops.mul(g, m), k), out_dtype(node))

@@ -136,3 +136,22 @@ def test_index_out_of_range_raises_like_eager():
     lazytriton.mark_step()
     with pytest.raises(lazytriton.LazyExecutionError, match="index out of range"):
         out.cpu()
+
+
+def test_dump_ir_loops_shows_the_fused_loop_nests():
+    x = torch.randn(6, 10).to("lazy")
+    text = lazytriton.debug.dump_ir([torch.softmax(x * 3, -1)], format="loops")
+    kernels = [line for line in text.splitlines() if line.startswith("kernel")]
+    assert len(kernels) == 1 and "_softmax.default" in kernels[0]
+    assert "reduce max" in text and "reduce sum" in text and "-> register" in text
+
+
+def test_dropout_backward_is_lowered_not_a_fallback():
+    torch.manual_seed(3)
+    x = torch.randn(8, 16, requires_grad=True)
+    lazy_x = x.detach().to("lazy").requires_grad_()
+    out = F.dropout(lazy_x, 0.3)
+    (grad,) = torch.autograd.grad((out * 2).sum(), [lazy_x])
+    kept = (out.detach().cpu() != 0)
+    torch.testing.assert_close(grad.cpu(), kept.float() * 2 / 0.7)
+    assert not [n for n in metrics.counter_names() if n.startswith("aten::")]
