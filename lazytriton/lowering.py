@@ -59,6 +59,7 @@ class Lowering:
         self.sizevars = SizeVars()
         self.env: dict[int, Any] = {}  # id(Value) -> lowered
         self._keep: list = []  # every Value in env stays alive, so no id is ever reused
+        self._realized: dict[int, ComputedBuffer] = {}  # id(Pointwise) -> its buffer
         self.externs: list[ExternKernel] = []
         self.steps: list = []  # ComputedBuffer and ExternKernel, in execution order
         self.guards: dict[int, Any] = {}  # graph input index -> value it was specialized to
@@ -205,13 +206,21 @@ class Lowering:
             return box
         if isinstance(box, ComputedBuffer) and strides is not None and box.strides == strides:
             return box
-        if isinstance(box, Reduction) or isinstance(box, Pointwise):
+        if strides is None and id(box) in self._realized:
+            return self._realized[id(box)]
+        if isinstance(box, Reduction):
             node = box
-        else:  # a view, or a buffer needing another layout: copy through a pointwise loop
-            node = Pointwise(box.dtype, list(box.sizes), inner=box.loader())
+        else:  # a computation, a view, or a buffer needing another layout: a pointwise loop
+            node = Pointwise(box.dtype, list(box.sizes), list(getattr(box, "origins", [])),
+                             inner=box.loader())
         layout = strides if strides is not None else contiguous_strides(node.sizes)
         buf = ComputedBuffer(new_name(), node.dtype, list(node.sizes), list(layout), node=node)
         self.steps.append(buf)
+        if strides is None and isinstance(box, Pointwise):
+            # readers lowered from now on load the buffer instead of computing it again
+            box.inner = buf.loader()
+            self._realized[id(box)] = buf
+            self._keep.append(box)
         return buf
 
     def extern(self, node: Node, args: dict, fallback: bool = False):
