@@ -200,15 +200,22 @@ def schedule(steps: list, outputs: list, extern_reads: set[int]) -> Schedule:
     return Schedule(result, outputs)
 
 
+def kernel_reads(kernel: Kernel) -> list[Buffer]:
+    """Every buffer the kernel's members load from."""
+    found = []
+    outer_vars = _outer_vars(len(kernel.outer))
+    for m in kernel.members:
+        index, inner = member_index(m, outer_vars, "r")
+        reads = reads_of(m.node, index, inner) if m.is_reduction else reads_of(m.node, index)
+        found += [buf for buf, _ in reads]
+    return found
+
+
 def _keep_local_reductions(steps: list, outputs: list, extern_reads: set[int]) -> None:
     readers: dict[int, set[int]] = {}
     for kernel in (s for s in steps if isinstance(s, Kernel)):
-        for m in kernel.members:
-            outer_vars = _outer_vars(len(kernel.outer))
-            index, inner = member_index(m, outer_vars, "r")
-            reads = reads_of(m.node, index, inner) if m.is_reduction else reads_of(m.node, index)
-            for buf, _ in reads:
-                readers.setdefault(id(buf), set()).add(id(kernel))
+        for buf in kernel_reads(kernel):
+            readers.setdefault(id(buf), set()).add(id(kernel))
     out_ids = {id(o) for o in outputs} | {id(getattr(o, "base", None)) for o in outputs}
     for kernel in (s for s in steps if isinstance(s, Kernel)):
         for m in kernel.members:

@@ -9,7 +9,6 @@ Each derived size is checked against the concrete size the trace recorded (`Size
 from __future__ import annotations
 
 import functools
-import math
 from typing import Iterable, Sequence
 
 import sympy
@@ -167,15 +166,3 @@ class SizeVars:
             else:
                 return [sympy.Integer(n) for n in new]  # not a grouping: sizes stay constants
         return result
-
-
-def simplify_index(expr: Expr) -> Expr:
-    return sympy.expand(expr)
-
-
-def ceildiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-__all__ = ["FloorDiv", "ModularIndexing", "SizeVars", "contiguous_strides", "flat_index",
-           "unflatten", "product", "size_symbol", "index_symbol", "math"]

@@ -13,7 +13,7 @@ import torch
 from ..ir import LAZY_DEVICE
 from ..loopir import Buffer, ComputedBuffer, ExternBuffer, ExternKernel, InputBuffer
 from ..lowering import Lowering, ScalarArg, StridedView
-from ..scheduler import Kernel, Schedule
+from ..scheduler import Kernel, Schedule, kernel_reads
 from .common import PythonPrinter
 from .cpp import CppKernel
 
@@ -218,20 +218,13 @@ def _numel(sizes):
 
 
 def _step_reads(step) -> list:
-    from ..scheduler import member_index, reads_of
-    if isinstance(step, ExternKernel):
-        found = []
-        for _, v in step.args:
-            for t in (v if isinstance(v, (list, tuple)) else [v]):
-                if isinstance(t, StridedView):
-                    found.append(t.base)
-                elif isinstance(t, Buffer):
-                    found.append(t)
-        return found
+    if not isinstance(step, ExternKernel):
+        return kernel_reads(step)
     found = []
-    for m in step.members:
-        outer_vars = [sympy.Symbol(f"x{k}") for k in range(len(step.outer))]
-        index, inner = member_index(m, outer_vars, "r")
-        reads = reads_of(m.node, index, inner) if m.is_reduction else reads_of(m.node, index)
-        found += [b for b, _ in reads]
+    for _, v in step.args:
+        for t in (v if isinstance(v, (list, tuple)) else [v]):
+            if isinstance(t, StridedView):
+                found.append(t.base)
+            elif isinstance(t, Buffer):
+                found.append(t)
     return found
