@@ -145,24 +145,40 @@ class SizeVars:
                                  f"the trace recorded {list(concrete)}")
 
     def match_reshape(self, old: Sequence[Expr], new: Sequence[int]) -> list[Expr]:
-        """Symbolic sizes for reshaping `old` to the concrete `new`, grouping dims by products
-        from the left (what view/reshape semantics allow). Falls back to a size's constant."""
-        result: list[Expr] = []
-        i = 0
+        """Symbolic sizes for reshaping `old` to the concrete `new`, from the left: a run of old
+        dims whose product is one new dim becomes that product (flatten keeps the batch symbol);
+        one old dim split into several new dims gives constants for the pieces (unflatten).
+        Anything else: constants."""
         old_vals = [self.evaluate(e) for e in old]
-        for j, target in enumerate(new):
-            if target == 1:
+        constants = [sympy.Integer(n) for n in new]
+        result: list[Expr] = []
+        i = j = 0
+        while j < len(new):
+            if new[j] == 1:
                 result.append(sympy.Integer(1))
-                if i < len(old) and old_vals[i] == 1:
-                    i += 1
+                j += 1
                 continue
-            acc_val, group = 1, []
-            while i < len(old) and acc_val < target:
-                acc_val *= old_vals[i]
-                group.append(old[i])
+            while i < len(old) and old_vals[i] == 1:
                 i += 1
-            if acc_val == target:
+            if i >= len(old):
+                return constants
+            if old_vals[i] <= new[j]:  # group old dims into new[j]
+                acc, group = 1, []
+                while i < len(old) and acc < new[j]:
+                    acc *= old_vals[i]
+                    group.append(old[i])
+                    i += 1
+                if acc != new[j]:
+                    return constants
                 result.append(product(group))
-            else:
-                return [sympy.Integer(n) for n in new]  # not a grouping: sizes stay constants
+                j += 1
+            else:  # split old[i] over several new dims
+                acc, k = 1, j
+                while k < len(new) and acc < old_vals[i]:
+                    acc *= new[k]
+                    k += 1
+                if acc != old_vals[i]:
+                    return constants
+                result += constants[j:k]
+                i, j = i + 1, k
         return result

@@ -155,3 +155,25 @@ def test_dropout_backward_is_lowered_not_a_fallback():
     kept = (out.detach().cpu() != 0)
     torch.testing.assert_close(grad.cpu(), kept.float() * 2 / 0.7)
     assert not [n for n in metrics.counter_names() if n.startswith("aten::")]
+
+
+def test_tutorial_net_smaller_last_batch_compiles_no_new_kernel():
+    # the flatten's backward splits [B, 9216] into [B, 64, 12, 12]: the batch must stay a symbol
+    from lazytriton.testing.models import TutorialNet
+    torch.manual_seed(1)
+    net = TutorialNet(dropout=0.0).to("lazy")
+    opt = torch.optim.Adadelta(net.parameters(), lr=1.0)
+
+    def step(n):
+        opt.zero_grad()
+        x, y = torch.randn(n, 1, 28, 28), torch.randint(0, 10, (n,))
+        F.nll_loss(net(x.to("lazy")), y.to("lazy")).backward()
+        opt.step()
+        lazytriton.mark_step()
+    step(8)
+    step(8)
+    compiled = metrics.counter_value("KernelCompile")
+    for n in (5, 8, 3):
+        step(n)
+    lazytriton.wait_device_ops()
+    assert metrics.counter_value("KernelCompile") == compiled
