@@ -157,9 +157,7 @@ class Lowering:
                 self._lower_node(node)
 
     def _resolve(self, node: Node, enc):
-        if isinstance(enc, InputRef):
-            return self.lower(node.inputs[enc.index])
-        if isinstance(enc, SeedRef):
+        if isinstance(enc, (InputRef, SeedRef)):
             return self.lower(node.inputs[enc.index])
         if enc is LAZY_DEVICE:
             return LAZY_DEVICE

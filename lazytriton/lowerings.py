@@ -46,19 +46,14 @@ def _example(x):
 
 
 def promote(*operands) -> torch.dtype:
+    """The dtype eager computes in for these operands (tensors, graph scalars, numbers)."""
     examples = [_example(x) for x in operands if x is not None]
-    dtype = examples[0] if not isinstance(examples[0], torch.Tensor) else examples[0].dtype
-    if len(examples) == 1:
-        return torch.result_type(examples[0], examples[0]) if isinstance(
-            examples[0], torch.Tensor) else torch.tensor(examples[0]).dtype
     result = examples[0]
     for e in examples[1:]:
         dtype = torch.result_type(result, e)
-        result = torch.empty((1,), dtype=dtype, device="meta") if (
-            isinstance(result, torch.Tensor) and result.dim() or
-            isinstance(e, torch.Tensor) and e.dim()) else \
-            torch.empty((), dtype=dtype, device="meta")
-    return dtype
+        has_dims = any(isinstance(t, torch.Tensor) and t.dim() for t in (result, e))
+        result = torch.empty((1,) if has_dims else (), dtype=dtype, device="meta")
+    return result.dtype if isinstance(result, torch.Tensor) else torch.tensor(result).dtype
 
 
 def broadcast_sizes(lowering: Lowering, *boxes) -> list:
@@ -474,7 +469,7 @@ def _arg_reduction(lowering, node, x, dim, keepdim, rtype):
     if dim is None:  # over the flattened tensor
         flat = View(x.dtype, [product(x.sizes)], lambda ops, i: x.loader()(
             ops, unflatten(i[0], x.sizes)))
-        return _reduction(lowering, node, flat, [0], keepdim and False, rtype, torch.int64)
+        return _reduction(lowering, node, flat, [0], False, rtype, torch.int64)
     return _reduction(lowering, node, x, [dim], keepdim, rtype, torch.int64)
 
 

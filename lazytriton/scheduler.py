@@ -15,6 +15,7 @@ import sympy
 
 from .codegen.common import simplify_index
 from .loopir import Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction
+from .lowering import StridedView
 from .sizevars import flat_index, index_symbol
 
 
@@ -100,7 +101,7 @@ def member_index(member: Member, outer_vars: list, inner_prefix: str):
     """The member's index (per dim of its sizes) from the kernel's outer vars and its own
     inner vars; dims of size 1 are 0."""
     node = member.node
-    sizes = node.sizes if not member.is_reduction else node.sizes
+    sizes = node.sizes
     outer_iter = iter(outer_vars)
     index = []
     for d, s in enumerate(sizes[:member.outer_dims] if not member.is_reduction else sizes):
@@ -208,6 +209,18 @@ def kernel_reads(kernel: Kernel) -> list[Buffer]:
         index, inner = member_index(m, outer_vars, "r")
         reads = reads_of(m.node, index, inner) if m.is_reduction else reads_of(m.node, index)
         found += [buf for buf, _ in reads]
+    return found
+
+
+def extern_reads(kernel: ExternKernel) -> list[Buffer]:
+    """The buffers an extern call reads (a strided view reads its base)."""
+    found = []
+    for _, value in kernel.args:
+        for t in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(t, StridedView):
+                found.append(t.base)
+            elif isinstance(t, Buffer):
+                found.append(t)
     return found
 
 

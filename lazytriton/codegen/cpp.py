@@ -440,7 +440,7 @@ class CppKernel:
                 f"({acc}_v == {acc}_v && {value} {better} {acc}_v)) "
                 f"{{ {acc}_v = {value}; {acc}_i = {flat}; }}")
         loops = self._loops(rvars, node.reduction_sizes, lines + [step], simd=False,
-                            parallel=not self.kernel.outer and False)
+                            parallel=False)
         return [f"{ctype} {acc}_v = 0;", f"int64_t {acc}_i = -1;"] + loops + \
             [f"int64_t {acc} = {acc}_i < 0 ? 0 : {acc}_i;"]
 

@@ -13,7 +13,7 @@ import torch
 from ..ir import LAZY_DEVICE
 from ..loopir import Buffer, ComputedBuffer, ExternBuffer, ExternKernel, InputBuffer
 from ..lowering import Lowering, ScalarArg, StridedView
-from ..scheduler import Kernel, Schedule, kernel_reads
+from ..scheduler import Kernel, Schedule, extern_reads, kernel_reads
 from .common import PythonPrinter
 from .cpp import CppKernel
 
@@ -137,9 +137,8 @@ class WrapperWriter:
 
     # --- steps ------------------------------------------------------------------------------
     def _allocate(self, buf: ComputedBuffer) -> str:
-        key = (buf.dtype, self.expr(_numel(buf.sizes)))
         name = buf.name
-        pooled = self._pool.get(key)
+        pooled = self._pool.get(self._pool_key(buf))
         if pooled:
             old = pooled.pop()
             self.lines.append(f"{name} = {old}.as_strided({self.shape(buf.sizes)}, "
@@ -206,8 +205,11 @@ class WrapperWriter:
             if name is None:
                 continue
             if isinstance(buf, ComputedBuffer):
-                key = (buf.dtype, self.expr(_numel(buf.sizes)))
-                self._pool.setdefault(key, []).append(name)
+                self._pool.setdefault(self._pool_key(buf), []).append(name)
+
+    def _pool_key(self, buf: ComputedBuffer) -> tuple:
+        """Freed buffers of the same dtype and element count can hold a new one."""
+        return (buf.dtype, self.expr(_numel(buf.sizes)))
 
 
 def _numel(sizes):
@@ -218,13 +220,4 @@ def _numel(sizes):
 
 
 def _step_reads(step) -> list:
-    if not isinstance(step, ExternKernel):
-        return kernel_reads(step)
-    found = []
-    for _, v in step.args:
-        for t in (v if isinstance(v, (list, tuple)) else [v]):
-            if isinstance(t, StridedView):
-                found.append(t.base)
-            elif isinstance(t, Buffer):
-                found.append(t)
-    return found
+    return kernel_reads(step) if isinstance(step, Kernel) else extern_reads(step)

@@ -18,8 +18,8 @@ import torch
 from ..codegen.cpp import generate_translation_unit
 from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
-from ..lowering import Lowering, StridedView
-from ..scheduler import Kernel, schedule
+from ..lowering import Lowering
+from ..scheduler import Kernel, extern_reads, schedule
 from .backend import Backend, register_backend
 from .cpp_build import build_library, compiler_command
 from .disk_cache import atomic_write
@@ -38,12 +38,7 @@ class CppProgram:
 
 
 def _extern_reads(lowering: Lowering) -> set[int]:
-    ids = set()
-    for ext in lowering.externs:
-        for _, v in ext.args:
-            for t in (v if isinstance(v, (list, tuple)) else [v]):
-                ids.add(id(t.base) if isinstance(t, StridedView) else id(t))
-    return ids
+    return {id(buf) for ext in lowering.externs for buf in extern_reads(ext)}
 
 
 class CppBackend(Backend):
