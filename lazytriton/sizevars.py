@@ -134,8 +134,10 @@ class SizeVars:
         return out
 
     def evaluate(self, expr: Expr | int) -> int:
-        value = sympy.sympify(expr).subs(self.values)
-        return int(value)
+        if isinstance(expr, int):
+            return expr
+        # xreplace, not subs: sizes are plain symbols, and subs costs ~1 ms an expression
+        return int(sympy.sympify(expr).xreplace(self.values))
 
     def check(self, exprs: Sequence[Expr], concrete: Sequence[int], what: str) -> None:
         """A derived size must equal what the trace recorded; anything else is a lowering bug."""

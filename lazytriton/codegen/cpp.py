@@ -264,6 +264,15 @@ _BOOL_COMBINE = {"max": "{acc} || {v}", "min": "{acc} && {v}"}
 _BOOL_INIT = {"max": "false", "min": "true"}
 
 
+def _simd_reduction_clause(rtype: str, ctype: str) -> str | None:
+    """The OpenMP reduction operator that lets `omp simd` vectorize this reduction."""
+    if ctype == "bool":
+        return {"any": "||", "max": "||", "min": "&&"}.get(rtype)
+    if rtype in ("max", "min"):
+        return ("lt" + rtype) if ctype in ("float", "double") else rtype
+    return {"sum": "+", "prod": "*"}.get(rtype)
+
+
 def _acc_ctype(dtype: torch.dtype, rtype: str) -> str:
     if rtype == "any":
         return "bool"
@@ -414,20 +423,32 @@ class CppKernel:
         if not rvars:
             return [f"{ctype} {acc} = {init};"] + body
         if self.kernel.outer:  # parallel over the outer loop already: a sequential reduction
-            extra = f" reduction(+:{acc})" if rtype == "sum" else ""
+            clause = _simd_reduction_clause(rtype, ctype)
+            extra = f" reduction({clause}:{acc})" if clause else ""
             return [f"{ctype} {acc} = {init};"] + self._loops(rvars, sizes, body, simd=bool(extra),
                                                               parallel=False, extra=extra)
         # a whole-tensor reduction: per-thread partials, combined in thread order (deterministic)
         combine = combine.format(acc=acc, v=f"static_cast<{ctype}>({acc}_parts[t])")
-        loops = self._loops(rvars, sizes, body, simd=False, parallel=False)
         part_type = "unsigned char" if ctype == "bool" else ctype
+        clause = _simd_reduction_clause(rtype, ctype)
+        if len(rvars) == 1 and clause:  # one static chunk per thread, vectorized within it
+            var, size = rvars[0], self.index(sizes[0])
+            split = [f"  int64_t {acc}_n = omp_get_num_threads(), {acc}_t = omp_get_thread_num();",
+                     f"  int64_t {acc}_chunk = ({size} + {acc}_n - 1) / {acc}_n;",
+                     f"  int64_t {acc}_lo = {acc}_t * {acc}_chunk;",
+                     f"  int64_t {acc}_hi = std::min<int64_t>({size}, {acc}_lo + {acc}_chunk);",
+                     f"  #pragma omp simd reduction({clause}:{acc})",
+                     f"  for (int64_t {var} = {acc}_lo; {var} < {acc}_hi; {var}++)", "  {"]
+            loops = split + ["    " + line for line in body] + ["  }"]
+        else:
+            loops = ["  #pragma omp for schedule(static)" + (
+                f" collapse({len(rvars)})" if len(rvars) > 1 else "")] + [
+                "  " + line for line in self._loops(rvars, sizes, body, simd=False, parallel=False)]
         return ([f"{ctype} {acc} = {init};",
                  f"std::vector<{part_type}> {acc}_parts(omp_get_max_threads(), {init});",
                  "#pragma omp parallel", "{",
                  f"  {ctype} {acc} = {init};"]
-                + ["  #pragma omp for schedule(static)" + (
-                    f" collapse({len(rvars)})" if len(rvars) > 1 else "")]
-                + ["  " + line for line in loops]
+                + loops
                 + [f"  {acc}_parts[omp_get_thread_num()] = {acc};", "}",
                    f"for (int t = 0; t < static_cast<int>({acc}_parts.size()); t++) "
                    f"{acc} = {combine};"])

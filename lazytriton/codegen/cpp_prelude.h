@@ -1,5 +1,6 @@
 // lazytriton C++ kernel prelude: helpers with eager PyTorch's semantics (NaN propagation,
 // Python-style integer division and remainder, half/bfloat16 storage) and a counter-based RNG.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -63,17 +64,10 @@ static inline uint16_t float_to_half(float f) {
   return static_cast<uint16_t>(sign | (abs >> 13));
 }
 
-template <typename T> static inline T maximum(T a, T b) {
-  if (a != a) return a;
-  if (b != b) return b;
-  return a > b ? a : b;
-}
-
-template <typename T> static inline T minimum(T a, T b) {
-  if (a != a) return a;
-  if (b != b) return b;
-  return a < b ? a : b;
-}
+// NaN-propagating, written as one select so loops using them vectorize: a NaN in `a` is kept,
+// a NaN in `b` fails both comparisons and is returned.
+template <typename T> static inline T maximum(T a, T b) { return (a != a || a > b) ? a : b; }
+template <typename T> static inline T minimum(T a, T b) { return (a != a || a < b) ? a : b; }
 
 template <typename T> static inline T floordiv_int(T a, T b, int32_t* err) {
   if (b == 0) { *err = 2; return 0; }
@@ -155,3 +149,13 @@ static inline float normal(int64_t seed, int64_t offset) {
 }
 
 }  // namespace lt
+
+// NaN-propagating max/min as OpenMP reductions, so `omp simd` vectorizes row maxima (softmax).
+#pragma omp declare reduction(ltmax : float : omp_out = lt::maximum(omp_out, omp_in)) \
+    initializer(omp_priv = -std::numeric_limits<float>::infinity())
+#pragma omp declare reduction(ltmax : double : omp_out = lt::maximum(omp_out, omp_in)) \
+    initializer(omp_priv = -std::numeric_limits<double>::infinity())
+#pragma omp declare reduction(ltmin : float : omp_out = lt::minimum(omp_out, omp_in)) \
+    initializer(omp_priv = std::numeric_limits<float>::infinity())
+#pragma omp declare reduction(ltmin : double : omp_out = lt::minimum(omp_out, omp_in)) \
+    initializer(omp_priv = std::numeric_limits<double>::infinity())
