@@ -40,8 +40,18 @@ def loop_nests(graph) -> str:
         outer = ", ".join(str(s) for s in step.outer) or "-"
         lines.append(f"{step.name}: parallel over [{outer}]  fuses {sorted(set(step.origins))}")
         for m in step.members:
-            kind = f"reduce {m.node.reduction_type} over {[str(s) for s in m.node.reduction_sizes]}" \
-                if m.is_reduction else f"loop over {[str(s) for s in m.inner_sizes]}"
             where = "register" if m.local else m.buffer.name
-            lines.append(f"    {kind} -> {where} {[str(s) for s in m.node.sizes]}")
+            lines.append(f"    {_member_kind(m)} -> {where} {[str(s) for s in m.node.sizes]}")
     return "\n".join(lines) + "\n"
+
+
+def _member_kind(m) -> str:
+    from .loopir import Scatter
+    node = m.node
+    if m.is_reduction:
+        return f"reduce {node.reduction_type} over {[str(s) for s in node.reduction_sizes]}"
+    if isinstance(node, Scatter):
+        ordered = [str(s) for s, o in zip(node.src_sizes, node.ordered) if o]
+        return (f"copy, then {'accumulate' if node.accumulate else 'write'} over "
+                f"{[str(s) for s in node.src_sizes]} (in order over {ordered})")
+    return f"loop over {[str(s) for s in m.inner_sizes]}"

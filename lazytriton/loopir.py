@@ -120,6 +120,25 @@ class Reduction(Computation):
 
 
 @dataclass(eq=False)
+class Scatter(Computation):
+    """A copy of `base` (sizes `sizes`) with `value` written at `target` for every index of
+    `src_sizes`: scatter, scatter_add, index_put, as_strided_scatter. `target(ops, index)` gives
+    the output index per dim, or one flat offset into the (contiguous) output when `flat_target`.
+    Dims flagged in `ordered` can hit one element twice: they run in order, so accumulation is
+    deterministic and the last write wins, as on eager's CPU; the other dims run in parallel."""
+    base: Loader = None
+    src_sizes: list[Expr] = None
+    target: Loader = None
+    value: Loader = None
+    accumulate: bool = False
+    ordered: list[bool] = None
+    flat_target: bool = False
+
+    def loader(self) -> Loader:
+        raise RuntimeError("a scatter is read through its realized buffer")
+
+
+@dataclass(eq=False)
 class ExternKernel:
     """An aten op run as is on realized buffers (matmul, convolution, and ops not lowered)."""
     op: Any

@@ -21,7 +21,7 @@ from .graph import Graph
 from .ir import LAZY_DEVICE, InputRef, Node, ScalarNode, SeedRef, TensorMeta, Value
 from .loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, ExternBuffer,
                      ExternKernel,
-                     Pointwise, Reduction, TensorBox, View, input_buffer,
+                     Pointwise, Reduction, Scatter, TensorBox, View, input_buffer,
                      new_name)
 from .sizevars import SizeVars, contiguous_strides
 
@@ -127,7 +127,8 @@ class Lowering:
             result = self.extern(node, args, fallback=True)
         results = result if isinstance(result, (list, tuple)) else [result]
         _record_origins(node.op_name, args, _flatten(results))
-        results = [self.realize(r) if isinstance(r, Reduction) else r for r in _flatten(results)]
+        results = [self.realize(r) if isinstance(r, (Reduction, Scatter)) else r
+                   for r in _flatten(results)]
         for out, box in zip(node.outputs, results):
             if out.meta is not None and isinstance(box, TensorBox):
                 self.sizevars.check(box.sizes, out.meta.shape, f"{node.op_name} output")
@@ -206,7 +207,7 @@ class Lowering:
             return box
         if strides is None and id(box) in self._realized:
             return self._realized[id(box)]
-        if isinstance(box, Reduction):
+        if isinstance(box, (Reduction, Scatter)):  # computed only into memory
             node = box
         else:  # a computation, a view, or a buffer needing another layout: a pointwise loop
             node = Pointwise(box.dtype, list(box.sizes), list(getattr(box, "origins", [])),
@@ -273,7 +274,7 @@ def _record_origins(op_name: str, args: dict, results: list) -> None:
         box = value
         while isinstance(box, View) and box.base is not None:
             box = box.base
-        if isinstance(box, Computation) and not isinstance(box, Reduction):
+        if isinstance(box, Pointwise):
             inherited += box.origins
     for box in results:
         if isinstance(box, Computation):

@@ -298,6 +298,13 @@ def _full(lowering, node, size, fill_value, **kwargs):
     return pointwise(lowering, [fill_value], lambda ops, a: a, out_dtype(node), sizes=sizes)
 
 
+@register(aten.new_zeros.default, aten.new_ones.default, aten.new_empty.default)
+def _new_filled(lowering, node, self, size, **kwargs):
+    value = 1 if node.op is aten.new_ones.default else 0  # new_empty: zeros, as _empty says
+    return pointwise(lowering, [value], lambda ops, a: a, out_dtype(node),
+                     sizes=[sympy.Integer(s) for s in size])
+
+
 @register(aten.empty.memory_format, aten.empty_strided.default)
 def _empty(lowering, node, size, **kwargs):
     # uninitialized memory may hold anything; zeros keep results reproducible
@@ -337,7 +344,8 @@ def _arange(lowering, node, *args, **kwargs):
 
 @register(aten.as_strided.default)
 def _as_strided(lowering, node, self, size, stride, storage_offset=0):
-    sizes, strides = _symbolic_view(lowering, self, list(size), list(stride), storage_offset)
+    sizes, strides = symbolic_view(lowering, list(self.sizes), getattr(self, "strides", None),
+                                   list(size), list(stride), storage_offset)
     offset = sympy.Integer(storage_offset or 0)
     if isinstance(self, Buffer) and _is_storage_layout(lowering, self, node.inputs[0].meta):
         return StridedView(self, self.dtype, sizes, strides, self.offset + offset)
@@ -375,28 +383,29 @@ def _mod(e, m):
         ModularIndexing(e.args[0], e.args[1], m)
 
 
-def _symbolic_view(lowering, base, size: list, stride: list, offset: int):
-    """Symbolic sizes/strides for an as_strided view of `base`: the same dims (identity),
-    a permutation of them (transpose), or a contiguous regrouping (reshape); else constants."""
+def symbolic_view(lowering, base_sizes: list, base_strides: list | None, size: list,
+                  stride: list, offset: int):
+    """Symbolic sizes/strides for an as_strided view of a base: its dims where they keep a base
+    dim's size and stride (identity, transpose, slices along other dims), a contiguous
+    regrouping (reshape), else constants. Any choice is right for this graph (the values
+    match); symbols let a graph with another batch size produce the same kernel source."""
     ev = lowering.sizevars.evaluate
-    base_sizes = list(base.sizes)
-    base_strides = getattr(base, "strides", None) or contiguous_strides(base_sizes)
+    base_strides = base_strides or contiguous_strides(base_sizes)
     pairs = {}
     for s, st in zip(base_sizes, base_strides):
         pairs.setdefault((ev(s), ev(st)), (s, st))
-    if offset == 0 and all((n, st) in pairs or n == 1 for n, st in zip(size, stride)):
-        sizes = [pairs[(n, st)][0] if (n, st) in pairs else sympy.Integer(1)
-                 for n, st in zip(size, stride)]
-        strides = [pairs[(n, st)][1] if (n, st) in pairs else sympy.Integer(st)
-                   for n, st in zip(size, stride)]
-        return sizes, strides
+    kept = [pairs.get((n, st)) if n != 1 else (sympy.Integer(1), sympy.Integer(st))
+            for n, st in zip(size, stride)]
+    if offset == 0 and all(kept):
+        return [k[0] for k in kept], [k[1] for k in kept]
     numel = math.prod(size)
     base_numel = math.prod(ev(s) for s in base_sizes)
     if offset == 0 and numel == base_numel and list(stride) == _contiguous(size) and \
             [ev(s) for s in base_strides] == _contiguous([ev(s) for s in base_sizes]):
         sizes = lowering.sizevars.match_reshape(base_sizes, size)
         return sizes, contiguous_strides(sizes)
-    return [sympy.Integer(n) for n in size], [sympy.Integer(s) for s in stride]
+    return ([k[0] if k else sympy.Integer(n) for k, n in zip(kept, size)],
+            [k[1] if k else sympy.Integer(st) for k, st in zip(kept, stride)])
 
 
 def _contiguous(size):
@@ -657,8 +666,7 @@ _EXTERN = [aten.mm.default, aten.bmm.default, aten.addmm.default, aten.convoluti
            aten.convolution_backward.default, aten.max_pool2d_with_indices.default,
            aten.max_pool2d_with_indices_backward.default, aten.avg_pool2d.default,
            aten.avg_pool2d_backward.default, aten._adaptive_avg_pool2d.default,
-           aten._adaptive_avg_pool2d_backward.default, aten.scatter_add.default,
-           aten.index_put.default, aten.as_strided_scatter.default, aten.index.Tensor]
+           aten._adaptive_avg_pool2d_backward.default]
 
 
 def _extern_lowering(lowering, node, **args):
@@ -726,7 +734,8 @@ _DECOMPOSE = [
     aten.softplus.default, aten.softplus_backward.default, aten.var.correction,
     aten.var_mean.correction, aten.std.correction, aten.mean.dim, aten.mean.default,
     aten.logsumexp.default, aten.rsub.Scalar, aten.rsub.Tensor, aten.linalg_vector_norm.default,
-    aten.embedding_dense_backward.default, aten.native_batch_norm.default, aten.t.default,
+    aten.embedding_dense_backward.default, aten._unsafe_masked_index_put_accumulate.default,
+    aten.native_batch_norm.default, aten.t.default,
     aten.transpose.int, aten.tril.default, aten.triu.default, aten.flip.default,
     aten.roll.default, aten.repeat.default, aten.sigmoid.default, aten.hardsigmoid.default,
     aten.hardswish.default, aten.xlogy.Tensor, aten.log_sigmoid_forward.default,
@@ -749,6 +758,6 @@ DECOMPOSITIONS = {op: decomposition_table[op] for op in _DECOMPOSE
 
 
 # lowerings kept in their own modules register themselves into LOWERINGS on import
-from . import lowerings_optim, lowerings_prims  # noqa: E402,F401
+from . import lowerings_optim, lowerings_prims, lowerings_scatter  # noqa: E402,F401
 
 DECOMPOSITIONS = {op: fn for op, fn in DECOMPOSITIONS.items() if op not in LOWERINGS}

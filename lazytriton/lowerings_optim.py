@@ -7,6 +7,7 @@ import torch
 
 from .loopir import Pointwise
 from .lowerings import LOWERINGS, _value, out_dtype, pointwise, register
+from .lowerings_scatter import scatter_along
 
 aten = torch.ops.aten
 
@@ -43,7 +44,7 @@ def _lerp(lowering, node, self, end, weight):
 @register(aten.scatter.value, aten.scatter.src)
 def _scatter(lowering, node, **args):
     """The one-hot case (index has one entry along dim, as nll_loss's backward uses): a compare
-    per element. Anything else runs as aten's scatter."""
+    per element. Anything else is a Scatter."""
     self, index, value = args["self"], args["index"], args.get("value")
     dim = args["dim"] % self.ndim
     ev = lowering.sizevars.evaluate
@@ -51,7 +52,9 @@ def _scatter(lowering, node, **args):
                and all(ev(index.sizes[d]) == ev(self.sizes[d])
                        for d in range(self.ndim) if d != dim))
     if not one_hot:
-        return lowering.extern(node, args, fallback=True)
+        value = args["src"] if "src" in args else value
+        return scatter_along(node, self, dim, index, value, accumulate=False) or \
+            lowering.extern(node, args, fallback=True)
     dtype = out_dtype(node)
     load, iload = self.loader(), index.loader()
 

@@ -4,7 +4,8 @@ A kernel has one parallel outer loop nest; its members run one after another ins
 with its own inner loops: a reduction over its reduced dims, a pointwise computation over its
 remaining dims. A whole softmax (max, sum of exp, output) is one kernel: three members sharing
 the row loop. A computation joins the current kernel when its outer sizes match and it reads
-earlier members only at its own outer position (checked on the index expressions). A reduction
+earlier members only at its own outer position (checked on the index expressions). A scatter
+is a kernel of its own: a copy of its base, then its writes. A reduction
 read only inside its kernel never touches memory: it stays in a register.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import sympy
 
 from .codegen.common import simplify_index
-from .loopir import Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction
+from .loopir import Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction, Scatter
 from .lowering import StridedView
 from .sizevars import flat_index, index_symbol
 
@@ -84,6 +85,11 @@ def reads_of(node, index, rindex=None) -> list[tuple[Buffer, sympy.Expr]]:
     recorder = _ReadRecorder()
     if isinstance(node, Reduction):
         node.inner(recorder, index, rindex)
+    elif isinstance(node, Scatter):
+        node.base(recorder, index)
+        src_index = [index_symbol("w", k) for k in range(len(node.src_sizes))]
+        node.target(recorder, src_index)
+        node.value(recorder, src_index)
     else:
         node.inner(recorder, index)
     return recorder.reads
@@ -188,6 +194,10 @@ def schedule(steps: list, outputs: list, extern_reads: set[int]) -> Schedule:
         if isinstance(step, ExternKernel):
             current = None
             result.append(step)
+            continue
+        if isinstance(step.node, Scatter):  # two phases of its own: nothing fuses with it
+            current = None
+            result.append(Kernel(next(names), [], [Member(step, 0)]))
             continue
         if current is not None:
             split = _split_for(step.node, current.outer)

@@ -10,9 +10,9 @@ from pathlib import Path
 import sympy
 import torch
 
-from ..loopir import Buffer, Reduction
+from ..loopir import Buffer, Reduction, Scatter
 from ..scheduler import Kernel, Member, member_index, ranges_of, store_index
-from ..sizevars import flat_index
+from ..sizevars import flat_index, index_symbol
 from .common import CppPrinter, CSEVariable, KernelBody, simplify_index
 
 PRELUDE = (Path(__file__).parent / "cpp_prelude.h").read_text()
@@ -349,6 +349,8 @@ class CppKernel:
         self._ranges.update(ranges_of(self.kernel, member, outer_vars, inner_vars))
         if member.is_reduction:
             return self._reduction(member, index, inner_vars)
+        if isinstance(member.node, Scatter):
+            return self._scatter(member, index, inner_vars)
         return self._pointwise(member, index, inner_vars)
 
     def _capture(self, fn):
@@ -378,6 +380,50 @@ class CppKernel:
             return body
         parallel = not self.kernel.outer
         return self._loops(inner_vars, sizes, body, simd=True, parallel=parallel)
+
+    def _scatter(self, member: Member, index, out_vars) -> list[str]:
+        """The base copied into the output in parallel, then the writes: dims that cannot
+        collide in parallel outside, dims that can in order inside."""
+        node: Scatter = member.node
+        lines, base = self._capture(lambda: node.base(self.ops, index))
+        copy = lines + [self._store(member, index, base)]
+        if out_vars:
+            copy = self._loops(out_vars, node.sizes, copy, simd=True, parallel=True)
+        src_vars = [index_symbol("w", k)  # not "s": size symbols are s0, s1, ...
+                    for k in range(len(node.src_sizes))]
+        self._ranges.update(zip(src_vars, node.src_sizes))
+        src_index = [sympy.Integer(0) if size == 1 else var
+                     for var, size in zip(src_vars, node.src_sizes)]
+        lines, (target, value) = self._capture(
+            lambda: (node.target(self.ops, src_index), node.value(self.ops, src_index)))
+        buf = member.buffer
+        flat = target if node.flat_target else flat_index(target, buf.strides, buf.offset)
+        write = self._scatter_write(buf, self.index(flat), self.ops.to_dtype(value, buf.dtype),
+                                    node.accumulate)
+        free = [(v, s) for v, s, o in zip(src_vars, node.src_sizes, node.ordered) if not o]
+        ordered = [(v, s) for v, s, o in zip(src_vars, node.src_sizes, node.ordered) if o]
+        loops = []
+        if free:
+            loops.append("#pragma omp parallel for" + (f" collapse({len(free)})"
+                                                       if len(free) > 1 else ""))
+        for k, (var, size) in enumerate(free + ordered):
+            loops.append("  " * k + f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)")
+        depth = len(src_vars)
+        loops += ["  " * depth + "{"] + ["  " * (depth + 1) + line for line in lines + [write]] + \
+            ["  " * depth + "}"]
+        return copy + loops
+
+    def _scatter_write(self, buf: Buffer, at: str, value, accumulate: bool) -> str:
+        target = f"{self.args.buffer(buf)}[{at}]"
+        if buf.dtype in _HALF:
+            to_half, from_half = _HALF[buf.dtype][1], _HALF[buf.dtype][0]
+            total = f"{from_half}({target}) + {value}" if accumulate else f"{value}"
+            return f"{target} = {to_half}({total});"
+        if not accumulate:
+            return f"{target} = {value};"
+        if buf.dtype == torch.bool:
+            return f"{target} = {target} || {value};"
+        return f"{target} += {value};"
 
     def _loops(self, vars_, sizes, body, simd: bool, parallel: bool, extra: str = "") -> list[str]:
         lines = []

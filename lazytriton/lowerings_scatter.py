@@ -1,0 +1,138 @@
+"""Lowerings of indexed writes and advanced-indexing reads.
+
+scatter, scatter_add, index_put and as_strided_scatter become Scatter nodes: a copy of the base,
+then one write (or accumulation) per source element at a computed position. index.Tensor (x[idx]
+with integer index tensors) becomes a Pointwise gather. Boolean masks and 0-dim scatters stay
+extern aten calls (counted fallbacks).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import sympy
+import torch
+
+from .loopir import Pointwise, Scatter
+from .lowerings import (broadcast_sizes, is_tensor, operand_loader, out_dtype, register,
+                        symbolic_view)
+from .sizevars import contiguous_strides
+
+aten = torch.ops.aten
+_INDEX_DTYPES = (torch.int64, torch.int32)
+
+
+def scatter_along(node, self, dim: int, index, value, accumulate: bool) -> Scatter | None:
+    """out = self; out[..., index[i], ...] (+)= value[i] along `dim`, for every i of index.
+    None for 0-dim tensors (aten handles those)."""
+    if self.ndim == 0 or index.ndim != self.ndim:
+        return None
+    dim %= self.ndim
+    dtype = out_dtype(node)
+    iload = index.loader()
+
+    def target(ops, idx):
+        own = list(idx)
+        own[dim] = ops.indirect(iload(ops, idx), self.sizes[dim])
+        return own
+    return Scatter(dtype, list(self.sizes), base=operand_loader(self, self.sizes, dtype),
+                   src_sizes=list(index.sizes), target=target,
+                   value=operand_loader(value, index.sizes, dtype), accumulate=accumulate,
+                   ordered=[d == dim for d in range(self.ndim)])
+
+
+@register(aten.scatter_add.default)
+def _scatter_add(lowering, node, self, dim, index, src):
+    return scatter_along(node, self, dim, index, src, accumulate=True) or lowering.extern(
+        node, {"self": self, "dim": dim, "index": index, "src": src}, fallback=True)
+
+
+# --- advanced indexing ------------------------------------------------------------------------
+
+class AdvancedIndex:
+    """Where x[indices] (integer index tensors, None for a full dim) reads: the result's sizes,
+    which of its dims come from the broadcast index tensors, and the x index of a result index.
+    As in NumPy: adjacent indexed dims stay in place, separated ones move to the front."""
+
+    def __init__(self, lowering, x, indices: Sequence):
+        indices = list(indices) + [None] * (x.ndim - len(indices))
+        self.x, self.indices = x, indices
+        tensors = [t for t in indices if t is not None]
+        self.broadcast = broadcast_sizes(lowering, *tensors)
+        indexed = [d for d, t in enumerate(indices) if t is not None]
+        adjacent = indexed == list(range(indexed[0], indexed[-1] + 1))
+        self.first = indexed[0] if adjacent else 0
+        kept = [d for d, t in enumerate(indices) if t is None]
+        before = [d for d in kept if adjacent and d < indexed[0]]
+        after = [d for d in kept if d not in before]
+        self.sizes = [x.sizes[d] for d in before] + self.broadcast + [x.sizes[d] for d in after]
+        self._position = {d: k for k, d in enumerate(before)}
+        self._position.update({d: len(before) + len(self.broadcast) + k
+                               for k, d in enumerate(after)})
+        self._loaders = {d: operand_loader(t, self.broadcast, t.dtype)
+                         for d, t in enumerate(indices) if t is not None}
+
+    @staticmethod
+    def supported(indices: Sequence) -> bool:
+        tensors = [t for t in indices if t is not None]
+        return bool(tensors) and all(is_tensor(t) and t.dtype in _INDEX_DTYPES for t in tensors)
+
+    def is_broadcast_dim(self, k: int) -> bool:
+        return self.first <= k < self.first + len(self.broadcast)
+
+    def source_index(self, ops, idx) -> list:
+        at_broadcast = idx[self.first:self.first + len(self.broadcast)]
+        own = []
+        for d in range(self.x.ndim):
+            if d in self._loaders:
+                own.append(ops.indirect(self._loaders[d](ops, at_broadcast), self.x.sizes[d]))
+            else:
+                own.append(idx[self._position[d]])
+        return own
+
+
+@register(aten.index.Tensor, aten._unsafe_index.Tensor)
+def _index(lowering, node, self, indices):
+    if not AdvancedIndex.supported(indices):  # boolean masks: the result's size is data
+        return lowering.extern(node, {"self": self, "indices": indices}, fallback=True)
+    where = AdvancedIndex(lowering, self, indices)
+    load = self.loader()
+    return Pointwise(self.dtype, where.sizes, inner=lambda ops, idx: load(
+        ops, where.source_index(ops, idx)))
+
+
+@register(aten.index_put.default, aten._unsafe_index_put.default)
+def _index_put(lowering, node, self, indices, values, accumulate=False):
+    if not AdvancedIndex.supported(indices):
+        return lowering.extern(node, {"self": self, "indices": indices, "values": values,
+                                      "accumulate": accumulate}, fallback=True)
+    dtype = out_dtype(node)
+    where = AdvancedIndex(lowering, self, indices)
+    return Scatter(dtype, list(self.sizes), base=operand_loader(self, self.sizes, dtype),
+                   src_sizes=list(where.sizes), target=where.source_index,
+                   value=operand_loader(values, where.sizes, dtype), accumulate=bool(accumulate),
+                   ordered=[where.is_broadcast_dim(k) for k in range(len(where.sizes))])
+
+
+# --- writes through a view ----------------------------------------------------------------------
+
+@register(aten.as_strided_scatter.default)
+def _as_strided_scatter(lowering, node, self, src, size, stride, storage_offset=None):
+    """out = self.clone(); out.as_strided(size, stride, offset).copy_(src). The output is
+    contiguous (a storage lazytriton writes through); other layouts, and views where elements
+    overlap (aten raises), run as aten."""
+    meta = node.outputs[0].meta
+    overlapping = any(st == 0 and sz > 1 for sz, st in zip(size, stride))  # aten raises
+    if overlapping or list(meta.stride) != contiguous_strides(list(meta.shape)):
+        return lowering.extern(node, {"self": self, "src": src, "size": size, "stride": stride,
+                                      "storage_offset": storage_offset}, fallback=True)
+    dtype = out_dtype(node)
+    offset = storage_offset or 0
+    sizes, strides = symbolic_view(lowering, list(self.sizes), contiguous_strides(self.sizes),
+                                   list(size), list(stride), offset)
+    src_load = operand_loader(src, sizes, dtype)
+
+    def target(ops, idx):
+        return sympy.Integer(offset) + sum((i * s for i, s in zip(idx, strides)), sympy.Integer(0))
+    return Scatter(dtype, list(self.sizes), base=operand_loader(self, self.sizes, dtype),
+                   src_sizes=sizes, target=target, value=src_load, accumulate=False,
+                   ordered=[False] * len(sizes), flat_target=True)
