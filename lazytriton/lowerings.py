@@ -478,7 +478,11 @@ def _arg_reduction(lowering, node, x, dim, keepdim, rtype):
     if dim is None:  # over the flattened tensor
         flat = View(x.dtype, [product(x.sizes)], lambda ops, i: x.loader()(
             ops, unflatten(i[0], x.sizes)))
-        return _reduction(lowering, node, flat, [0], False, rtype, torch.int64)
+        result = _reduction(lowering, node, flat, [0], False, rtype, torch.int64)
+        if not keepdim:
+            return result
+        load = lowering.realize(result).loader()  # keepdim: a 1 for every input dim
+        return View(torch.int64, [sympy.Integer(1)] * x.ndim, lambda ops, i: load(ops, []))
     return _reduction(lowering, node, x, [dim], keepdim, rtype, torch.int64)
 
 

@@ -644,6 +644,12 @@ def test_reduction(name, dim, keepdim):
     check(_reduce(name, dim, keepdim), _reduction_input(name, 3, 5, 7))
 
 
+@pytest.mark.parametrize("fn", [torch.argmax, torch.argmin], ids=["argmax", "argmin"])
+def test_arg_reduction_over_all_dims_keepdim(fn):
+    check(lambda x: (fn(x, dim=None, keepdim=True), fn(x[:, ::2], keepdim=True)),
+          _reduction_input("argmax", 3, 5, 7))
+
+
 def _reduction_dtype_cases():
     return [pytest.param(name, dtype, id=f"{name}-{_dtype_id(dtype)}")
             for name, (_, _, dtypes) in REDUCTIONS.items() for dtype in dtypes]
