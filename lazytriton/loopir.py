@@ -86,6 +86,9 @@ class View(TensorBox):
     sizes: list[Expr]
     load: Loader
     base: TensorBox | None = None
+    # for an as_strided view of a computation: (strides, offset, the base's dense strides), so
+    # an extern call can take a strided view of the realized base instead of a copy
+    strided: tuple | None = None
 
     def loader(self) -> Loader:
         return self.load

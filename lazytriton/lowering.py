@@ -23,7 +23,7 @@ from .loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, Extern
                      ExternKernel,
                      Pointwise, Reduction, Scatter, TensorBox, View, input_buffer,
                      new_name)
-from .sizevars import SizeVars, contiguous_strides
+from .sizevars import SizeVars, contiguous_strides, product
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,7 +226,7 @@ class Lowering:
         """Run `node.op` with aten at run time on realized inputs."""
         if fallback:
             metrics.counter_inc(f"aten::{node.op_name.split('.')[0]}")
-        realized = {name: _map_tensors(v, self.realize) for name, v in args.items()}
+        realized = {name: _map_tensors(v, self._extern_arg) for name, v in args.items()}
         kernel = ExternKernel(node.op, tuple(realized.items()), counted_fallback=fallback)
         for i, out in enumerate(node.outputs):
             if out.meta is None:
@@ -239,6 +239,21 @@ class Lowering:
         self.externs.append(kernel)
         self.steps.append(kernel)
         return kernel.outputs
+
+    def _extern_arg(self, box) -> Buffer | StridedView:
+        """Externs take strided views uncopied: a permuted or reshaped view of a computation
+        realizes the computation once, in its own dense layout, and passes a view of that."""
+        view = getattr(box, "strided", None)
+        base = getattr(box, "base", None)
+        if view is None or not isinstance(base, Pointwise):
+            return self.realize(box)
+        strides, offset, base_strides = view
+        evaluate = self.sizevars.evaluate
+        same_numel = evaluate(product(box.sizes)) == evaluate(product(base.sizes))
+        if not same_numel or list(base_strides) != contiguous_strides(base.sizes):
+            return self.realize(box)
+        buf = self.realize(base)
+        return StridedView(buf, box.dtype, list(box.sizes), list(strides), buf.offset + offset)
 
     def _extern_sizes(self, node: Node, index: int, args: dict) -> list:
         from .lowerings import extern_output_sizes

@@ -357,7 +357,7 @@ def _as_strided(lowering, node, self, size, stride, storage_offset=0):
     def inner(ops, index):
         flat = flat_index(index, strides, offset)
         return load(ops, _unflatten_strided(flat, base_sizes, base_strides))
-    return View(self.dtype, sizes, inner, base=self)
+    return View(self.dtype, sizes, inner, base=self, strided=(strides, offset, base_strides))
 
 
 def _is_storage_layout(lowering, buf, meta) -> bool:
