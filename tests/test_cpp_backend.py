@@ -238,3 +238,17 @@ def test_dump_ir_loops_shows_scatter_order():
     text = lazytriton.debug.dump_ir([x.index_put((rows,), torch.ones(4, 3).to("lazy"), True)],
                                     format="loops")
     assert "copy, then accumulate over ['s2', 's1'] (in order over ['s2'])" in text, text
+
+
+def test_matmul_takes_a_transposed_computation_without_a_copy(cache_dir):
+    x, w = torch.randn(8, 5), torch.randn(8, 3)
+    y = torch.relu(x.to("lazy") * 2)
+    got = (y.t() @ w.to("lazy"), y + 1)  # y is read transposed by mm and as is by the add
+    lazytriton.mark_step()
+    torch.testing.assert_close(got[0].cpu(), torch.relu(x * 2).t() @ w)
+    torch.testing.assert_close(got[1].cpu(), torch.relu(x * 2) + 1)
+    kernels = _kernels_of(cache_dir, "mm.default")
+    assert len(kernels) == 2 and all(k["fused_ops"] for k in kernels), kernels  # no bare copy
+    folder = [p.parent for p in (cache_dir / "graphs").glob("*/ir.txt")
+              if "mm.default" in p.read_text()][-1]
+    assert ".as_strided((" in (folder / "wrapper.py").read_text()
