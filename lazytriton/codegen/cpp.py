@@ -15,7 +15,9 @@ from ..scheduler import Kernel, Member, member_index, ranges_of, store_index
 from ..sizevars import flat_index, index_symbol
 from .common import CppPrinter, CSEVariable, KernelBody, simplify_index
 
-PRELUDE = (Path(__file__).parent / "cpp_prelude.h").read_text()
+# inlined into every translation unit, so the library's cache key covers the helpers too
+PRELUDE = "\n".join((Path(__file__).parent / name).read_text()
+                    for name in ("cpp_vecmath.h", "cpp_prelude.h"))
 
 CTYPE = {
     torch.float32: "float", torch.float64: "double", torch.int64: "int64_t",
@@ -66,6 +68,9 @@ _UNARY = {
     "lgamma": "std::lgamma({0})", "bitwise_not": "(~({0}))", "relu": "lt::maximum({0}, decltype({0})(0))",
 }
 _UNARY_BOOL_INPUT = {"bitwise_not": "(!({0}))", "abs": "({0})", "neg": "(!({0}))"}
+# float functions of cpp_vecmath.h: branch-free, so `omp simd` loops calling them vectorize
+# (scalar libm calls do not without -ffast-math); within 2 ULP, eager's special values
+_VECTOR_F32 = {"exp", "expm1", "log", "log1p", "log2", "tanh", "sigmoid", "erf", "sin", "cos"}
 _PREDICATE = {"isnan": "std::isnan({0})", "isinf": "std::isinf({0})",
               "logical_not": "(!({0}))"}
 _BINARY = {
@@ -180,6 +185,8 @@ class CppOps:
             return self._apply(_PREDICATE[name], torch.bool, x)
         if x.dtype == torch.bool and name in _UNARY_BOOL_INPUT:
             return self._apply(_UNARY_BOOL_INPUT[name], torch.bool, x)
+        if name in _VECTOR_F32 and compute_ctype(x.dtype) == "float":
+            return self._apply(f"lt::{name}_f32({{0}})", x.dtype, x)
         return self._apply(_UNARY[name], x.dtype, x)
 
     def _binary(self, name, a, b):

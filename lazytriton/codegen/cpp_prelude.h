@@ -66,8 +66,11 @@ static inline uint16_t float_to_half(float f) {
 
 // NaN-propagating, written as one select so loops using them vectorize: a NaN in `a` is kept,
 // a NaN in `b` fails both comparisons and is returned.
-template <typename T> static inline T maximum(T a, T b) { return (a != a || a > b) ? a : b; }
-template <typename T> static inline T minimum(T a, T b) { return (a != a || a < b) ? a : b; }
+template <typename T> static inline T maximum(T a, T b) { return ((a != a) | (a > b)) ? a : b; }
+template <typename T> static inline T minimum(T a, T b) { return ((a != a) | (a < b)) ? a : b; }
+// float: a bit blend, since g++ may turn a ?: next to float math into a branch (no vectors)
+static inline float maximum(float a, float b) { return vecmath::sel((a != a) | (a > b), a, b); }
+static inline float minimum(float a, float b) { return vecmath::sel((a != a) | (a < b), a, b); }
 
 template <typename T> static inline T floordiv_int(T a, T b, int32_t* err) {
   if (b == 0) { *err = 2; return 0; }
@@ -145,7 +148,7 @@ static inline float uniform(int64_t seed, int64_t offset) {
 static inline float normal(int64_t seed, int64_t offset) {
   float u1 = uniform(seed, 2 * offset), u2 = uniform(seed, 2 * offset + 1);
   u1 = u1 > 1e-7f ? u1 : 1e-7f;
-  return std::sqrt(-2.0f * std::log(u1)) * std::cos(6.283185307179586f * u2);
+  return std::sqrt(-2.0f * log_f32(u1)) * cos_f32(6.283185307179586f * u2);
 }
 
 }  // namespace lt
