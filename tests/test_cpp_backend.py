@@ -67,8 +67,10 @@ def _vectorized_loops(source: str, tmp_path) -> tuple[int, list[str]]:
             [ln for ln in lines if "control flow in loop" in ln])
 
 
-def test_transcendental_chain_and_softmax_loops_vectorize(cache_dir, tmp_path):
+def test_transcendental_chain_and_softmax_loops_vectorize(tmp_path):
     # scalar libm calls (or a ?: g++ turns into a branch) would leave these loops scalar
+    cache_dir = tmp_path / "cache"
+    lazytriton.init("cpp", cache_dir=cache_dir)  # only this test's graphs
     x = torch.randn(16, 64)
     _chain(x.to("lazy")).cpu()
     torch.sigmoid(torch.relu(torch.tanh(x.to("lazy")) - 0.5)).cpu()
@@ -270,7 +272,9 @@ def test_dump_ir_loops_shows_scatter_order():
     assert "copy, then accumulate over ['s2', 's1'] (in order over ['s2'])" in text, text
 
 
-def test_matmul_takes_a_transposed_computation_without_a_copy(cache_dir):
+def test_matmul_takes_a_transposed_computation_without_a_copy(tmp_path):
+    cache_dir = tmp_path / "cache"
+    lazytriton.init("cpp", cache_dir=cache_dir)  # only this test's graphs
     x, w = torch.randn(8, 5), torch.randn(8, 3)
     y = torch.relu(x.to("lazy") * 2)
     got = (y.t() @ w.to("lazy"), y + 1)  # y is read transposed by mm and as is by the add
