@@ -10,16 +10,13 @@
 
 namespace lt {
 
+// bit casts: vecmath::bits / vecmath::from_bits (cpp_vecmath.h comes first in every source)
 static inline float bf16_to_float(uint16_t v) {
-  uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
+  return vecmath::from_bits(static_cast<uint32_t>(v) << 16);
 }
 
 static inline uint16_t float_to_bf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
+  uint32_t bits = vecmath::bits(f);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN stays NaN
   bits += 0x7fffu + ((bits >> 16) & 1u);                   // round to nearest even
   return static_cast<uint16_t>(bits >> 16);
@@ -40,23 +37,17 @@ static inline float half_to_float(uint16_t h) {
   } else {
     bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
   }
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
+  return vecmath::from_bits(bits);
 }
 
 static inline uint16_t float_to_half(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
+  uint32_t bits = vecmath::bits(f);
   uint32_t sign = (bits >> 16) & 0x8000u;
   uint32_t abs = bits & 0x7fffffffu;
   if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
   if (abs >= 0x47800000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow: inf
   if (abs < 0x38800000u) {  // subnormal or zero: round to nearest even in the half grid
-    float scaled;
-    uint32_t a = abs;
-    std::memcpy(&scaled, &a, 4);
-    scaled = scaled * 16777216.0f;  // 2^24: one unit is the smallest half subnormal
+    float scaled = vecmath::from_bits(abs) * 16777216.0f;  // 2^24: 1 = smallest subnormal  // 2^24: one unit is the smallest half subnormal
     return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(scaled)));
   }
   uint32_t mant_odd = (abs >> 13) & 1u;
