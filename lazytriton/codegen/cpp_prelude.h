@@ -47,7 +47,7 @@ static inline uint16_t float_to_half(float f) {
   if (abs > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
   if (abs >= 0x47800000u) return static_cast<uint16_t>(sign | 0x7c00u);  // overflow: inf
   if (abs < 0x38800000u) {  // subnormal or zero: round to nearest even in the half grid
-    float scaled = vecmath::from_bits(abs) * 16777216.0f;  // 2^24: 1 = smallest subnormal  // 2^24: one unit is the smallest half subnormal
+    float scaled = vecmath::from_bits(abs) * 16777216.0f;  // 2^24: one unit = smallest half subnormal
     return static_cast<uint16_t>(sign | static_cast<uint32_t>(std::nearbyint(scaled)));
   }
   uint32_t mant_odd = (abs >> 13) & 1u;
