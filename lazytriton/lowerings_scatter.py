@@ -55,7 +55,7 @@ class AdvancedIndex:
 
     def __init__(self, lowering, x, indices: Sequence):
         indices = list(indices) + [None] * (x.ndim - len(indices))
-        self.x, self.indices = x, indices
+        self.x = x
         tensors = [t for t in indices if t is not None]
         self.broadcast = broadcast_sizes(lowering, *tensors)
         indexed = [d for d, t in enumerate(indices) if t is not None]

@@ -271,7 +271,6 @@ def _view_of(base: LazyTensor, metas):
     if isinstance(metas, tuple):
         return [_view_of(base, m) for m in metas]
     if metas.dtype != base.dtype:
-
         raise NotImplementedError(
             "lazytriton does not support views that reinterpret the dtype (view(dtype), "
             "view_as_real, view_as_complex); use .to(dtype) to convert instead")

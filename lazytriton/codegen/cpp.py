@@ -149,7 +149,7 @@ class CppOps:
         if x.dtype == dtype:
             return x
         if dtype in _HALF:  # eager rounds to the 16-bit type; we compute in float
-            to_half, from_half = _HALF[dtype][1], _HALF[dtype][0]
+            from_half, to_half = _HALF[dtype]
             value = self.to_dtype(x, torch.float32)
             return self._cse(f"round {value} {dtype}", dtype, f"{from_half}({to_half}({value}))")
         if compute_ctype(x.dtype) == compute_ctype(dtype):
@@ -199,25 +199,22 @@ class CppOps:
         return self._apply(f"lt::{fn}_int<{compute_ctype(a.dtype)}>({{0}}, {{1}}, err)", a.dtype,
                            a, b)
 
-    def floordiv(self, a, b):
+    def _division(self, a, b, float_form: str, int_fn: str):
         if a.dtype.is_floating_point:
-            return self._apply("lt::floordiv_float({0}, {1})", a.dtype, a, b)
-        return self._int_op("floordiv", a, b)
+            return self._apply(float_form, a.dtype, a, b)
+        return self._int_op(int_fn, a, b)  # Python semantics, division by zero flagged
+
+    def floordiv(self, a, b):
+        return self._division(a, b, "lt::floordiv_float({0}, {1})", "floordiv")
 
     def truncdiv(self, a, b):
-        if a.dtype.is_floating_point:
-            return self._apply("std::trunc({0} / {1})", a.dtype, a, b)
-        return self._int_op("truncdiv", a, b)
+        return self._division(a, b, "std::trunc({0} / {1})", "truncdiv")
 
     def remainder(self, a, b):
-        if a.dtype.is_floating_point:
-            return self._apply("lt::remainder_float({0}, {1})", a.dtype, a, b)
-        return self._int_op("remainder", a, b)
+        return self._division(a, b, "lt::remainder_float({0}, {1})", "remainder")
 
     def fmod(self, a, b):
-        if a.dtype.is_floating_point:
-            return self._apply("std::fmod({0}, {1})", a.dtype, a, b)
-        return self._int_op("fmod", a, b)
+        return self._division(a, b, "std::fmod({0}, {1})", "fmod")
 
     def pow(self, a, b):
         if a.dtype.is_floating_point:
@@ -407,23 +404,18 @@ class CppKernel:
         flat = target if node.flat_target else flat_index(target, buf.strides, buf.offset)
         write = self._scatter_write(buf, self.index(flat), self.ops.to_dtype(value, buf.dtype),
                                     node.accumulate)
-        free = [(v, s) for v, s, o in zip(src_vars, node.src_sizes, node.ordered) if not o]
-        ordered = [(v, s) for v, s, o in zip(src_vars, node.src_sizes, node.ordered) if o]
-        loops = []
+        dims = sorted(range(len(src_vars)), key=lambda d: node.ordered[d])  # free dims first
+        loops = self._loops([src_vars[d] for d in dims], [node.src_sizes[d] for d in dims],
+                            lines + [write], simd=False, parallel=False)
+        free = node.ordered.count(False)
         if free:
-            loops.append("#pragma omp parallel for" + (f" collapse({len(free)})"
-                                                       if len(free) > 1 else ""))
-        for k, (var, size) in enumerate(free + ordered):
-            loops.append("  " * k + f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)")
-        depth = len(src_vars)
-        loops += ["  " * depth + "{"] + ["  " * (depth + 1) + line for line in lines + [write]] + \
-            ["  " * depth + "}"]
+            loops = ["#pragma omp parallel for" + (f" collapse({free})" if free > 1 else "")] + loops
         return copy + loops
 
     def _scatter_write(self, buf: Buffer, at: str, value, accumulate: bool) -> str:
         target = f"{self.args.buffer(buf)}[{at}]"
         if buf.dtype in _HALF:
-            to_half, from_half = _HALF[buf.dtype][1], _HALF[buf.dtype][0]
+            from_half, to_half = _HALF[buf.dtype]
             total = f"{from_half}({target}) + {value}" if accumulate else f"{value}"
             return f"{target} = {to_half}({total});"
         if not accumulate:
@@ -475,15 +467,14 @@ class CppKernel:
     def _reduce_loops(self, rvars, sizes, body, acc, ctype, init, rtype, combine) -> list[str]:
         if not rvars:
             return [f"{ctype} {acc} = {init};"] + body
+        clause = _simd_reduction_clause(rtype, ctype)
         if self.kernel.outer:  # parallel over the outer loop already: a sequential reduction
-            clause = _simd_reduction_clause(rtype, ctype)
             extra = f" reduction({clause}:{acc})" if clause else ""
             return [f"{ctype} {acc} = {init};"] + self._loops(rvars, sizes, body, simd=bool(extra),
                                                               parallel=False, extra=extra)
         # a whole-tensor reduction: per-thread partials, combined in thread order (deterministic)
         combine = combine.format(acc=acc, v=f"static_cast<{ctype}>({acc}_parts[t])")
         part_type = "unsigned char" if ctype == "bool" else ctype
-        clause = _simd_reduction_clause(rtype, ctype)
         if len(rvars) == 1 and clause:  # one static chunk per thread, vectorized within it
             var, size = rvars[0], self.index(sizes[0])
             split = [f"  int64_t {acc}_n = omp_get_num_threads(), {acc}_t = omp_get_thread_num();",
