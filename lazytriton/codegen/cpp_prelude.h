@@ -142,6 +142,34 @@ static inline float normal(int64_t seed, int64_t offset) {
   return std::sqrt(-2.0f * log_f32(u1)) * cos_f32(6.283185307179586f * u2);
 }
 
+// Index arithmetic with floor semantics (FloorDiv / ModularIndexing where the dividend may be
+// negative: C's `/` and `%` truncate toward zero). The divisor is positive.
+static inline int64_t div_floor(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return q - ((a % b != 0) & (a < 0));
+}
+
+static inline int64_t mod_floor(int64_t a, int64_t b) {
+  int64_t r = a % b;
+  return r + ((r < 0) ? b : 0);
+}
+
+// Bounds-checked mode (LAZYTRITON_CHECK=bounds): an access outside [0, extent) is not made;
+// the first one is reported in bounds[0..2] (param + 1, index, extent) for the wrapper to raise.
+template <typename T>
+static inline T& checked(T* p, int64_t i, int64_t extent, int64_t param, int64_t* bounds) {
+  if (i >= 0 && i < extent) return p[i];
+  int64_t none = 0;
+  if (__atomic_compare_exchange_n(&bounds[0], &none, param + 1, false, __ATOMIC_SEQ_CST,
+                                  __ATOMIC_SEQ_CST)) {
+    bounds[1] = i;
+    bounds[2] = extent;
+  }
+  static thread_local T scratch;
+  scratch = T();
+  return scratch;
+}
+
 }  // namespace lt
 
 // NaN-propagating max/min as OpenMP reductions, so `omp simd` vectorizes row maxima (softmax).

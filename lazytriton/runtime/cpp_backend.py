@@ -46,6 +46,7 @@ class CppBackend(Backend):
 
     def __init__(self):
         self.device = torch.device("cpu")
+        self.check = os.environ.get("LAZYTRITON_CHECK", "")  # "bounds": checked accesses
 
     @classmethod
     def is_available(cls) -> bool:
@@ -67,8 +68,8 @@ class CppBackend(Backend):
         outputs = lowering.outputs()
         sched = schedule(lowering.steps, outputs, _extern_reads(lowering))
         kernels = [s for s in sched.steps if isinstance(s, Kernel)]
-        source, emitted = generate_translation_unit(kernels)
-        writer = WrapperWriter(lowering, sched, emitted)
+        source, emitted = generate_translation_unit(kernels, checked=self.check == "bounds")
+        writer = WrapperWriter(lowering, sched, emitted, str(artifacts / "kernels.cpp"))
         wrapper_source = writer.generate()
         atomic_write(artifacts / "kernels.cpp", source)
         atomic_write(artifacts / "wrapper.py", _wrapper_file(wrapper_source))
@@ -90,6 +91,8 @@ def _ctypes_signature(cpp) -> list:
              for _, arg in cpp.args.scalars.values()]
     if cpp.args.uses_err:
         args.append(ctypes.c_void_p)
+    if cpp.args.checked:
+        args += [ctypes.c_int64] * len(cpp.args.buffers) + [ctypes.c_void_p]
     return args
 
 
