@@ -559,6 +559,17 @@ def _is_pinned(self, device=None):
     return False
 
 
+def _native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum,
+                       eps):
+    """native_batch_norm updates the running stats in place, yet its schema does not mark them
+    written; _native_batch_norm_legit computes the same and does, so the update is traced as a
+    write-back like any in-place op (else it would be lost)."""
+    args = (input, weight, bias, running_mean, running_var, training, momentum, eps)
+    if training and running_mean is not None and running_var is not None:
+        return trace_op(aten._native_batch_norm_legit.default, args, {})
+    return trace_op(aten.native_batch_norm.default, args, {})
+
+
 _SPECIAL = {
     aten.copy_.default: copy_into,
     aten._to_copy.default: _to_copy,
@@ -567,4 +578,5 @@ _SPECIAL = {
     aten.detach_.default: _detach_,
     aten.resize_.default: _resize_,
     aten.is_pinned.default: _is_pinned,
+    aten.native_batch_norm.default: _native_batch_norm,
 }
