@@ -172,7 +172,7 @@ def test_index_out_of_range_raises_like_eager():
 
 def test_dump_ir_loops_shows_the_fused_loop_nests():
     x = torch.randn(6, 10).to("lazy")
-    text = lazytriton.debug.dump_ir([torch.softmax(x * 3, -1)], format="loops")
+    text = lazytriton.debug.dump_ir([torch.softmax(x * 3, -1)], "loops")
     kernels = [line for line in text.splitlines() if line.startswith("kernel")]
     assert len(kernels) == 1 and "_softmax.default" in kernels[0]
     assert "reduce max" in text and "reduce sum" in text and "-> register" in text
@@ -268,7 +268,7 @@ def test_dump_ir_loops_shows_scatter_order():
     x = torch.randn(5, 3).to("lazy")
     rows = torch.tensor([0, 2, 2, 4]).to("lazy")
     text = lazytriton.debug.dump_ir([x.index_put((rows,), torch.ones(4, 3).to("lazy"), True)],
-                                    format="loops")
+                                    "loops")
     assert "copy, then accumulate over ['s2', 's1'] (in order over ['s2'])" in text, text
 
 

@@ -130,10 +130,10 @@ def test_dump_ir_text_and_dot():
     assert lines[-1].startswith("return %")
     assert any("mm.default" in line for line in lines)
     assert any(line.endswith("scalar : float") for line in lines)  # 1.5 is a graph input
-    dot = lazytriton.debug.dump_ir([y], format="dot")
+    dot = lazytriton.debug.dump_ir([y], "dot")
     assert dot.startswith("digraph") and "->" in dot and "relu" in dot
     with pytest.raises(ValueError, match="format"):
-        lazytriton.debug.dump_ir([y], format="png")
+        lazytriton.debug.dump_ir([y], "png")
 
 
 def test_disk_cache_holds_readable_ir_per_graph(cache_dir):

@@ -63,6 +63,12 @@ class CppBackend(Backend):
                           RuntimeWarning, stacklevel=2)
             return ReferenceProgram(graph, self.device)
 
+    def source(self, graph: Graph) -> str:
+        lowering = Lowering(graph)
+        sched = schedule(lowering.steps, lowering.outputs(), _extern_reads(lowering))
+        kernels = [s for s in sched.steps if isinstance(s, Kernel)]
+        return generate_translation_unit(kernels, checked=self.check == "bounds")[0]
+
     def _compile(self, graph: Graph, artifacts: Path) -> CppProgram:
         lowering = Lowering(graph)
         outputs = lowering.outputs()

@@ -77,6 +77,9 @@ class Session:
     def mark_step(self) -> None:
         metrics.counter_inc("MarkStep")
         self.sync(pending_storages())
+        self.run_step_closures()
+
+    def run_step_closures(self) -> None:
         closures, self._closures = self._closures, []
         if any(not run_async for _, _, run_async in closures):
             self.wait()
