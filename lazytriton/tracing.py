@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import ir, metrics
+from . import ir, metrics, philox
 from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
 from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
@@ -418,12 +418,9 @@ def _seed_random(call: _Call, op=None):
 
 
 def native_dropout_seeded(input, p, train, generator):
-    """aten.native_dropout with an explicit generator (the aten op has none)."""
-    if train is False:
-        return input.clone(), torch.ones_like(input, dtype=torch.bool)
-    mask = torch.empty_like(input).bernoulli_(1 - p, generator=generator)
-    scale = 1.0 / (1.0 - p) if p < 1 else 0.0
-    return input * mask * scale, mask.to(torch.bool)
+    """aten.native_dropout with an explicit seed (the aten op takes no generator): the mask is
+    Philox's draw >= p, the same on every backend."""
+    return philox.native_dropout(input, p, train, generator)
 
 
 _SEEDED_TWINS = {aten.native_dropout.default: native_dropout_seeded}
