@@ -740,7 +740,7 @@ _DECOMPOSE = [
     aten.logsumexp.default, aten.rsub.Scalar, aten.rsub.Tensor, aten.linalg_vector_norm.default,
     aten.embedding_dense_backward.default, aten._unsafe_masked_index_put_accumulate.default,
     aten.native_batch_norm.default, aten._native_batch_norm_legit_functional.default,
-    aten.t.default,
+    aten.native_batch_norm_backward.default, aten.t.default,
     aten.transpose.int, aten.tril.default, aten.triu.default, aten.flip.default,
     aten.roll.default, aten.repeat.default, aten.sigmoid.default, aten.hardsigmoid.default,
     aten.hardswish.default, aten.xlogy.Tensor, aten.log_sigmoid_forward.default,
