@@ -143,6 +143,12 @@ def test_metrics_report_one_unit_per_line_and_explains_counters():
         assert metrics.describe_counter(name) and metrics.describe_counter(name) in line
 
 
+def test_accessors_name_backend_device_and_cache_dir(cache_dir):
+    assert lazytriton.cache_dir() == cache_dir
+    assert lazytriton.backend_name() in lazytriton.available_backends()
+    assert lazytriton.backend_device() == torch.device("cpu")
+
+
 def test_running_for_sees_a_timed_block_while_it_runs():
     assert metrics.running_for("compile") is None
     with metrics.timed("compile"):
