@@ -28,7 +28,7 @@ from .tracing import materialize as _materialize
 
 __all__ = ["init", "mark_step", "wait_device_ops", "sync", "sync_multi", "to_cpu", "save",
            "get_tensor_id", "add_step_closure", "run_step_closures",
-           "available_backends", "backend_name", "metrics", "debug", "LazyTensor",
+           "available_backends", "backend_name", "backend_device", "cache_dir", "metrics", "debug", "LazyTensor",
            "LazyExecutionError"]
 
 
@@ -44,6 +44,16 @@ def init(backend: str | None = None, cache_dir: str | os.PathLike | None = None)
 def backend_name() -> str:
     """The backend the lazy device runs on now."""
     return _session.current().backend.name
+
+
+def backend_device() -> torch.device:
+    """The real device the lazy tensors' data lives on (e.g. cpu for the "cpp" backend)."""
+    return _session.current().device
+
+
+def cache_dir() -> Path:
+    """The folder holding the generated code and built kernels (see init's cache_dir)."""
+    return _session.current().cache_dir
 
 
 def mark_step(device: str = "", wait: bool = False) -> None:
