@@ -31,6 +31,12 @@ static inline float from_bits(uint32_t u) {
   return x;
 }
 
+static inline double from_bits64(uint64_t u) {
+  double x;
+  std::memcpy(&x, &u, 8);
+  return x;
+}
+
 // 2^k for k in [-126, 127], built in the exponent field (unsigned math: no signed overflow).
 static inline float pow2i(int32_t k) {
   return from_bits((static_cast<uint32_t>(k) + 127u) << 23);
@@ -175,6 +181,17 @@ static inline uint32_t funnel(uint32_t w, uint32_t next, uint32_t sh) {  // 32 b
   return (w << sh) | ((next >> 1) >> (31u - sh));  // no shift by 32 when sh == 0
 }
 
+// The signed 64-bit value `v` as a double, rounded once, without an int64 -> double
+// conversion: x86 has no vector one before AVX-512DQ, and with a plain cast g++ leaves the whole
+// sin/cos loop scalar on AVX2. Each 32-bit half goes into the mantissa of a double with a fixed
+// exponent (2^84 + (hi + 2^31) 2^32 and 2^52 + lo); removing the offsets is exact, so the one
+// rounding is the final sum's, as the cast's would be.
+static inline double to_double(uint64_t v) {
+  double hi = from_bits64(0x4530000000000000ull | ((v >> 32) ^ 0x80000000ull));
+  double lo = from_bits64(0x4330000000000000ull | (v & 0xffffffffull));
+  return (hi - 0x1.00000801p84) + lo;  // 2^84 + 2^63 + 2^52
+}
+
 static inline Reduced reduce_pio2(float a) {
   uint32_t u = bits(a);
   uint32_t e = u >> 23;
@@ -188,8 +205,8 @@ static inline Reduced reduce_pio2(float a) {
   uint64_t fixed = (static_cast<uint64_t>(m * hi) << 32) + static_cast<uint64_t>(m) * mid +
                    ((static_cast<uint64_t>(m) * lo) >> 32);
   uint32_t n = static_cast<uint32_t>((fixed + (1ull << 61)) >> 62);
-  int64_t frac = static_cast<int64_t>(fixed << 2);  // in [-1/2, 1/2) quarter turns, 2^-64 units
-  double r = static_cast<double>(frac) * 0x1.921fb54442d18p-64;
+  uint64_t frac = fixed << 2;  // two's complement, in [-1/2, 1/2) quarter turns, 2^-64 units
+  double r = to_double(frac) * 0x1.921fb54442d18p-64;
   float r_hi = static_cast<float>(r);
   return {r_hi, static_cast<float>(r - static_cast<double>(r_hi)), n & 3u};
 }
