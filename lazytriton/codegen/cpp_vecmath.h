@@ -3,7 +3,8 @@
 // ...) without -ffast-math, which we refuse because it breaks eager PyTorch's NaN/Inf semantics.
 // These functions are branch-free and call nothing (polynomials with std::fma, bit-blend
 // selects, integer bit manipulation), so once inlined into such a loop g++ -O3 -march=native
-// vectorizes them. Each is within 2 ULP of the correctly rounded result for every float32 input,
+// vectorizes them wherever std::fma is an instruction: x86 with AVX2 and FMA or AVX-512, and
+// aarch64 (tests/cpp_targets.py; each needs only operations all of these have). Each is within 2 ULP of the correctly rounded result for every float32 input,
 // denormal inputs and results included (an exhaustive sweep against glibc's double functions
 // measured at most 1.12 ULP), and returns eager's special values: NaN propagates, overflow
 // gives inf and underflow 0, log(0) = -inf, log(x < 0) = NaN, odd functions keep the sign of
