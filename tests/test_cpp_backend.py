@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,10 @@ import torch.nn.functional as F
 
 import lazytriton
 from lazytriton import metrics
+from lazytriton.runtime.cpp_build import compiler_command
 from lazytriton.testing.models import MLP
+
+from cpp_targets import AVX2, NATIVE, Target, is_gcc, no_simd_reason, simd_isa
 
 
 @pytest.fixture(autouse=True)
@@ -51,13 +55,12 @@ def test_ten_op_pointwise_chain_is_one_kernel(cache_dir):
             "sigmoid.default"} <= set(kernels[0]["fused_ops"])
 
 
-def _vectorized_loops(source: str, tmp_path) -> tuple[int, list[str]]:
+def _vectorized_loops(source: str, target: Target, tmp_path) -> tuple[int, list[str]]:
     """g++'s vectorizer report for the kernels (not the prelude): loops vectorized, misses."""
-    from lazytriton.runtime.cpp_build import CXX_FLAGS, compiler_command
     path = tmp_path / "kernels.cpp"
     path.write_text(source)
     first = source[:source.index('extern "C"')].count("\n") + 1
-    flags = [f for f in CXX_FLAGS if f != "-shared"]
+    flags = [f for f in target.flags if f != "-shared"]
     report = subprocess.run([*compiler_command(), *flags, "-c", str(path), "-o", os.devnull,
                              "-fopt-info-vec-optimized", "-fopt-info-vec-missed"],
                             capture_output=True, text=True, timeout=300).stderr
@@ -67,18 +70,33 @@ def _vectorized_loops(source: str, tmp_path) -> tuple[int, list[str]]:
             [ln for ln in lines if "control flow in loop" in ln])
 
 
-def test_transcendental_chain_and_softmax_loops_vectorize(tmp_path):
-    # scalar libm calls (or a ?: g++ turns into a branch) would leave these loops scalar
-    cache_dir = tmp_path / "cache"
-    lazytriton.init("cpp", cache_dir=cache_dir)  # only this test's graphs
+@pytest.fixture(scope="module")
+def chain_and_softmax_graphs(tmp_path_factory) -> list[Path]:
+    """Cache folders of three graphs whose loops call the vector math: a sin/exp/tanh chain,
+    tanh-relu-sigmoid and softmax."""
+    cache_dir = tmp_path_factory.mktemp("vectorize-cache")
+    lazytriton.init("cpp", cache_dir=cache_dir)  # only these graphs
     x = torch.randn(16, 64)
     _chain(x.to("lazy")).cpu()
     torch.sigmoid(torch.relu(torch.tanh(x.to("lazy")) - 0.5)).cpu()
     torch.softmax(x.to("lazy") * 2, -1).cpu()
     folders = [p.parent for p in (cache_dir / "graphs").glob("*/kernels.cpp")]
     assert len(folders) == 3
-    for folder in folders:
-        vectorized, branchy = _vectorized_loops((folder / "kernels.cpp").read_text(), tmp_path)
+    return folders
+
+
+@pytest.mark.parametrize("target", [NATIVE, AVX2], ids=lambda t: t.name)
+def test_transcendental_chain_and_softmax_loops_vectorize(chain_and_softmax_graphs, target,
+                                                          tmp_path):
+    # scalar libm calls (or a ?: g++ turns into a branch) would leave these loops scalar; the
+    # AVX2 build is only compiled, so a machine with AVX-512 checks it too
+    if not is_gcc():
+        pytest.skip("vectorizer report needs g++")
+    if simd_isa(target) is None:
+        pytest.skip(no_simd_reason(target))
+    for folder in chain_and_softmax_graphs:
+        source = (folder / "kernels.cpp").read_text()
+        vectorized, branchy = _vectorized_loops(source, target, tmp_path)
         assert vectorized >= 1 and not branchy, ((folder / "ir.txt").read_text(), branchy)
 
 

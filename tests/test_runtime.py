@@ -170,7 +170,9 @@ def test_dump_ir_text_and_dot():
         lazytriton.debug.dump_ir([y], "png")
 
 
-def test_disk_cache_holds_readable_ir_per_graph(cache_dir):
+def test_disk_cache_holds_readable_ir_per_graph(tmp_path):
+    cache_dir = tmp_path / "cache"
+    lazytriton.init(lazytriton.backend_name(), cache_dir=cache_dir)  # only this test's graphs
     x = torch.randn(7).to("lazy")
     (x.cos() * 4).cpu()
     folders = [p.parent for p in (cache_dir / "graphs").glob("*/ir.txt")]
