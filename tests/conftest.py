@@ -3,8 +3,10 @@ and can inspect what was written.
 
 Front-end tests run on the reference executor. The differential suites (modules marked
 `differential`: values against eager) run on every backend the C++ tests cover, each test once
-per backend, so one pytest run checks both. LAZYTRITON_TEST_BACKEND=<name> runs everything on
-that one backend instead."""
+per backend, so one pytest run checks both; modules also marked `bounds_checked` (whole models)
+run a third time on "cpp:bounds", the C++ backend with LAZYTRITON_CHECK=bounds, so every load
+and store their kernels make is checked. LAZYTRITON_TEST_BACKEND=<name> runs everything on that
+one backend instead."""
 from __future__ import annotations
 
 import os
@@ -24,9 +26,12 @@ os.environ.setdefault("LAZYTRITON_STRICT", "1")  # a compiler failure fails the 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Module scope: pytest then runs a module's tests backend by backend, not interleaved.
-    if "test_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-            "differential"):
-        metafunc.parametrize("test_backend", DIFFERENTIAL_BACKENDS, scope="module")
+    marker = metafunc.definition.get_closest_marker
+    if "test_backend" in metafunc.fixturenames and marker("differential"):
+        backends = list(DIFFERENTIAL_BACKENDS)
+        if marker("bounds_checked") and "cpp" in backends:
+            backends.append("cpp:bounds")
+        metafunc.parametrize("test_backend", backends, scope="module")
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +59,11 @@ def cache_dir(cache_dirs) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def lazy_device(test_backend, cache_dirs):
-    lazytriton.init(test_backend, cache_dir=cache_dirs(test_backend))
+def lazy_device(test_backend, cache_dirs, monkeypatch):
+    backend, _, check = test_backend.partition(":")
+    if check:
+        monkeypatch.setenv("LAZYTRITON_CHECK", check)
+    lazytriton.init(backend, cache_dir=cache_dirs(test_backend))
     lazytriton.metrics.reset()
     torch.manual_seed(0)
     yield

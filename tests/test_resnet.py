@@ -19,7 +19,10 @@ import lazytriton
 from lazytriton import metrics
 from lazytriton.testing.resnet import ResNetStyleCNN
 
-from conftest import TEST_BACKEND
+# the model tests run once per backend (conftest.py); the C++-only tests init "cpp" themselves
+differential = pytest.mark.differential
+needs_cpp = pytest.mark.skipif("cpp" not in lazytriton.available_backends(),
+                               reason="needs a C++ compiler")
 
 
 def _train_both(model, batches, lr=0.01):
@@ -62,6 +65,7 @@ def _no_fallbacks() -> list[str]:
     return [n for n in metrics.counter_names() if n.startswith("aten::")]
 
 
+@differential
 @pytest.mark.slow
 @pytest.mark.parametrize("px", [32, 64, 96, 128])
 def test_resnet_style_cnn_matches_eager(px):
@@ -72,6 +76,7 @@ def test_resnet_style_cnn_matches_eager(px):
     assert not _no_fallbacks()
 
 
+@differential
 @pytest.mark.slow
 def test_resnet_style_cnn_in_float32_trains_like_eager():
     """In float32 the losses agree to rounding (first step) and stay close."""
@@ -83,6 +88,7 @@ def test_resnet_style_cnn_in_float32_trains_like_eager():
     assert not _no_fallbacks()
 
 
+@differential
 @pytest.mark.slow
 def test_resnet_style_cnn_batch_size_change_matches_eager():
     """A smaller last batch at an odd size: a new graph whose sizes are all re-derived."""
@@ -112,7 +118,7 @@ def _run_small_graph(tmp_path, env: dict) -> subprocess.CompletedProcess:
                           env={**os.environ, **env}, timeout=600)
 
 
-@pytest.mark.skipif(TEST_BACKEND != "cpp", reason="a C++ backend feature")
+@needs_cpp
 def test_bounds_checked_mode_reports_the_kernel_buffer_and_index(tmp_path, monkeypatch):
     """A kernel indexing past its buffer raises BoundsError naming all three, instead of
     reading foreign memory; the process stays usable."""
@@ -135,7 +141,7 @@ def test_bounds_checked_mode_reports_the_kernel_buffer_and_index(tmp_path, monke
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(TEST_BACKEND != "cpp", reason="a C++ backend feature")
+@needs_cpp
 def test_resnet_style_cnn_is_clean_under_the_bounds_checked_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("LAZYTRITON_CHECK", "bounds")
     lazytriton.init("cpp", cache_dir=tmp_path)
@@ -154,7 +160,7 @@ def _asan_runtime() -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(TEST_BACKEND != "cpp", reason="a C++ backend feature")
+@needs_cpp
 @pytest.mark.skipif(_asan_runtime() is None, reason="g++ has no AddressSanitizer runtime")
 def test_address_sanitizer_recipe_runs_a_small_graph_clean(tmp_path):
     """DESIGN.md's recipe: the kernels built with -fsanitize=address, libasan preloaded."""
@@ -170,6 +176,7 @@ def test_address_sanitizer_recipe_runs_a_small_graph_clean(tmp_path):
     assert "__asan_" in symbols  # the sanitizer really was compiled in
 
 
+@differential
 def test_batch_norm_updates_running_stats_in_training():
     """native_batch_norm writes the running stats without its schema saying so: the update
     must be traced, not lost in a decomposition working on a copy."""
