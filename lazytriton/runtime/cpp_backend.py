@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..codegen.cpp import generate_translation_unit
+from ..codegen.cpp import CTYPE, generate_translation_unit
 from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
 from ..lowering import Lowering
@@ -63,7 +63,7 @@ class CppBackend(Backend):
             return ReferenceProgram(graph, self.device)
 
     def _compile(self, graph: Graph, artifacts: Path) -> CppProgram:
-        lowering = Lowering(graph)
+        lowering = Lowering(graph, kernel_dtypes=CTYPE)
         outputs = lowering.outputs()
         sched = schedule(lowering.steps, outputs, _extern_reads(lowering))
         kernels = [s for s in sched.steps if isinstance(s, Kernel)]
