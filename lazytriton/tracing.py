@@ -232,6 +232,10 @@ def _call_meta(op, call: _Call) -> Any:
 
 
 def _flat_metas(metas) -> tuple[TensorMeta | None, ...]:
+    """Per output, the metadata of a fresh value: its own buffer, from offset 0 (a meta kernel
+    may return a view into an input for an op that copies, e.g. unsafe_split)."""
+    if isinstance(metas, TensorMeta) and metas.storage_offset:
+        return (TensorMeta(metas.shape, metas.stride, metas.dtype),)
     if isinstance(metas, TensorMeta) or metas is None:
         return (metas,)
     out = []
