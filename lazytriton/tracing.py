@@ -80,6 +80,8 @@ class _Call:
             return None, None
         if isinstance(t, (int, float, complex)):  # a wrapped Python scalar (x * 2)
             return self._encode_scalar(t)
+        if spec.name == "indices" and isinstance(t, torch.Tensor) and t.device.type == "cpu":
+            t = _uploaded(t)  # x[cpu_index]: eager on an accelerator copies indices over too
         if isinstance(t, LazyTensor):
             storage = t._lt_storage
             return (self._input(value_of(t)),
@@ -105,6 +107,11 @@ class _Call:
                 continue
             out[spec.name] = _to_meta(spec.kind, value)
         return out
+
+
+def _uploaded(t: torch.Tensor) -> LazyTensor:
+    shape = tuple(t.shape)
+    return fresh_tensor(upload(t, TensorMeta(shape, ir.contiguous_strides(shape), t.dtype)))
 
 
 def _bound(spec, index: int, args: tuple, kwargs: dict):
@@ -141,7 +148,7 @@ def _meta_tensor(t):
         s = t._lt_storage.meta
         base = torch.empty_strided(s.shape, s.stride, dtype=t.dtype, device="meta")
         return base.as_strided(t.shape, t.stride(), t.storage_offset())
-    return torch.empty((), dtype=t.dtype, device="meta")
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")  # CPU
 
 
 def _to_meta(kind: ArgKind, value):
