@@ -570,6 +570,35 @@ def _is_pinned(self, device=None):
     return False
 
 
+def _conj(self):
+    """x.conj() of a complex tensor: eager sets a conjugate bit on a view; a lazy tensor has no
+    such bit (the view's values would come out unconjugated), so the values are conjugated
+    now. Writes through the result do not reach `self` (eager writes them back conjugated)."""
+    return _trace(op_info(aten.conj_physical.default), (self,), {})
+
+
+def _neg_view(self):
+    """The negative bit's counterpart of _conj."""
+    return _trace(op_info(aten.neg.default), (self,), {})
+
+
+def _batch_norm_eval(op):
+    """Eval-mode batch norm traced through PyTorch's decomposition. Eager's CPU kernel returns
+    empty save_mean/save_invstd there, while meta (which shapes lazy tensors) and CUDA return
+    the running mean and 1/sqrt(running_var + eps); traced as smaller ops, every backend
+    computes what the lazy tensors' shapes promise. Training mode is traced as the op."""
+    from torch._decomp import decomposition_table
+    decomposition = decomposition_table[op]
+    names = [a.name for a in op._schema.arguments]
+
+    def handler(*args, **kwargs):
+        bound = dict(zip(names, args), **kwargs)
+        if bound.get("training", False):
+            return trace_op(op, args, kwargs)
+        return decomposition(*args, **kwargs)
+    return handler
+
+
 _SPECIAL = {
     aten.copy_.default: copy_into,
     aten._to_copy.default: _to_copy,
@@ -578,4 +607,9 @@ _SPECIAL = {
     aten.detach_.default: _detach_,
     aten.resize_.default: _resize_,
     aten.is_pinned.default: _is_pinned,
+    aten._conj.default: _conj,
+    aten._neg_view.default: _neg_view,
 }
+_SPECIAL.update({op: _batch_norm_eval(op) for op in (
+    aten.native_batch_norm.default, aten._native_batch_norm_legit.default,
+    aten._native_batch_norm_legit_no_training.default)})
