@@ -20,7 +20,7 @@ from . import ir, metrics
 from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
 from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
-                     is_identity_view, value_of, view_tensor, write)
+                     is_identity_view, reinterpreted_numel, value_of, view_tensor, write)
 
 aten = torch.ops.aten
 _MISSING = object()
@@ -86,7 +86,7 @@ class _Call:
             storage = t._lt_storage
             return (self._input(value_of(t)),
                     ("T", tuple(t.shape), t.stride(), t.storage_offset(), t.dtype,
-                     storage.meta.shape, storage.meta.stride))
+                     storage.meta.shape, storage.meta.stride, storage.meta.dtype))
         if isinstance(t, torch.Tensor) and t.dim() == 0 and t.device.type == "cpu":
             # eager lets a CPU scalar tensor join ops on any device; snapshot it as a graph input
             return self._input(ir.data_value(t.detach().clone(), on_cpu=True)), ("C", t.dtype)
@@ -146,7 +146,10 @@ def _meta_tensor(t):
         return t  # a wrapped Python scalar
     if isinstance(t, LazyTensor):
         s = t._lt_storage.meta
-        base = torch.empty_strided(s.shape, s.stride, dtype=t.dtype, device="meta")
+        if t.dtype == s.dtype:
+            base = torch.empty_strided(s.shape, s.stride, dtype=t.dtype, device="meta")
+        else:  # a view reinterpreting the dtype indexes the storage's memory in its own dtype
+            base = torch.empty(reinterpreted_numel(s, t.dtype)[0], dtype=t.dtype, device="meta")
         return base.as_strided(t.shape, t.stride(), t.storage_offset())
     return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")  # CPU
 
@@ -281,11 +284,7 @@ def _trace_view(call: _Call):
 def _view_of(base: LazyTensor, metas):
     if isinstance(metas, tuple):
         return [_view_of(base, m) for m in metas]
-    if metas.dtype != base.dtype:
-        raise NotImplementedError(
-            "lazytriton does not support views that reinterpret the dtype (view(dtype), "
-            "view_as_real, view_as_complex); use .to(dtype) to convert instead")
-    return view_tensor(base, metas)
+    return view_tensor(base, metas)  # also one reinterpreting the dtype (tensor.py says how)
 
 
 # --- plain ops ----------------------------------------------------------------------------
@@ -446,7 +445,11 @@ def materialize(t: LazyTensor) -> torch.Tensor:
     """The real data of `t` on the backend device (a view of an immutable buffer)."""
     from .runtime import session
     session.current().sync([t._lt_storage])
-    data = t._lt_storage.value.node.data.get()
+    storage = t._lt_storage
+    data = storage.value.node.data.get()
+    if data.dtype != t.dtype:  # a view reinterpreting the dtype
+        n_new, n_old = reinterpreted_numel(storage.meta, t.dtype)
+        data = data.as_strided((n_old,), (1,), 0).view(t.dtype)
     return data.as_strided(t.shape, t.stride(), t.storage_offset())
 
 
