@@ -169,10 +169,18 @@ def _to_meta(kind: ArgKind, value):
 def _metas_of(result) -> Any:
     """Metadata of a meta-kernel result: TensorMeta, None, or a tuple of those per return."""
     if isinstance(result, torch.Tensor):
-        return TensorMeta.of(result)
+        return TensorMeta.of(_dense_only(result))
     if isinstance(result, (list, tuple)):
         return tuple(_metas_of(r) for r in result)
     return result
+
+
+def _dense_only(t: torch.Tensor) -> torch.Tensor:
+    if t.layout != torch.strided:
+        raise NotImplementedError(
+            f"lazytriton: the lazy device holds dense (strided) tensors only, not {t.layout}; "
+            "keep sparse tensors on the CPU")
+    return t
 
 
 def _memo_meta(key: tuple, compute: Callable[[], Any]):
@@ -504,7 +512,7 @@ def _own_buffer(t: torch.Tensor) -> torch.Tensor:
 
 def _wrap_real(result):
     if isinstance(result, torch.Tensor):
-        return fresh_tensor(ir.data_value(_own_buffer(result)))
+        return fresh_tensor(ir.data_value(_own_buffer(_dense_only(result))))
     if isinstance(result, (list, tuple)):
         return type(result)(_wrap_real(r) for r in result)
     return result
