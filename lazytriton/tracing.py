@@ -565,16 +565,30 @@ def _detach_(self):
 
 
 def _resize_(self, size, memory_format=None):
+    """As eager: same storage and offset, contiguous strides (or memory_format's); a storage too
+    small grows, keeping its contents (the new elements, uninitialized in eager, are zeros)."""
     size = tuple(size)
-    if size == tuple(self.shape):
+    if size == tuple(self.shape) and memory_format is None:
         return self
-    if self.numel() != 0:
-        raise NotImplementedError(
-            "lazytriton: resize_ of a non-empty lazy tensor to a new shape is not supported; "
-            "create a new tensor instead")
-    empty = torch.empty(size, dtype=self.dtype, device=LAZY_TORCH_DEVICE)
-    alias_into(self, empty)
+    stride = torch.empty(size, device="meta",
+                         memory_format=memory_format or torch.contiguous_format).stride()
+    meta = TensorMeta(size, tuple(stride), self.dtype, self.storage_offset())
+    storage = self._lt_storage
+    needed = -(-meta.storage_numel * self.dtype.itemsize // storage.meta.dtype.itemsize)
+    if needed > storage.meta.storage_numel:
+        _grow(storage, needed)
+    alias_into(self, view_tensor(self, meta))
     return self
+
+
+def _grow(storage, numel: int) -> None:
+    """The storage becomes a 1-D buffer of `numel` elements starting with its memory now."""
+    meta = storage.meta
+    whole = LazyTensor(storage, meta.shape, meta.stride, 0, meta.dtype)
+    span = meta.storage_numel
+    flat = whole.as_strided((span,), (1,), 0)
+    zeros = torch.zeros(numel - span, dtype=meta.dtype, device=LAZY_TORCH_DEVICE)
+    storage.set_value(value_of(torch.cat([flat, zeros])))
 
 
 def _is_pinned(self, device=None):
@@ -617,6 +631,8 @@ _SPECIAL = {
     aten.set_.source_Tensor: _set_source_tensor,
     aten.detach_.default: _detach_,
     aten.resize_.default: _resize_,
+    aten.resize_as_.default: lambda self, the_template, memory_format=None: _resize_(
+        self, the_template.shape, memory_format),
     aten.is_pinned.default: _is_pinned,
     aten._conj.default: _conj,
     aten._neg_view.default: _neg_view,
