@@ -607,20 +607,26 @@ def _neg_view(self):
     return _trace(op_info(aten.neg.default), (self,), {})
 
 
-def _batch_norm_eval(op):
-    """Eval-mode batch norm traced through PyTorch's decomposition. Eager's CPU kernel returns
-    empty save_mean/save_invstd there, while meta (which shapes lazy tensors) and CUDA return
-    the running mean and 1/sqrt(running_var + eps); traced as smaller ops, every backend
-    computes what the lazy tensors' shapes promise. Training mode is traced as the op."""
+def _batch_norm(op):
+    """Batch norm as eager computes it on an accelerator.
+
+    Eval mode is traced through PyTorch's decomposition: eager's CPU kernel returns empty
+    save_mean/save_invstd there, while meta (which shapes lazy tensors) and CUDA return the
+    running mean and 1/sqrt(running_var + eps); as smaller ops, every backend computes that.
+    In training, native_batch_norm updates the running stats although its schema does not say
+    so: it is traced as _native_batch_norm_legit, whose schema does."""
     from torch._decomp import decomposition_table
     decomposition = decomposition_table[op]
     names = [a.name for a in op._schema.arguments]
 
     def handler(*args, **kwargs):
         bound = dict(zip(names, args), **kwargs)
-        if bound.get("training", False):
-            return trace_op(op, args, kwargs)
-        return decomposition(*args, **kwargs)
+        if not bound.get("training", False):
+            return decomposition(*args, **kwargs)
+        stats = bound.get("running_mean") is not None and bound.get("running_var") is not None
+        if op is aten.native_batch_norm.default and stats:
+            return trace_op(aten._native_batch_norm_legit.default, args, kwargs)
+        return trace_op(op, args, kwargs)
     return handler
 
 
@@ -637,6 +643,6 @@ _SPECIAL = {
     aten._conj.default: _conj,
     aten._neg_view.default: _neg_view,
 }
-_SPECIAL.update({op: _batch_norm_eval(op) for op in (
+_SPECIAL.update({op: _batch_norm(op) for op in (
     aten.native_batch_norm.default, aten._native_batch_norm_legit.default,
     aten._native_batch_norm_legit_no_training.default)})
