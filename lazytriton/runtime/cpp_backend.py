@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .. import metrics
 from ..codegen.cpp import CTYPE, generate_translation_unit
 from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
@@ -57,6 +58,7 @@ class CppBackend(Backend):
         except Exception as e:  # noqa: BLE001 -- any compiler failure must not lose the step
             if os.environ.get("LAZYTRITON_STRICT"):
                 raise
+            metrics.counter_inc("ReferenceFallback")  # tests check no graph took this path
             warnings.warn(f"lazytriton: compiling this graph for C++ failed ({e}); it runs on "
                           f"the reference executor instead. Generated files: {artifacts}",
                           RuntimeWarning, stacklevel=2)
