@@ -41,10 +41,11 @@ def _values(tensors: list[torch.Tensor]) -> list:
 
 def loop_nests(graph) -> str:
     """The scheduled kernels of a graph, one block per kernel or extern call."""
+    from .codegen.cpp import CTYPE
     from .lowering import Lowering
     from .runtime.cpp_backend import _extern_reads
     from .scheduler import Kernel, schedule
-    lowering = Lowering(graph)
+    lowering = Lowering(graph, kernel_dtypes=CTYPE)
     outputs = lowering.outputs()
     lines = []
     for step in schedule(lowering.steps, outputs, _extern_reads(lowering)).steps:

@@ -464,14 +464,16 @@ class CppKernel:
             code = self._reduce_loops(rvars, node.reduction_sizes, lines + [step], acc, ctype,
                                       init, rtype, combine)
         result = CSEVariable(acc, node.dtype if rtype not in ("argmax", "argmin") else torch.int64)
+        # converting the accumulator (e.g. rounding to bfloat16) declares variables: capture them
         if member.local:
-            self.locals[member.buffer.name] = self.ops.to_dtype(
+            lines, self.locals[member.buffer.name] = self._capture(lambda: self.ops.to_dtype(
                 CSEVariable(acc, _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)),
-                node.dtype) if rtype not in ("argmax", "argmin") else result
-            return code
+                node.dtype) if rtype not in ("argmax", "argmin") else result)
+            return code + lines
         acc_dtype = node.dtype if rtype in ("argmax", "argmin") else \
             _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)
-        return code + [self._store(member, index, CSEVariable(acc, acc_dtype))]
+        lines, store = self._capture(lambda: self._store(member, index, CSEVariable(acc, acc_dtype)))
+        return code + lines + [store]
 
     def _reduce_loops(self, rvars, sizes, body, acc, ctype, init, rtype, combine) -> list[str]:
         if not rvars:

@@ -66,8 +66,9 @@ class _Slot:
 
 
 def fix_layout(t: torch.Tensor, sizes, strides) -> torch.Tensor:
-    """An extern's output in the layout the kernels index it by."""
-    if tuple(t.stride()) == tuple(strides) or t.numel() == 0:
+    """An extern's output in the layout the kernels index it by, owning its buffer from offset
+    0 (an op may return a view into its input: unsafe_split's second piece)."""
+    if (tuple(t.stride()) == tuple(strides) and t.storage_offset() == 0) or t.numel() == 0:
         return t
     return torch.empty_strided(sizes, strides, dtype=t.dtype, device=t.device).copy_(t)
 

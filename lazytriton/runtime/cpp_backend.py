@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..codegen.cpp import generate_translation_unit
+from .. import metrics
+from ..codegen.cpp import CTYPE, generate_translation_unit
 from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
 from ..lowering import Lowering
@@ -58,6 +59,7 @@ class CppBackend(Backend):
         except Exception as e:  # noqa: BLE001 -- any compiler failure must not lose the step
             if os.environ.get("LAZYTRITON_STRICT"):
                 raise
+            metrics.counter_inc("FallbackGraph")  # tests check no graph took this path
             warnings.warn(f"lazytriton: compiling this graph for C++ failed ({e}); it runs on "
                           f"the reference executor instead. Generated files: {artifacts}",
                           RuntimeWarning, stacklevel=2)
@@ -70,7 +72,7 @@ class CppBackend(Backend):
         return generate_translation_unit(kernels, checked=self.check == "bounds")[0]
 
     def _compile(self, graph: Graph, artifacts: Path) -> CppProgram:
-        lowering = Lowering(graph)
+        lowering = Lowering(graph, kernel_dtypes=CTYPE)
         outputs = lowering.outputs()
         sched = schedule(lowering.steps, outputs, _extern_reads(lowering))
         kernels = [s for s in sched.steps if isinstance(s, Kernel)]

@@ -31,7 +31,7 @@ class Session:
 
     # --- cutting and running graphs --------------------------------------------------------
     def sync(self, storages: list[LazyStorage]) -> None:
-        pending = [s for s in storages if s.is_pending]
+        pending = list({id(s): s for s in storages if s.is_pending}.values())  # views share one
         if not pending:
             return
         graph = build_graph([s.value for s in pending])
