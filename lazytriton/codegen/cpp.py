@@ -525,7 +525,7 @@ class CppCodegen:
     def __init__(self, checked: bool = False):
         self.checked = checked
 
-    def generate(self, kernels: list[Kernel]) -> GeneratedCode:
+    def generate(self, kernels: list[Kernel], sizevars=None) -> GeneratedCode:
         source, emitted = generate_translation_unit(kernels, self.checked)
         return GeneratedCode(
             [GeneratedKernel(e.kernel, e.kernel.name, e.args, self.source_file) for e in emitted],

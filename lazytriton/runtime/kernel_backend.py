@@ -25,14 +25,16 @@ from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
 from ..lowering import Lowering
 from ..scheduler import Kernel, extern_reads, schedule
+from ..sizevars import SizeVars
 from .backend import Backend
 from .disk_cache import atomic_write
 from .reference import ReferenceProgram
 
 
 class KernelCodegen(Protocol):
-    def generate(self, kernels: list[Kernel]) -> GeneratedCode:
-        """Source for these kernels (a graph's, in execution order)."""
+    def generate(self, kernels: list[Kernel], sizevars: SizeVars) -> GeneratedCode:
+        """Source for these kernels (a graph's, in execution order); `sizevars` gives the
+        graph's concrete sizes, for choices such as block sizes (never baked into source)."""
 
 
 class Launcher(Protocol):
@@ -75,7 +77,7 @@ def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launche
     outputs = lowering.outputs()
     sched = schedule(lowering.steps, outputs, lowering_extern_reads(lowering))
     kernels = [s for s in sched.steps if isinstance(s, Kernel)]
-    code = codegen.generate(kernels)
+    code = codegen.generate(kernels, lowering.sizevars)
     writer = WrapperWriter(lowering, sched, code.kernels, device, str(artifacts))
     wrapper_source = writer.generate()
     for name, text in code.files.items():
