@@ -122,17 +122,18 @@ class TritonKernel:
     def shape(self, dims) -> str:
         return "[" + ", ".join(_BLOCK[d] if d in dims else "1" for d in self.layout) + "]"
 
-    def cse(self, expr: str, dtype, dims) -> TritonVar:
+    def cse(self, expr: str, dtype, dims, block: bool = False) -> TritonVar:
         found = self.body.block.lookup(expr)
         if found is not None:
             return found
-        var = self.new_var(dtype, dims)
+        var = self.new_var(dtype, dims, block)
         self.body.emit(f"{var} = {expr}")
         self.body.block.cache[expr] = var
         return var
 
-    def new_var(self, dtype, dims) -> TritonVar:
-        return TritonVar(f"tmp{next(self.body._counter)}", dtype, frozenset(dims))
+    def new_var(self, dtype, dims, block: bool = False) -> TritonVar:
+        return TritonVar(f"tmp{next(self.body._counter)}", dtype, frozenset(dims),
+                         block=block or bool(dims))
 
     def mask_for(self, dims) -> tuple[str | None, frozenset]:
         masks = []
@@ -175,7 +176,7 @@ class TritonKernel:
         load += f", {mask}, other=0)" if mask else ")"
         if buf.dtype in HALF:
             load += ".to(tl.float32)"
-        return self.cse(load, buf.dtype, target)
+        return self.cse(load, buf.dtype, target, block=bool(self.layout))
 
     def store(self, buf: Buffer, index, value: TritonVar) -> None:
         param = self.signature.buffer(buf)
@@ -193,11 +194,12 @@ class TritonKernel:
         """An index loaded from memory: negative wraps, out of range flags error 1, reads 0."""
         bound, _ = self.index(size)
         i = var if var.dtype == torch.int64 else self.cse(f"{var}.to(tl.int64)", torch.int64,
-                                                          var.dims)
-        wrapped = self.cse(f"tl.where({i} < 0, {i} + {bound}, {i})", torch.int64, i.dims)
-        bad = self.cse(f"(({wrapped} < 0) | ({wrapped} >= {bound}))", torch.bool, i.dims)
+                                                          var.dims, var.block)
+        wrapped = self.cse(f"tl.where({i} < 0, {i} + {bound}, {i})", torch.int64, i.dims, i.block)
+        bad = self.cse(f"(({wrapped} < 0) | ({wrapped} >= {bound}))", torch.bool, i.dims,
+                       i.block)
         self.flag_error(bad, 1)
-        safe = self.cse(f"tl.where({bad}, 0, {wrapped})", torch.int64, i.dims)
+        safe = self.cse(f"tl.where({bad}, 0, {wrapped})", torch.int64, i.dims, i.block)
         self.sym_dims[safe.name] = safe.dims
         return sympy.Symbol(safe.name, integer=True, nonnegative=True)
 
@@ -206,7 +208,8 @@ class TritonKernel:
         self.signature.uses_err = True
         mask, dims = self.mask_for(cond.dims)
         when = f"{cond} & {mask}" if mask else str(cond)
-        ptr = f"err + tl.full({self.shape(dims)}, 0, tl.int32)" if dims else "err"
+        block = cond.block or bool(dims) or any(c.block for c in self.mask_stack)
+        ptr = f"err + tl.full({self.shape(dims)}, 0, tl.int32)" if block else "err"
         self.body.emit(f"tl.store({ptr}, {code}, {when})")
 
     def under_mask(self, cond: TritonVar, body):

@@ -30,8 +30,9 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 @dataclass
 class TritonVar(CSEVariable):
-    dims: frozenset = frozenset()  # block dims it varies over ("x", "r"); empty: a scalar
+    dims: frozenset = frozenset()  # block dims it varies over ("x", "r")
     literal: object = None  # the Python value of a constant printed as a literal
+    block: bool = False  # a block (maybe of one element), not a scalar
 
     @property
     def is_literal(self) -> bool:
@@ -126,27 +127,28 @@ class TritonOps:
         if dtype in HALF:  # eager rounds to the 16-bit type; we compute in float32
             value = self.to_dtype(x, torch.float32)
             if dtype == torch.bfloat16:
-                return self._cse(f"round_to_bf16({self._tensor(value)})", dtype, value.dims)
-            return self._cse(f"{value}.to({TL_TYPE[dtype]}).to(tl.float32)", dtype, value.dims)
+                return self._apply("round_to_bf16({0})", dtype, self._tensor(value))
+            return self._apply(f"{{0}}.to({TL_TYPE[dtype]}).to(tl.float32)", dtype, value)
         if compute_dtype(x.dtype) == compute_dtype(dtype):
-            return TritonVar(x.name, dtype, x.dims)
+            return TritonVar(x.name, dtype, x.dims, block=x.block)
         if dtype == torch.bool:
-            return self._cse(f"({x} != 0)", dtype, x.dims)
+            return self._apply("({0} != 0)", dtype, x)
         return self._cast(x, dtype)
 
     def _cast(self, x: TritonVar, dtype):
         target = compute_dtype(dtype)
         if compute_dtype(x.dtype) == target:
-            return TritonVar(x.name, dtype, x.dims)
-        return self._cse(f"{x}.to({TL_TYPE[target]})", dtype, x.dims)
+            return TritonVar(x.name, dtype, x.dims, block=x.block)
+        return self._cse(f"{x}.to({TL_TYPE[target]})", dtype, x.dims, x.block)
 
     # --- computing --------------------------------------------------------------------------
-    def _cse(self, expr: str, dtype, dims) -> TritonVar:
-        return self.k.cse(expr, dtype, dims)
+    def _cse(self, expr: str, dtype, dims, block: bool = False) -> TritonVar:
+        return self.k.cse(expr, dtype, dims, block)
 
     def _apply(self, template: str, dtype, *args) -> TritonVar:
         dims = frozenset().union(*(a.dims for a in args))
-        return self._cse(template.format(*[str(a) for a in args]), dtype, dims)
+        block = any(a.block for a in args)
+        return self._cse(template.format(*[str(a) for a in args]), dtype, dims, block)
 
     def __getattr__(self, name):
         if name in _UNARY:
@@ -183,10 +185,13 @@ class TritonOps:
             return x
         return self._cse(f"tl.full([], {x}, {TL_TYPE[compute_dtype(x.dtype)]})", x.dtype, x.dims)
 
+
     def _division(self, name, a, b):
         if a.dtype.is_floating_point:
             return self._apply(_FLOAT_DIVISION[name], a.dtype, self._tensor(a), self._tensor(b))
-        zero = self._apply("({0} == 0)", torch.bool, b)
+        if b.is_literal and b.literal != 0:
+            return self._apply(_INT_DIVISION[name], a.dtype, self._tensor(a), b)
+        zero = self._apply("({0} == 0)", torch.bool, self._tensor(b))
         self.k.flag_error(zero, 2)  # ZeroDivisionError
         safe = self._apply("tl.where({0}, 1, {1})", b.dtype, zero, b)
         return self._apply(_INT_DIVISION[name], a.dtype, a, safe)

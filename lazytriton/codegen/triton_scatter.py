@@ -85,7 +85,7 @@ def _write(k, buf, flat, value, accumulate: bool, atomic: bool) -> None:
     param = k.signature.buffer(buf)
     text, dims = k.index(flat)
     mask, target = k.mask_for(dims | value.dims)
-    ptr = k._pointer(param, text, dims, target)
+    ptr = k._pointer(param, text, dims, target, block=True)
     masked = f", {mask}" if mask else ""
     if atomic:
         k.body.emit(f"tl.atomic_add({ptr}, {value}{masked})")

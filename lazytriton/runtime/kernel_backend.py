@@ -98,6 +98,8 @@ def lowering_extern_reads(lowering: Lowering) -> set[int]:
 def kernel_index(code: GeneratedCode) -> list[dict]:
     """Which ops each kernel fused and its loop sizes: the cache index people read."""
     return [{"kernel": g.name, "source": g.source_file, "fused_ops": sorted(set(k.origins)),
+             "params": [{"name": p.name, "kind": p.kind, "dtype": str(p.dtype).split(".")[-1]}
+                        for p in g.signature.params()],
              "outer_loop": [str(s) for s in k.outer],
              "members": [{"buffer": m.buffer.name, "sizes": [str(s) for s in m.node.sizes],
                           "reduction": getattr(m.node, "reduction_type", None) if m.is_reduction
