@@ -207,8 +207,27 @@ def schedule(steps: list, outputs: list, extern_reads: set[int]) -> Schedule:
                 continue
         current = _start_kernel(step, next(names))
         result.append(current)
+    result = _drop_unread(result, outputs, extern_reads)
     _keep_local_reductions(result, outputs, extern_reads)
     return Schedule(result, outputs)
+
+
+def _drop_unread(steps: list, outputs: list, extern_reads: set[int]) -> list:
+    """Drop computations nothing reads (e.g. a loss whose gradient alone is used), and the
+    kernels left empty."""
+    wanted = {id(o) for o in outputs} | {id(getattr(o, "base", None)) for o in outputs}
+    wanted |= extern_reads
+    while True:
+        kernels = [s for s in steps if isinstance(s, Kernel)]
+        read = wanted | {id(buf) for k in kernels for buf in kernel_reads(k)}
+        changed = False
+        for kernel in kernels:
+            alive = [m for m in kernel.members if id(m.buffer) in read]
+            changed |= len(alive) < len(kernel.members)
+            kernel.members = alive
+        steps = [s for s in steps if not isinstance(s, Kernel) or s.members]
+        if not changed:
+            return steps
 
 
 def kernel_reads(kernel: Kernel) -> list[Buffer]:

@@ -554,19 +554,22 @@ def _init(rtype: str, dtype: torch.dtype) -> str:
 _COMPOSITE: set[str] | None = None
 _PLUMBING = {"clone", "copy", "view", "reshape", "expand", "permute", "alias", "to_copy",
              "unsqueeze", "squeeze", "slice", "select", "as_strided", "detach", "t", "transpose",
-             "unsafe_view", "convert_element_type"}
+             "unsafe_view", "convert_element_type", "zeros_like", "ones_like", "full_like",
+             "empty_like", "full", "zero", "fill", "new_zeros", "new_ones", "scalar_tensor"}
 
 
 def kernel_name(kernel: Kernel, kind: str, number: int) -> str:
-    """triton_<kind>_<ops>_<n>: the ops a person would name (softmax, not amax/sub/exp/...)."""
+    """triton_<kind>_<ops>_<n>, by the op a person would name: the outermost decomposed op
+    (softmax, not amax/sub/exp/sum/div), else the first few ops fused."""
     global _COMPOSITE
     if _COMPOSITE is None:
         from ..lowerings import DECOMPOSITIONS
         _COMPOSITE = {str(op).split(".", 1)[1].split(".")[0].lstrip("_") for op in DECOMPOSITIONS}
     ops = [o.split(".")[0].lstrip("_") for o in kernel.origins]
     ops = list(dict.fromkeys(o for o in ops if o not in _PLUMBING)) or ["copy"]
-    named = [o for o in ops if o in _COMPOSITE - _PLUMBING] or ops
-    return f"triton_{kind}_{'_'.join(named[:3])}_{number}"
+    composite = [o for o in ops if o in _COMPOSITE]
+    named = composite[-1:] or ops[:3]
+    return f"triton_{kind}_{'_'.join(named)}_{number}"
 
 
 def module_source(name: str, origins: list[str], functions: list[str]) -> str:

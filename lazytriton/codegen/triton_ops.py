@@ -116,7 +116,10 @@ class TritonOps:
         if not expr.free_symbols and expr.is_Integer:
             return self.constant(int(expr), dtype)
         text, dims = self.k.index(expr)
-        var = self._cse(text, self.k.index_dtype, dims)
+        if text.isidentifier():  # a size or loop index: no copy of it
+            var = TritonVar(text, self.k.index_dtype, dims, block=bool(dims))
+        else:
+            var = self._cse(text, self.k.index_dtype, dims)
         return self.to_dtype(var, dtype)
 
     def to_dtype(self, x: TritonVar, dtype):
