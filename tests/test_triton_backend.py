@@ -8,7 +8,6 @@ import json
 import re
 
 import pytest
-import sympy
 import torch
 import torch.nn.functional as F
 

@@ -19,7 +19,7 @@ import sympy
 import torch
 
 from ..loopir import Buffer, Reduction, Scatter
-from ..scheduler import Kernel, Member, store_index
+from ..scheduler import Kernel, Member, kernel_reads, store_index
 from ..sizevars import FloorDiv, ModularIndexing, SizeVars, index_symbol, product
 from .common import ExprPrinter, KernelBody, simplify_index
 from .signature import SCALAR, SIZE, GeneratedCode, GeneratedKernel, KernelSignature
@@ -97,17 +97,20 @@ class TritonKernel:
         self.index_dtype = torch.int32 if self._fits_int32() else torch.int64
 
     def _fits_int32(self) -> bool:
-        """int32 index arithmetic when every element index of this graph's sizes fits."""
+        """int32 index arithmetic when every element index of this graph's sizes fits: the
+        iteration space and every buffer the kernel writes or reads."""
         ev = self.sizevars.evaluate
         extents = []
         for m in self.kernel.members:
-            node, buf = m.node, m.buffer
-            extents.append(ev(product(node.sizes)) * ev(product(getattr(node, "reduction_sizes",
-                                                                         None) or [1])))
-            extents.append(ev(product(getattr(node, "src_sizes", None) or [1])))
-            extents.append(1 + ev(buf.offset) + sum(ev(s - 1) * ev(st)
-                                                    for s, st in zip(buf.sizes, buf.strides)))
-        return max(extents) < INT32_LIMIT // 4  # reads of other buffers stay near these
+            node = m.node
+            spans = [node.sizes, getattr(node, "reduction_sizes", None) or [],
+                     getattr(node, "src_sizes", None) or []]
+            extents.append(ev(product(spans[0])) * ev(product(spans[1])))
+            extents.append(ev(product(spans[2])))
+        for buf in [m.buffer for m in self.kernel.members] + kernel_reads(self.kernel):
+            extents.append(1 + abs(ev(buf.offset)) + sum(abs(ev(s - 1) * ev(st))
+                                                         for s, st in zip(buf.sizes, buf.strides)))
+        return max(extents) < INT32_LIMIT // 2  # headroom for index terms of either sign
 
     # --- printing -----------------------------------------------------------------------------
     def index(self, expr) -> tuple[str, frozenset]:

@@ -156,10 +156,12 @@ def mul(a, b):
 
 
 def maximum(a, b):
+    a, b = tl.broadcast(a, b)
     return tl.where((a != a) | (a > b), a, b)
 
 
 def minimum(a, b):
+    a, b = tl.broadcast(a, b)
     return tl.where((a != a) | (a < b), a, b)
 
 
