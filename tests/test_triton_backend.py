@@ -195,6 +195,23 @@ def test_floor_division_of_negative_index_terms():
         assert torch.equal(g.cpu(), w)
 
 
+def test_floor_helpers_match_python_on_negative_dividends(tmp_path):
+    from lazytriton.codegen.triton import module_source
+    kernel = ("@triton.jit\n"
+              "def floors(p0, p1, p2, XBLOCK: tl.constexpr):\n"
+              "    i = tl.arange(0, XBLOCK)\n"
+              "    a = tl.load(p0 + i)\n"
+              "    tl.store(p1 + i, floor_div(a, 3))\n"
+              "    tl.store(p2 + i, floor_mod(a, 3))\n")
+    path = tmp_path / "floors.py"
+    path.write_text(module_source("floors", [], [kernel]))
+    module = triton_backend.load_kernel_module(path, interpret=not torch.cuda.is_available())
+    a = torch.arange(-8, 8, device=lazytriton.runtime.session.current().device)
+    q, r = torch.empty_like(a), torch.empty_like(a)
+    module.floors[(1,)](a, q, r, XBLOCK=16)
+    assert torch.equal(q.cpu(), a.cpu() // 3) and torch.equal(r.cpu(), a.cpu() % 3)
+
+
 def test_ops_handlers_answer_every_element_op():
     from lazytriton import lowerings
     from lazytriton.codegen.common import ELEMENT_OPS, missing_ops
