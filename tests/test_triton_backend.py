@@ -255,7 +255,8 @@ def _representative_graphs():
     net = TutorialNet().to("lazy")  # the tutorial's training step, dropout included
     opt = torch.optim.Adadelta(net.parameters(), lr=1.0)
     opt.zero_grad()
-    F.nll_loss(net(torch.randn(2, 1, 28, 28).to("lazy")), torch.tensor([1, 7]).to("lazy")).backward()
+    images, labels = torch.randn(2, 1, 28, 28).to("lazy"), torch.tensor([1, 7]).to("lazy")
+    F.nll_loss(net(images), labels).backward()
     opt.step()
     lazytriton.mark_step()
     lazytriton.wait_device_ops()

@@ -348,7 +348,8 @@ class TritonKernel:
             inner = self.body.pop()
             header = f"for {rng.name('offset')} in range(0, {rng.name('numel')}, RBLOCK):"
             defs = self._range_lines(rng, f"{rng.name('offset')} + rbase")
-            loop = [header] + ["    " + ln for ln in used_definitions(defs, inner.lines) + inner.lines]
+            body = used_definitions(defs, inner.lines) + inner.lines
+            loop = [header] + ["    " + line for line in body]
         if finish is not None:
             self._result(m, index, finish())
         emitted = outer_block.lines[start:]
