@@ -185,8 +185,12 @@ def _same_outer_part(a, b, outer_vars, a_inner, b_inner) -> bool:
     return not (rest_a.free_symbols & b_inner) and not (rest_b.free_symbols & a_inner)
 
 
-def schedule(steps: list, outputs: list, extern_reads: set[int]) -> Schedule:
-    """Group consecutive computations into kernels; externs run between them."""
+def schedule(steps: list, outputs: list, extern_reads: set[int],
+             parallel_inner: bool = True) -> Schedule:
+    """Group consecutive computations into kernels; externs run between them.
+    `parallel_inner`: the backend runs a kernel's inner loops in parallel when it has no outer
+    loop (C++/OpenMP does; a Triton kernel without an outer range is one program, so there a
+    pointwise loop does not join a whole-tensor reduction)."""
     result: list = []
     current: Kernel | None = None
     names = iter(f"kernel{k}" for k in range(10**6))
@@ -202,7 +206,9 @@ def schedule(steps: list, outputs: list, extern_reads: set[int]) -> Schedule:
         if current is not None:
             split = _split_for(step.node, current.outer)
             member = Member(step, split) if split is not None else None
-            if member is not None and _row_local(current, member):
+            serial = not (parallel_inner or current.outer or isinstance(step.node, Reduction)
+                          or all(s == 1 for s in step.node.sizes))
+            if member is not None and not serial and _row_local(current, member):
                 current.members.append(member)
                 continue
         current = _start_kernel(step, next(names))

@@ -178,6 +178,29 @@ def test_scatter_accumulates_duplicates_in_order():
     assert not [n for n in metrics.counter_names() if n.startswith("aten::")]
 
 
+@pytest.mark.slow
+def test_int64_indexing_runs_and_compiles(triton_device, tmp_path, monkeypatch):
+    """Sizes past int32 are too big for a test: take the int64 path at small sizes."""
+    from lazytriton.codegen.triton import TritonKernel
+    from lazytriton.testing.aot import compile_folder
+    monkeypatch.setattr(TritonKernel, "_fits_int32", lambda self: False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))
+    x, idx, src = torch.randn(9, 31), torch.randint(0, 31, (9, 40)), torch.randn(9, 40)
+    lx = x.to("lazy")
+    got = [torch.softmax(lx, 1), lx.argmax(0), (lx * 2).sum(), lx.t().exp(),
+           lx.scatter_add(1, idx.to("lazy"), src.to("lazy"))]
+    want = [torch.softmax(x, 1), x.argmax(0), (x * 2).sum(), x.t().exp(), x.scatter_add(1, idx, src)]
+    lazytriton.mark_step()
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-5, atol=1e-5)
+    (folder,) = _folders(triton_device)
+    for entry in json.loads((folder / "kernels.json").read_text()):
+        source = _source(folder, entry)
+        assert entry["index_dtype"] == "int64" and "ks0 = ks0.to(tl.int64)" in source
+        assert "tl.program_id(0) *" not in source
+    assert compile_folder(folder)
+
+
 def test_floor_division_of_negative_index_terms():
     """Triton's // and % truncate like C: a possibly negative dividend gets floor helpers."""
     from lazytriton.codegen.triton import TritonPrinter
@@ -273,3 +296,76 @@ def test_every_kernel_compiles_for_sm90(triton_device, tmp_path, monkeypatch):
     for kind in ("poi", "per", "sca"):
         assert any(n.startswith(f"triton_{kind}_") for n in names), (kind, names)
     assert any("_copy" in n for n in names)  # a scatter's two functions
+
+
+# --- math beyond Triton's core: libdevice on a GPU, core-op formulas under the interpreter ----
+
+def _normal(scale, shift=0.0):
+    return lambda: torch.randn(64) * scale + shift
+
+
+def _uniform(low, high):
+    return lambda: torch.rand(64) * (high - low) + low
+
+
+_UNARY_MATH = {  # helper: (torch reference, inputs)
+    "tanh": (torch.tanh, _normal(4)), "sinh": (torch.sinh, _normal(3)),
+    "cosh": (torch.cosh, _normal(3)), "tan": (torch.tan, _normal(1)),
+    "asin": (torch.asin, _uniform(-1, 1)), "acos": (torch.acos, _uniform(-1, 1)),
+    "atan": (torch.atan, _normal(5)), "atanh": (torch.atanh, _uniform(-0.9, 0.9)),
+    "asinh": (torch.asinh, _normal(5)), "acosh": (torch.acosh, _uniform(1, 10)),
+    "erfc": (torch.erfc, _normal(2)), "lgamma": (torch.lgamma, _normal(6)),
+    "log1p": (torch.log1p, _uniform(-0.9, 4)), "expm1": (torch.expm1, _normal(3)),
+    "log10": (torch.log10, _uniform(1e-3, 100)), "nearbyint": (torch.round, _normal(4)),
+}
+_BINARY_MATH = {
+    "pow": (torch.pow, lambda: (torch.rand(64) * 3 + 0.1, torch.randn(64) * 3)),
+    "atan2": (torch.atan2, lambda: (torch.randn(64), torch.randn(64))),
+    "hypot": (torch.hypot, lambda: (torch.randn(64), torch.randn(64))),
+    "fmod": (torch.fmod, lambda: (torch.randn(64) * 9, torch.randn(64).abs() + 0.5)),
+}
+
+
+def _math_module(tmp_path, name: str, calls: list[str], arity: int):
+    from lazytriton.codegen.triton import module_source
+    args = ", ".join(f"tl.load(p{k} + i)" for k in range(arity))
+    out = " + ".join(f"{c}({args})" for c in calls)
+    params = ", ".join(f"p{k}" for k in range(arity + 1))
+    kernel = (f"@triton.jit\ndef {name}({params}, XBLOCK: tl.constexpr):\n"
+              f"    i = tl.arange(0, XBLOCK)\n    tl.store(p{arity} + i, {out})\n")
+    path = tmp_path / f"{name}.py"
+    path.write_text(module_source(name, [], [kernel]))
+    return path
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter forms")
+@pytest.mark.parametrize("name", list(_UNARY_MATH) + list(_BINARY_MATH))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_interpreter_math_matches_torch(tmp_path, name, dtype):
+    table = _UNARY_MATH if name in _UNARY_MATH else _BINARY_MATH
+    reference, make = table[name]
+    torch.manual_seed(5)
+    inputs = make()
+    inputs = [t.to(dtype) for t in (inputs if isinstance(inputs, tuple) else (inputs,))]
+    path = _math_module(tmp_path, "math_" + name, [name], len(inputs))
+    out = torch.empty_like(inputs[0])
+    getattr(triton_backend.load_kernel_module(path, True), "math_" + name)[(1,)](
+        *inputs, out, XBLOCK=64)
+    tol = dict(rtol=2e-7, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(out, reference(*inputs), **tol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
+def test_libdevice_math_compiles_for_sm90(tmp_path, monkeypatch, dtype):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from lazytriton.testing.aot import load_compiled
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))
+    for arity, names in ((1, list(_UNARY_MATH)), (2, list(_BINARY_MATH))):
+        fn = getattr(load_compiled(_math_module(tmp_path, f"math{arity}", names, arity)),
+                     f"math{arity}")
+        signature = {f"p{k}": f"*{dtype}" for k in range(arity + 1)} | {"XBLOCK": "constexpr"}
+        compiled = triton.compile(triton.compiler.ASTSource(fn, signature, {"XBLOCK": 64}),
+                                  target=GPUTarget("cuda", 90, 32))
+        assert compiled.asm["cubin"]

@@ -521,6 +521,7 @@ def generate_translation_unit(kernels: list[Kernel], checked: bool = False
 class CppCodegen:
     """The C++ backend's kernel code generator: one translation unit per graph."""
     source_file = "kernels.cpp"
+    parallel_inner = True  # `omp parallel for` over the inner loop when there is no outer one
 
     def __init__(self, checked: bool = False):
         self.checked = checked

@@ -593,6 +593,7 @@ def module_source(name: str, origins: list[str], functions: list[str]) -> str:
 
 class TritonCodegen:
     """The Triton backend's code generator: a module per kernel, named by what it computes."""
+    parallel_inner = False  # without an outer range a kernel is one program
 
     def __init__(self, interpret: bool):
         self.interpret = interpret  # only block sizes differ: the source is the same

@@ -32,6 +32,8 @@ from .reference import ReferenceProgram
 
 
 class KernelCodegen(Protocol):
+    parallel_inner: bool  # inner loops of a kernel without an outer loop run in parallel
+
     def generate(self, kernels: list[Kernel], sizevars: SizeVars) -> GeneratedCode:
         """Source for these kernels (a graph's, in execution order); `sizevars` gives the
         graph's concrete sizes, for choices such as block sizes (never baked into source)."""
@@ -75,7 +77,8 @@ def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launche
                   device: torch.device) -> CompiledProgram:
     lowering = Lowering(graph)
     outputs = lowering.outputs()
-    sched = schedule(lowering.steps, outputs, lowering_extern_reads(lowering))
+    sched = schedule(lowering.steps, outputs, lowering_extern_reads(lowering),
+                     getattr(codegen, "parallel_inner", True))
     kernels = [s for s in sched.steps if isinstance(s, Kernel)]
     code = codegen.generate(kernels, lowering.sizevars)
     writer = WrapperWriter(lowering, sched, code.kernels, device, str(artifacts))
