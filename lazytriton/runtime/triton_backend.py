@@ -11,6 +11,7 @@ and grid are bound once per graph: a graph has fixed sizes, so the grid is a con
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
+import numpy
 import torch
 
 from .. import metrics
@@ -48,13 +50,15 @@ class TritonLauncher:
         for emitted in code.kernels:
             module = load_kernel_module(artifacts / emitted.source_file, self.interpret)
             modules.append(module)
-            launchers[emitted.name] = bind(module, emitted)
+            launchers[emitted.name] = bind(module, emitted, quiet=self.interpret)
         return launchers, modules
 
 
-def bind(module: ModuleType, emitted: GeneratedKernel) -> Callable:
+def bind(module: ModuleType, emitted: GeneratedKernel, quiet: bool = False) -> Callable:
     """A callable taking the kernel's signature arguments that runs its launches in order;
-    float64 scalars go as their bits (a Python float would reach the kernel as float32)."""
+    float64 scalars go as their bits (a Python float would reach the kernel as float32).
+    `quiet`: the interpreter computes with numpy, which warns where a GPU silently gives
+    inf/NaN (in lanes a tl.where then drops)."""
     steps = []
     for launch in emitted.launch:
         options = dict(launch.config.constexprs(), num_warps=launch.config.num_warps,
@@ -68,8 +72,9 @@ def bind(module: ModuleType, emitted: GeneratedKernel) -> Callable:
             args = list(args)
             for i in floats:
                 args[i] = float64_bits(args[i])
-        for fn, options in steps:
-            fn(*args, **options)
+        with numpy.errstate(all="ignore") if quiet else contextlib.nullcontext():
+            for fn, options in steps:
+                fn(*args, **options)
     return run
 
 
