@@ -125,9 +125,11 @@ class TritonBackend(KernelBackend):
         if not triton_installed():
             raise RuntimeError(INSTALL_HINT)
         cuda = torch.cuda.is_available()
+        # TRITON_INTERPRET=1 interprets on a GPU machine too (debugging; data stays on the GPU)
+        interpret = not cuda or os.environ.get("TRITON_INTERPRET") == "1"
         self.device = torch.device("cuda" if cuda else "cpu")
-        self.codegen = TritonCodegen(interpret=not cuda)
-        self.launcher = TritonLauncher(interpret=not cuda)
+        self.codegen = TritonCodegen(interpret=interpret)
+        self.launcher = TritonLauncher(interpret=interpret)
 
     @classmethod
     def is_available(cls) -> bool:
