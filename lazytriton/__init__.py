@@ -21,6 +21,7 @@ from .device import register_lazy_kernels
 from .ir import LazyExecutionError
 from .runtime import cpp_backend as _cpp_backend  # noqa: F401  (registers "cpp")
 from .runtime import reference as _reference  # noqa: F401  (registers the "aten" backend)
+from .runtime import triton_backend as _triton_backend  # noqa: F401  (registers "triton")
 from .runtime import session as _session
 from .runtime.backend import available_backends
 from .tensor import LazyTensor

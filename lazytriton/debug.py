@@ -43,12 +43,12 @@ def loop_nests(graph) -> str:
     """The scheduled kernels of a graph, one block per kernel or extern call."""
     from .codegen.cpp import CTYPE
     from .lowering import Lowering
-    from .runtime.cpp_backend import _extern_reads
+    from .runtime.kernel_backend import lowering_extern_reads
     from .scheduler import Kernel, schedule
     lowering = Lowering(graph, kernel_dtypes=CTYPE)
     outputs = lowering.outputs()
     lines = []
-    for step in schedule(lowering.steps, outputs, _extern_reads(lowering)).steps:
+    for step in schedule(lowering.steps, outputs, lowering_extern_reads(lowering)).steps:
         if not isinstance(step, Kernel):
             lines.append(f"extern {getattr(step.op, '__name__', step.op)}")
             continue

@@ -571,13 +571,12 @@ def _cat(lowering, node, tensors, dim=0):
         for k in reversed(range(len(tensors))):  # last segment first: where-chain
             own = list(index)
             own[dim] = index[dim] - starts[k]
-            value = loaders[k](ops, own)
             if result is None:
-                result = value
-            else:
+                result = loaders[k](ops, own)
+            else:  # load only inside the segment: elsewhere the address may be out of bounds
                 inside = ops.lt(ops.index_expr(index[dim], torch.int64),
                                 ops.index_expr(starts[k + 1], torch.int64))
-                result = ops.masked(inside, lambda v=value: v, result)
+                result = ops.masked(inside, lambda k=k, own=own: loaders[k](ops, own), result)
         return result
     return Pointwise(dtype, sizes, inner=inner)
 

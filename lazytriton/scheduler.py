@@ -185,8 +185,12 @@ def _same_outer_part(a, b, outer_vars, a_inner, b_inner) -> bool:
     return not (rest_a.free_symbols & b_inner) and not (rest_b.free_symbols & a_inner)
 
 
-def schedule(steps: list, outputs: list, extern_reads: set[int]) -> Schedule:
-    """Group consecutive computations into kernels; externs run between them."""
+def schedule(steps: list, outputs: list, extern_reads: set[int],
+             parallel_inner: bool = True) -> Schedule:
+    """Group consecutive computations into kernels; externs run between them.
+    `parallel_inner`: the backend runs a kernel's inner loops in parallel when it has no outer
+    loop (C++/OpenMP does; a Triton kernel without an outer range is one program, so there a
+    pointwise loop does not join a whole-tensor reduction)."""
     result: list = []
     current: Kernel | None = None
     names = iter(f"kernel{k}" for k in range(10**6))
@@ -202,13 +206,34 @@ def schedule(steps: list, outputs: list, extern_reads: set[int]) -> Schedule:
         if current is not None:
             split = _split_for(step.node, current.outer)
             member = Member(step, split) if split is not None else None
-            if member is not None and _row_local(current, member):
+            serial = not (parallel_inner or current.outer or isinstance(step.node, Reduction)
+                          or all(s == 1 for s in step.node.sizes))
+            if member is not None and not serial and _row_local(current, member):
                 current.members.append(member)
                 continue
         current = _start_kernel(step, next(names))
         result.append(current)
+    result = _drop_unread(result, outputs, extern_reads)
     _keep_local_reductions(result, outputs, extern_reads)
     return Schedule(result, outputs)
+
+
+def _drop_unread(steps: list, outputs: list, extern_reads: set[int]) -> list:
+    """Drop computations nothing reads (e.g. a loss whose gradient alone is used), and the
+    kernels left empty."""
+    wanted = {id(o) for o in outputs} | {id(getattr(o, "base", None)) for o in outputs}
+    wanted |= extern_reads
+    while True:
+        kernels = [s for s in steps if isinstance(s, Kernel)]
+        read = wanted | {id(buf) for k in kernels for buf in kernel_reads(k)}
+        changed = False
+        for kernel in kernels:
+            alive = [m for m in kernel.members if id(m.buffer) in read]
+            changed |= len(alive) < len(kernel.members)
+            kernel.members = alive
+        steps = [s for s in steps if not isinstance(s, Kernel) or s.members]
+        if not changed:
+            return steps
 
 
 def kernel_reads(kernel: Kernel) -> list[Buffer]:

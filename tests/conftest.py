@@ -20,7 +20,9 @@ import lazytriton
 
 # The backend the front-end tests run on, and those the differential suites run on.
 TEST_BACKEND = os.environ.get("LAZYTRITON_TEST_BACKEND", "aten")
-DIFFERENTIAL_BACKENDS = [TEST_BACKEND] if "LAZYTRITON_TEST_BACKEND" in os.environ else ["aten", "cpp"]
+# every code-generating backend this machine has (triton runs under its interpreter without a GPU)
+DIFFERENTIAL_BACKENDS = [TEST_BACKEND] if "LAZYTRITON_TEST_BACKEND" in os.environ else \
+    [b for b in ("aten", "cpp", "triton") if b in lazytriton.available_backends()]
 os.environ.setdefault("LAZYTRITON_STRICT", "1")  # a compiler failure fails the test, loudly
 
 

@@ -1,15 +1,76 @@
-"""What every code generator shares: printing index expressions, simplifying them with the
-loop ranges, and kernel bodies built from lines with common-subexpression elimination."""
+"""What every code generator shares: the ops-handler protocol loop IR computes through, printing
+index expressions, simplifying them with the loop ranges, and kernel bodies built from lines
+with common-subexpression elimination."""
 from __future__ import annotations
 
 import functools
 import itertools
 from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 import sympy
 from sympy.printing.str import StrPrinter
 
 from ..sizevars import FloorDiv, ModularIndexing
+
+
+# --- the ops handler ---------------------------------------------------------------------------
+# Loop IR describes an element as calls on an `ops` handler that each code generator supplies
+# (loopir.py). These are all the element ops it may call, by name; values are the handler's own
+# (CSE variables), dtypes are torch dtypes.
+
+UNARY_OPS = frozenset({  # one operand, its dtype out
+    "neg", "abs", "exp", "exp2", "log", "log2", "log10", "sqrt", "rsqrt", "sin", "cos", "tan",
+    "tanh", "sinh", "cosh", "asin", "acos", "atan", "atanh", "asinh", "acosh", "sigmoid",
+    "relu", "erf", "erfc", "log1p", "expm1", "floor", "ceil", "round", "trunc", "reciprocal",
+    "sign", "lgamma", "bitwise_not"})
+PREDICATE_OPS = frozenset({"isnan", "isinf", "logical_not"})  # one operand, bool out
+BINARY_OPS = frozenset({  # two operands of one dtype, that dtype out
+    "add", "sub", "mul", "truediv", "maximum", "minimum", "atan2", "copysign", "hypot",
+    "bitwise_and", "bitwise_or", "bitwise_xor", "clamp_min", "clamp_max", "pow",
+    # Python semantics on integers (floor division, sign of the divisor); x / 0 sets the error flag
+    "floordiv", "truncdiv", "remainder", "fmod"})
+COMPARE_OPS = frozenset({"eq", "ne", "lt", "le", "gt", "ge",  # two operands, bool out
+                         "logical_and", "logical_or", "logical_xor"})
+ELEMENT_OPS = UNARY_OPS | PREDICATE_OPS | BINARY_OPS | COMPARE_OPS
+
+
+class OpsHandler(Protocol):
+    """What lowerings call while a code generator prints a kernel; plus every name in
+    ELEMENT_OPS as a method taking and returning values."""
+
+    def load(self, buf, index) -> Any:
+        """buf's element at the flat `index` (a sympy expression in the loop variables)."""
+
+    def constant(self, value, dtype) -> Any: ...
+
+    def scalar(self, arg, dtype) -> Any:
+        """A graph-input number (lowering.ScalarArg): a kernel parameter, never a literal."""
+
+    def index_expr(self, expr, dtype) -> Any:
+        """An index expression's value as data (arange, masks of cat/pad)."""
+
+    def to_dtype(self, x, dtype) -> Any: ...
+
+    def where(self, cond, a, b) -> Any: ...
+
+    def masked(self, cond, body: Callable[[], Any], other) -> Any:
+        """body() where cond holds (its loads may be out of bounds elsewhere), else other."""
+
+    def indirect(self, var, size) -> Any:
+        """An index read from memory, as a symbol usable in index expressions: negative wraps
+        as in eager, out of [0, size) sets the error flag."""
+
+    def rand(self, seed, offset) -> Any:
+        """Uniform [0, 1) float32, a pure function of (seed, flat offset)."""
+
+    def randn(self, seed, offset) -> Any:
+        """Standard normal float32, a pure function of (seed, flat offset)."""
+
+
+def missing_ops(handler: object) -> list[str]:
+    """Element ops `handler` does not answer (a backend's completeness check)."""
+    return sorted(name for name in ELEMENT_OPS if not callable(getattr(handler, name, None)))
 
 
 class ExprPrinter(StrPrinter):

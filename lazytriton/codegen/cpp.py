@@ -4,7 +4,6 @@ first use), so the same fused loop nest prints the same source whatever the batc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import sympy
@@ -14,6 +13,8 @@ from ..loopir import Buffer, Reduction, Scatter
 from ..scheduler import Kernel, Member, member_index, ranges_of, store_index
 from ..sizevars import flat_index, index_symbol
 from .common import CppPrinter, CSEVariable, KernelBody, simplify_index
+from .signature import (BOUNDS, BUFFER, ERR, SCALAR, GeneratedCode, GeneratedKernel,
+                        KernelSignature, Param)
 
 # inlined into every translation unit, so the library's cache key covers the helpers too
 PRELUDE = "\n".join((Path(__file__).parent / name).read_text()
@@ -89,37 +90,11 @@ _LOGICAL = {"logical_and": "({0} && {1})", "logical_or": "({0} || {1})",
             "logical_xor": "(static_cast<bool>({0}) != static_cast<bool>({1}))"}
 
 
-@dataclass
-class KernelArgs:
-    """A kernel's parameters in order of first use, under canonical names."""
-    buffers: dict[str, tuple[str, Buffer]] = field(default_factory=dict)  # buffer name -> param
-    sizes: dict[sympy.Symbol, sympy.Symbol] = field(default_factory=dict)  # graph sym -> ks
-    scalars: dict[str, tuple[str, object]] = field(default_factory=dict)  # ScalarArg -> aN
-    uses_err: bool = False
-    checked: bool = False  # bounds-checked accesses: an extent per buffer, and a report slot
-
-    def access(self, param: str, index: str) -> str:
-        """The element `param[index]`, as an lvalue; checked against the buffer's extent."""
-        if not self.checked:
-            return f"{param}[{index}]"
-        return f"lt::checked({param}, {index}, {param}_n, {param[1:]}, bounds)"
-
-    def buffer(self, buf: Buffer) -> str:
-        if buf.name not in self.buffers:
-            self.buffers[buf.name] = (f"p{len(self.buffers)}", buf)
-        return self.buffers[buf.name][0]
-
-    def rename_sizes(self, expr):
-        expr = sympy.sympify(expr)
-        for s in sorted(expr.free_symbols, key=lambda s: s.name):
-            if s.name.startswith("s") and s.name[1:].isdigit() and s not in self.sizes:
-                self.sizes[s] = sympy.Symbol(f"ks{len(self.sizes)}", integer=True, positive=True)
-        return expr.xreplace(self.sizes)
-
-    def scalar(self, arg) -> str:
-        if arg.name not in self.scalars:
-            self.scalars[arg.name] = (f"a{len(self.scalars)}", arg)
-        return self.scalars[arg.name][0]
+def access(args: KernelSignature, param: str, index: str) -> str:
+    """The element `param[index]`, as an lvalue; checked against the buffer's extent."""
+    if not args.checked:
+        return f"{param}[{index}]"
+    return f"lt::checked({param}, {index}, {param}_n, {param[1:]}, bounds)"
 
 
 class CppOps:
@@ -135,7 +110,7 @@ class CppOps:
             return local
         param = self.k.args.buffer(buf)
         text = self.k.index(index)
-        expr = self.k.args.access(param, text)
+        expr = access(self.k.args, param, text)
         if buf.dtype in _HALF:
             expr = f"{_HALF[buf.dtype][0]}({expr})"
         return self._cse(f"load {expr}", buf.dtype, expr)
@@ -301,7 +276,7 @@ class CppKernel:
 
     def __init__(self, kernel: Kernel, checked: bool = False):
         self.kernel = kernel
-        self.args = KernelArgs(checked=checked)
+        self.args = KernelSignature(checked=checked)
         self.body = KernelBody()
         self.ops = CppOps(self)
         self.printer = CppPrinter()
@@ -342,18 +317,7 @@ class CppKernel:
         return lines
 
     def _signature(self) -> str:
-        params = []
-        for param, buf in self.args.buffers.values():
-            params.append(f"{CTYPE[buf.dtype]}* __restrict__ {param}")
-        for sym in self.args.sizes.values():
-            params.append(f"int64_t {sym}")
-        for name, arg in self.args.scalars.values():
-            params.append(f"{'double' if arg.dtype == torch.float64 else 'int64_t'} {name}")
-        if self.args.uses_err:
-            params.append("int32_t* err")
-        if self.args.checked:
-            params += [f"int64_t {param}_n" for param, _ in self.args.buffers.values()]
-            params.append("int64_t* bounds")
+        params = [_declare(p) for p in self.args.params()]
         return f'extern "C" void {self.kernel.name}(' + ", ".join(params) + ")"
 
     # --- members ----------------------------------------------------------------------------
@@ -379,7 +343,7 @@ class CppKernel:
 
     def _store(self, member: Member, index, value) -> str:
         buf = member.buffer
-        target = self.args.access(self.args.buffer(buf), self.index(store_index(member, index)))
+        target = access(self.args, self.args.buffer(buf), self.index(store_index(member, index)))
         value = self.ops.to_dtype(value, buf.dtype)
         if buf.dtype in _HALF:
             return f"{target} = {_HALF[buf.dtype][1]}({value});"
@@ -422,7 +386,7 @@ class CppKernel:
         return copy + loops
 
     def _scatter_write(self, buf: Buffer, at: str, value, accumulate: bool) -> str:
-        target = self.args.access(self.args.buffer(buf), at)
+        target = access(self.args, self.args.buffer(buf), at)
         if buf.dtype in _HALF:
             from_half, to_half = _HALF[buf.dtype]
             total = f"{from_half}({target}) + {value}" if accumulate else f"{value}"
@@ -535,6 +499,18 @@ def _indent(lines: list[str], level: int) -> str:
     return "\n".join("  " * level + line for line in lines)
 
 
+def _declare(param: Param) -> str:
+    if param.kind == BUFFER:
+        return f"{CTYPE[param.dtype]}* __restrict__ {param.name}"
+    if param.kind == SCALAR:
+        return f"{'double' if param.dtype == torch.float64 else 'int64_t'} {param.name}"
+    if param.kind == ERR:
+        return f"int32_t* {param.name}"
+    if param.kind == BOUNDS:
+        return f"int64_t* {param.name}"
+    return f"int64_t {param.name}"  # SIZE, EXTENT
+
+
 def generate_translation_unit(kernels: list[Kernel], checked: bool = False
                               ) -> tuple[str, list[CppKernel]]:
     """All kernels of a graph as one C++ source; `checked`: every access bounds-checked."""
@@ -542,3 +518,19 @@ def generate_translation_unit(kernels: list[Kernel], checked: bool = False
     bodies = [e.generate() for e in emitted]
     header = "// generated by lazytriton: the fused kernels of one graph\n" + PRELUDE
     return header + "\n" + "\n".join(bodies), emitted
+
+
+class CppCodegen:
+    """The C++ backend's kernel code generator: one translation unit per graph."""
+    source_file = "kernels.cpp"
+    parallel_inner = True  # `omp parallel for` over the inner loop when there is no outer one
+    kernel_dtypes = frozenset(CTYPE)  # ops on others (complex) stay aten calls
+
+    def __init__(self, checked: bool = False):
+        self.checked = checked
+
+    def generate(self, kernels: list[Kernel], sizevars=None) -> GeneratedCode:
+        source, emitted = generate_translation_unit(kernels, self.checked)
+        return GeneratedCode(
+            [GeneratedKernel(e.kernel, e.kernel.name, e.args, self.source_file) for e in emitted],
+            {self.source_file: source})

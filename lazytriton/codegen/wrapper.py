@@ -1,10 +1,13 @@
 """The generated Python wrapper of a compiled graph: binds sizes from the inputs, allocates
-buffers (re-using freed ones of the same size), calls extern aten kernels and the C++ kernels,
-and returns the outputs. Written to the cache dir next to the kernels, so a person can read
-exactly what runs."""
+buffers (re-using freed ones of the same size), calls extern aten kernels and the generated
+kernels, and returns the outputs. Written to the cache dir next to the kernels, so a person can
+read exactly what runs.
+
+It knows neither the device nor how a kernel is launched: buffers live on `device` (a name in
+its namespace), and each kernel is called as `k_<name>(...)` with tensors, sizes and scalars in
+the order of its KernelSignature; the backend's launcher binds those names."""
 from __future__ import annotations
 
-import ctypes
 from typing import Any
 
 import sympy
@@ -15,7 +18,7 @@ from ..loopir import Buffer, ComputedBuffer, ExternBuffer, ExternKernel, InputBu
 from ..lowering import Lowering, ScalarArg, StridedView
 from ..scheduler import Kernel, Schedule, extern_reads, kernel_reads
 from .common import PythonPrinter
-from .cpp import CppKernel
+from .signature import BOUNDS, BUFFER, ERR, EXTENT, SCALAR, SIZE, GeneratedKernel, Param
 
 _ERRORS = {1: (IndexError, "index out of range in self"),
            2: (ZeroDivisionError, "ZeroDivisionError: integer division or modulo by zero")}
@@ -46,7 +49,8 @@ class Extern:
     def _fill(self, t, values, name):
         if isinstance(t, _Slot):
             value = values[t.index]
-            return torch.Generator().manual_seed(int(value)) if name == "generator" else value
+            return torch.Generator(self.device).manual_seed(int(value)) if name == "generator" \
+                else value
         if isinstance(t, list):
             return [self._fill(x, values, name) for x in t]
         return self.device if t is LAZY_DEVICE else t
@@ -102,16 +106,17 @@ def raise_kernel_error(code: int) -> None:
 
 
 class WrapperWriter:
-    def __init__(self, lowering: Lowering, sched: Schedule, kernels: list[CppKernel],
-                 source_path: str = "kernels.cpp"):
+    def __init__(self, lowering: Lowering, sched: Schedule, kernels: list[GeneratedKernel],
+                 device: torch.device, folder: str = "."):
         self.lowering = lowering
-        self.source_path = source_path
+        self.folder = folder  # where the kernels' sources are, for error messages
         self.sched = sched
         self.kernels = {k.kernel.name: k for k in kernels}
+        self.device = device
         self.printer = PythonPrinter()
         self.lines: list[str] = []
         self.names: dict[int, str] = {}  # id(buffer) -> variable holding it
-        self.namespace: dict[str, Any] = {"torch": torch, "c_void_p": ctypes.c_void_p,
+        self.namespace: dict[str, Any] = {"torch": torch, "device": device,
                                           "fix_layout": fix_layout, "extent": extent,
                                           "check_bounds": check_bounds,
                                           "raise_kernel_error": raise_kernel_error}
@@ -132,7 +137,7 @@ class WrapperWriter:
             else:
                 self._kernel(step)
             self._release(i, last_use)
-        uses_err = any(k.args.uses_err for k in self.kernels.values())
+        uses_err = any(k.signature.uses_err for k in self.kernels.values())
         if uses_err:
             self.lines.append("if err[0] != 0:")
             self.lines.append("    raise_kernel_error(int(err[0]))")
@@ -140,9 +145,9 @@ class WrapperWriter:
         self.lines.append(f"return [{outs}]")
         header = ["def call(inputs):"]
         if uses_err:
-            header.append("    err = torch.zeros(1, dtype=torch.int32)")
-        if any(k.args.checked for k in self.kernels.values()):
-            header.append("    bounds = torch.zeros(3, dtype=torch.int64)")
+            header.append("    err = torch.zeros(1, dtype=torch.int32, device=device)")
+        if any(k.signature.checked for k in self.kernels.values()):
+            header.append("    bounds = torch.zeros(3, dtype=torch.int64, device=device)")
         return "\n".join(header + ["    " + line for line in self.lines]) + "\n"
 
     # --- inputs and sizes -------------------------------------------------------------------
@@ -174,7 +179,7 @@ class WrapperWriter:
                               f"{self.shape(buf.strides)})  # re-uses {old}'s memory")
         else:
             self.lines.append(f"{name} = torch.empty_strided({self.shape(buf.sizes)}, "
-                              f"{self.shape(buf.strides)}, dtype={buf.dtype})")
+                              f"{self.shape(buf.strides)}, dtype={buf.dtype}, device=device)")
         self.names[id(buf)] = name
         return name
 
@@ -183,27 +188,31 @@ class WrapperWriter:
             if not m.local:
                 self._allocate(m.buffer)
         emitted = self.kernels[kernel.name]
-        fn_name = f"k_{kernel.name}"
-        self.namespace[fn_name] = None  # bound when the library is loaded
-        buffers = [self.names[id(buf)] for _, buf in emitted.args.buffers.values()]
-        args = [f"c_void_p({name}.data_ptr())" for name in buffers]
-        args += [self.expr(sym) for sym in emitted.args.sizes]
-        args += [f"inputs[{arg.input_index}]" for _, arg in emitted.args.scalars.values()]
-        if emitted.args.uses_err:
-            args.append("c_void_p(err.data_ptr())")
-        if emitted.args.checked:
-            args += [f"extent({name})" for name in buffers]
-            args.append("c_void_p(bounds.data_ptr())")
+        fn_name = f"k_{emitted.name}"
+        self.namespace[fn_name] = None  # bound by the backend's launcher
+        args = [self._argument(p) for p in emitted.signature.params()]
         fused = ", ".join(sorted(set(kernel.origins))) or "copy"
         self.lines.append(f"{fn_name}({', '.join(args)})  # {fused}")
-        if emitted.args.checked:
-            params = [(param, buf.name) for param, buf in emitted.args.buffers.values()]
-            self.lines.append(f"check_bounds(bounds, {kernel.name!r}, {params!r}, "
-                              f"{self.source_path!r})")
+        if emitted.signature.checked:
+            params = [(param, buf.name) for param, buf in emitted.signature.buffers.values()]
+            source = f"{self.folder}/{emitted.source_file}"
+            self.lines.append(f"check_bounds(bounds, {emitted.name!r}, {params!r}, {source!r})")
+
+    def _argument(self, param: Param) -> str:
+        """What the wrapper passes for one kernel parameter."""
+        if param.kind == BUFFER:
+            return self.names[id(param.value)]
+        if param.kind == SIZE:
+            return self.expr(param.value)
+        if param.kind == SCALAR:
+            return f"inputs[{param.value.input_index}]"
+        if param.kind == EXTENT:
+            return f"extent({self.names[id(param.value)]})"
+        return {ERR: "err", BOUNDS: "bounds"}[param.kind]
 
     def _extern(self, step: ExternKernel, i: int) -> None:
         fn_name = f"extern{i}"
-        call = Extern(step, torch.device("cpu"))
+        call = Extern(step, self.device)
         self.namespace[fn_name] = call
         values = []
         for slot in call.slots:

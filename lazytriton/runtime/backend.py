@@ -28,6 +28,15 @@ class Backend(ABC):
     def is_available(cls) -> bool:
         return True
 
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        return "not available on this machine"
+
+    @classmethod
+    def chosen_by_auto(cls) -> bool:
+        """Whether "auto" may pick it (when available)."""
+        return cls.is_available()
+
     @abstractmethod
     def compile(self, graph: Graph, artifacts: Path) -> CompiledGraph:
         """Compile `graph`; `artifacts` is the graph's folder in the cache, for readable output."""
@@ -38,7 +47,7 @@ class Backend(ABC):
 
 
 _registry: dict[str, Callable[[], Backend]] = {}
-# "auto" takes the first available of these
+# "auto" takes the first of these that says so (triton: only with CUDA)
 _PREFERENCE = ("triton", "cpp", "aten")
 
 
@@ -55,11 +64,11 @@ def create_backend(name: str | None) -> Backend:
     name = (name or "auto").lower()
     available = available_backends()
     if name == "auto":
-        name = next(n for n in _PREFERENCE if n in available)
+        name = next(n for n in _PREFERENCE if n in _registry and _registry[n].chosen_by_auto())
     if name not in _registry:
         raise ValueError(f"unknown lazytriton backend {name!r}; choose one of "
                          f"{['auto'] + sorted(_registry)}")
     if name not in available:
-        raise RuntimeError(f"lazytriton backend {name!r} is not available on this machine "
+        raise RuntimeError(f"lazytriton backend {name!r}: {_registry[name].unavailable_reason()} "
                            f"(available: {available})")
     return _registry[name]()

@@ -1,0 +1,130 @@
+"""The compile pipeline every code-generating backend shares, and the two pieces a backend plugs
+into it: a kernel code generator and a launcher.
+
+    lower -> schedule -> generate kernels -> write artifacts -> load (build, bind) -> wrap
+
+A backend's code generator turns the scheduler's Kernels into source files (GeneratedCode); its
+launcher loads them and returns one callable per kernel, taking the kernel's parameters in its
+KernelSignature order (tensors, sizes, scalars, the error flag). The generated wrapper calls
+those and knows nothing else about the backend. If anything fails, the graph runs on the
+reference executor instead, with a warning that names the files in the cache dir
+(LAZYTRITON_STRICT=1 makes it an error, for tests).
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from .. import metrics
+from ..codegen.signature import GeneratedCode
+from ..codegen.wrapper import WrapperWriter
+from ..graph import Graph
+from ..lowering import Lowering
+from ..scheduler import Kernel, Schedule, extern_reads, schedule
+from ..sizevars import SizeVars
+from .backend import Backend
+from .disk_cache import atomic_write
+from .reference import ReferenceProgram
+
+
+class KernelCodegen(Protocol):
+    parallel_inner: bool  # inner loops of a kernel without an outer loop run in parallel
+    kernel_dtypes: frozenset  # dtypes kernels can hold; ops on others stay aten calls
+
+    def generate(self, kernels: list[Kernel], sizevars: SizeVars) -> GeneratedCode:
+        """Source for these kernels (a graph's, in execution order); `sizevars` gives the
+        graph's concrete sizes, for choices such as block sizes (never baked into source)."""
+
+
+class Launcher(Protocol):
+    def load(self, code: GeneratedCode, artifacts: Path) -> tuple[dict[str, Callable], Any]:
+        """Build/load the written sources: {kernel name: launch callable}, and an object to keep
+        alive as long as the callables are used (a loaded library, modules)."""
+
+
+class CompiledProgram:
+    def __init__(self, call: Callable, guards: dict, keepalive: Any, kernels: list[Kernel]):
+        self.call = call
+        self.guards = guards  # graph input index -> the scalar value this program assumed
+        self.keepalive = keepalive
+        self.kernels = kernels
+
+    def __call__(self, inputs):
+        return self.call(inputs)
+
+
+class KernelBackend(Backend):
+    """A backend made of a code generator, a launcher and the device its buffers live on."""
+    codegen: KernelCodegen
+    launcher: Launcher
+
+    def compile(self, graph: Graph, artifacts: Path):
+        try:
+            return compile_graph(graph, artifacts, self.codegen, self.launcher, self.device)
+        except Exception as e:  # noqa: BLE001 -- any compiler failure must not lose the step
+            if os.environ.get("LAZYTRITON_STRICT"):
+                raise
+            metrics.counter_inc("FallbackGraph")  # tests check no graph took this path
+            warnings.warn(f"lazytriton: compiling this graph for {self.name} failed ({e}); it "
+                          f"runs on the reference executor instead. Generated files: {artifacts}",
+                          RuntimeWarning, stacklevel=2)
+            return ReferenceProgram(graph, self.device)
+
+    def source(self, graph: Graph) -> str:
+        """The kernel sources this backend generates for `graph` (debug.dump_ir "backend")."""
+        lowering, sched = lower_and_schedule(graph, self.codegen)
+        code = self.codegen.generate([s for s in sched.steps if isinstance(s, Kernel)],
+                                     lowering.sizevars)
+        return "\n".join(f"# --- {name}\n{text}" for name, text in code.files.items())
+
+
+def lower_and_schedule(graph: Graph, codegen: KernelCodegen) -> tuple[Lowering, Schedule]:
+    lowering = Lowering(graph, kernel_dtypes=getattr(codegen, "kernel_dtypes", None))
+    outputs = lowering.outputs()
+    return lowering, schedule(lowering.steps, outputs, lowering_extern_reads(lowering),
+                              getattr(codegen, "parallel_inner", True))
+
+
+def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launcher: Launcher,
+                  device: torch.device) -> CompiledProgram:
+    lowering, sched = lower_and_schedule(graph, codegen)
+    kernels = [s for s in sched.steps if isinstance(s, Kernel)]
+    code = codegen.generate(kernels, lowering.sizevars)
+    writer = WrapperWriter(lowering, sched, code.kernels, device, str(artifacts))
+    wrapper_source = writer.generate()
+    for name, text in code.files.items():
+        atomic_write(artifacts / name, text)
+    atomic_write(artifacts / "wrapper.py", _wrapper_file(wrapper_source, code))
+    atomic_write(artifacts / "kernels.json", json.dumps(kernel_index(code), indent=1))
+    launchers, keepalive = launcher.load(code, artifacts) if kernels else ({}, None)
+    for emitted in code.kernels:
+        writer.namespace[f"k_{emitted.name}"] = launchers[emitted.name]
+    exec(compile(wrapper_source, str(artifacts / "wrapper.py"), "exec"), writer.namespace)
+    return CompiledProgram(writer.namespace["call"], lowering.guards, keepalive, kernels)
+
+
+def lowering_extern_reads(lowering: Lowering) -> set[int]:
+    return {id(buf) for ext in lowering.externs for buf in extern_reads(ext)}
+
+
+def kernel_index(code: GeneratedCode) -> list[dict]:
+    """Which ops each kernel fused and its loop sizes: the cache index people read."""
+    return [{"kernel": g.name, "source": g.source_file, "fused_ops": sorted(set(k.origins)),
+             "params": [{"name": p.name, "kind": p.kind, "dtype": str(p.dtype).split(".")[-1]}
+                        for p in g.signature.params()],
+             "outer_loop": [str(s) for s in k.outer],
+             "members": [{"buffer": m.buffer.name, "sizes": [str(s) for s in m.node.sizes],
+                          "reduction": getattr(m.node, "reduction_type", None) if m.is_reduction
+                          else None, "in_register": m.local} for m in k.members], **g.index}
+            for g in code.kernels for k in [g.kernel]]
+
+
+def _wrapper_file(source: str, code: GeneratedCode) -> str:
+    files = ", ".join(sorted(code.files)) or "no kernels"
+    return ("# generated by lazytriton: the Python side of one compiled graph.\n"
+            f"# k_<name> launch the kernels in {files}; externN call aten ops.\n" + source)

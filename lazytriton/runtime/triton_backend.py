@@ -1,0 +1,149 @@
+"""Backend "triton": the shared pipeline (kernel_backend.compile_graph) with Triton kernels.
+
+On CUDA the lazy device's data lives on the GPU and kernels are compiled by Triton's JIT (its
+cache inside lazytriton's cache dir). Without a GPU the same kernels run under Triton's
+interpreter on CPU tensors: each kernel module is executed with TRITON_INTERPRET=1, which makes
+its @triton.jit functions interpreted; the modules use Triton builtins only, so this works
+whenever triton was imported (see codegen/triton_helpers.py).
+
+Each kernel is a module in the graph's cache folder (triton_per_softmax_0.py ...). Its launcher
+and grid are bound once per graph: a graph has fixed sizes, so the grid is a constant.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import struct
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+import numpy
+import torch
+
+from .. import metrics
+from ..codegen.signature import SCALAR, GeneratedCode, GeneratedKernel
+from ..codegen.triton import TritonCodegen
+from .backend import register_backend
+from .kernel_backend import KernelBackend
+
+INSTALL_HINT = ('the "triton" backend needs the triton package (3.6 to 3.9): '
+                'pip install -e ".[triton]"  (or: pip install "triton>=3.6,<3.10")')
+_USER_TRITON_CACHE = "TRITON_CACHE_DIR" in os.environ
+
+
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+class TritonLauncher:
+    def __init__(self, interpret: bool):
+        self.interpret = interpret
+
+    def load(self, code: GeneratedCode, artifacts: Path) -> tuple[dict[str, Callable], list]:
+        if not self.interpret and not _USER_TRITON_CACHE:  # Triton's binaries next to ours
+            os.environ["TRITON_CACHE_DIR"] = str(artifacts.parent.parent / "kernels" / "triton")
+        modules, launchers = [], {}
+        for emitted in code.kernels:
+            module = load_kernel_module(artifacts / emitted.source_file, self.interpret)
+            modules.append(module)
+            launchers[emitted.name] = bind(module, emitted, quiet=self.interpret)
+        return launchers, modules
+
+
+def bind(module: ModuleType, emitted: GeneratedKernel, quiet: bool = False) -> Callable:
+    """A callable taking the kernel's signature arguments that runs its launches in order;
+    float64 scalars go as their bits (a Python float would reach the kernel as float32).
+    `quiet`: the interpreter computes with numpy, which warns where a GPU silently gives
+    inf/NaN (in lanes a tl.where then drops)."""
+    steps = []
+    for launch in emitted.launch:
+        options = dict(launch.config.constexprs(), num_warps=launch.config.num_warps,
+                       num_stages=launch.config.num_stages)
+        steps.append((getattr(module, launch.function)[launch.grid], options))
+    floats = [i for i, p in enumerate(emitted.signature.params())
+              if p.kind == SCALAR and p.dtype == torch.float64]
+
+    def run(*args):
+        if floats:
+            args = list(args)
+            for i in floats:
+                args[i] = float64_bits(args[i])
+        with numpy.errstate(all="ignore") if quiet else contextlib.nullcontext():
+            for fn, options in steps:
+                fn(*args, **options)
+    return run
+
+
+def float64_bits(value) -> int:
+    return struct.unpack("<q", struct.pack("<d", float(value)))[0]
+
+
+_modules: dict[tuple[str, bool], ModuleType] = {}
+_lock = threading.Lock()
+_ENV = threading.Lock()
+
+
+def load_kernel_module(path: Path, interpret: bool) -> ModuleType:
+    """The kernel module in `path`, executed once per process per source text (a new graph with
+    the same kernel reuses it, and on CUDA Triton's compiled binaries with it)."""
+    text = path.read_text()
+    key = (hashlib.sha256(text.encode()).hexdigest(), interpret)
+    with _lock:
+        module = _modules.get(key)
+        if module is None:
+            module = _execute(path, f"lazytriton_kernels.{path.stem}_{key[0][:12]}", interpret)
+            _modules[key] = module
+            metrics.counter_inc("KernelCompile")
+    return module
+
+
+def _execute(path: Path, name: str, interpret: bool) -> ModuleType:
+    import triton  # noqa: F401  (before the environment changes: its own functions stay JIT)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    with _ENV:
+        saved = os.environ.get("TRITON_INTERPRET")
+        os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            if saved is None:
+                del os.environ["TRITON_INTERPRET"]
+            else:
+                os.environ["TRITON_INTERPRET"] = saved
+    return module
+
+
+class TritonBackend(KernelBackend):
+    name = "triton"
+
+    def __init__(self):
+        if not triton_installed():
+            raise RuntimeError(INSTALL_HINT)
+        cuda = torch.cuda.is_available()
+        # TRITON_INTERPRET=1 interprets on a GPU machine too (debugging; data stays on the GPU)
+        interpret = not cuda or os.environ.get("TRITON_INTERPRET") == "1"
+        self.device = torch.device("cuda" if cuda else "cpu")
+        self.codegen = TritonCodegen(interpret=interpret)
+        self.launcher = TritonLauncher(interpret=interpret)
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return triton_installed()
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        return INSTALL_HINT
+
+    @classmethod
+    def chosen_by_auto(cls) -> bool:
+        """"auto" means Triton only on a GPU: on a CPU the interpreter is for tests, and the
+        C++ backend is what runs fast."""
+        return torch.cuda.is_available() and triton_installed()
+
+
+register_backend("triton", TritonBackend)

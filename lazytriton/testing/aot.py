@@ -1,0 +1,96 @@
+"""Compile generated Triton kernels ahead of time for a GPU this machine need not have:
+`triton.compile(ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32))`
+builds PTX and a cubin (ptxas ships with triton) without a driver. Tests use it to check that
+every kernel the CPU interpreter ran also compiles for sm_90.
+
+    python -m lazytriton.testing.aot <graph folder>...   # each folder: kernels.json + sources
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# the Triton type of each parameter kind/dtype in kernels.json
+_POINTER = {"float32": "*fp32", "float64": "*fp64", "float16": "*fp16", "bfloat16": "*bf16",
+            "int64": "*i64", "int32": "*i32", "int16": "*i16", "int8": "*i8", "uint8": "*u8",
+            "bool": "*i1"}
+
+
+def param_types(params: list[dict], index_dtype: str) -> dict[str, str]:
+    """kernels.json params -> Triton signature types, as the launcher passes them: float64
+    scalars as their int64 bits, sizes as int32 when the kernel indexes in int32."""
+    types = {}
+    for p in params:
+        if p["kind"] in ("buffer", "err"):
+            types[p["name"]] = _POINTER[p["dtype"]]
+        elif p["kind"] == "size":
+            types[p["name"]] = "i32" if index_dtype == "int32" else "i64"
+        else:  # scalar
+            types[p["name"]] = "i1" if p["dtype"] == "bool" else "i64"
+    return types
+
+
+def load_compiled(path: Path):
+    """The kernel module at `path` with real @triton.jit functions (not interpreted)."""
+    import triton  # noqa: F401  (imported before TRITON_INTERPRET is touched)
+    spec = importlib.util.spec_from_file_location(f"lazytriton_aot.{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    saved = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "0"
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if saved is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = saved
+    return module
+
+
+def compile_kernel(folder: Path, entry: dict, arch: int = 90) -> list[dict]:
+    """Compile every function of one kernels.json entry; one result per launch."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    module = load_compiled(folder / entry["source"])
+    types = param_types(entry["params"], entry.get("index_dtype", "int64"))
+    results = []
+    for launch in entry["launches"]:
+        fn = getattr(module, launch["function"])
+        config = launch["config"]
+        constexprs = {k: config[k] for k in ("XBLOCK", "RBLOCK")
+                      if config.get(k) is not None and k in fn.arg_names}
+        signature = {name: types[name] for name in fn.arg_names if name not in constexprs}
+        signature.update({name: "constexpr" for name in constexprs})
+        start = time.perf_counter()
+        compiled = triton.compile(triton.compiler.ASTSource(fn, signature, constexprs),
+                                  target=GPUTarget("cuda", arch, 32),
+                                  options={"num_warps": config["num_warps"],
+                                           "num_stages": config["num_stages"]})
+        results.append({"function": launch["function"], "seconds": time.perf_counter() - start,
+                        "cubin_bytes": len(compiled.asm["cubin"])})
+    return results
+
+
+def compile_folder(folder: Path, arch: int = 90) -> list[dict]:
+    entries = json.loads((folder / "kernels.json").read_text())
+    return [r for entry in entries for r in compile_kernel(folder, entry, arch)]
+
+
+def main(argv: list[str]) -> int:
+    failed = 0
+    for folder in map(Path, argv):
+        try:
+            for r in compile_folder(folder):
+                print(f"ok   {r['function']}  {r['seconds']:.1f}s  cubin {r['cubin_bytes']} B")
+        except Exception as e:  # noqa: BLE001 -- report every folder
+            failed += 1
+            print(f"FAIL {folder}: {type(e).__name__}: {e}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
