@@ -118,17 +118,24 @@ def philox(seed, offset):
     return c0, c1
 
 
+def uniform_of_bits(bits):
+    """uint32 -> [0, 1) as tl.rand does: the int32 reading, folded to >= 0, times 2^-31."""
+    x = bits.to(tl.int32, bitcast=True)
+    x = tl.where(x < 0, ~x, x)
+    return x.to(tl.float32) * 4.6566127342e-10
+
+
 def uniform(seed, offset):
-    """float32 in [0, 1) with 24 random bits."""
+    """float32 in [0, 1): tl.rand's value, and the C++ prelude's and lazytriton.philox's."""
     r, _ = philox(seed, offset)
-    return (r >> 8).to(tl.float32) * 5.9604644775390625e-08
+    return uniform_of_bits(r)
 
 
 def normal(seed, offset):
-    """A standard normal float32 (Box-Muller on both words of one draw)."""
+    """A standard normal float32 (Box-Muller on the first two words, as tl.randn)."""
     a, b = philox(seed, offset)
-    u1 = ((a >> 8).to(tl.float32) + 1.0) * 5.9604644775390625e-08  # (0, 1]
-    u2 = (b >> 8).to(tl.float32) * 5.9604644775390625e-08
+    u1 = tl.maximum(uniform_of_bits(a), 1e-7)
+    u2 = uniform_of_bits(b)
     return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(6.283185307179586 * u2)
 
 
