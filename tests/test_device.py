@@ -152,6 +152,13 @@ def test_module_to_lazy_keeps_shared_gradients():
     torch.testing.assert_close(grad.cpu(), expected)
 
 
+def test_deepcopy_of_lazy_model_keeps_parameters_and_ties():
+    import copy
+    model = copy.deepcopy(_Shared().to("lazy"))
+    assert isinstance(model.emb.weight, torch.nn.Parameter) and model.emb.weight.requires_grad
+    assert model.head.weight is model.emb.weight and model.emb.mask is model.head.mask
+
+
 def test_save_state_dict_of_lazy_model_and_load_into_lazy_model():
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     model.to("lazy")
