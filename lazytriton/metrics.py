@@ -1,6 +1,6 @@
 """Counters and timings, named as DESIGN.md says: MarkStep, UncachedCompile, CachedCompile,
-KernelCompile, KernelCacheLoad and aten::<op> per op that fell back to eager; timings for
-trace, compile and execute."""
+KernelCompile, KernelCacheLoad, FallbackGraph and aten::<op> per op that fell back to eager;
+timings for trace, compile and execute."""
 from __future__ import annotations
 
 import threading

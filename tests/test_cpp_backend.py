@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -159,6 +160,33 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(cache_dir, monkeypat
     with pytest.warns(RuntimeWarning, match="reference executor instead.*graphs"):
         got = (x.to("lazy").tan() + 3).cpu()
     torch.testing.assert_close(got, x.tan() + 3)
+    assert metrics.counter_value("FallbackGraph") == 1
+
+
+def test_codegen_failure_is_counted_per_graph_and_warned_once_per_reason(cache_dir,
+                                                                           monkeypatch):
+    from lazytriton.runtime import cpp_backend
+    monkeypatch.delenv("LAZYTRITON_STRICT", raising=False)
+    reason = ["no C++ for this kernel"]
+
+    def broken(kernels):
+        raise NotImplementedError(reason[0])
+    monkeypatch.setattr(cpp_backend, "generate_translation_unit", broken)
+    x = torch.randn(7)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ops = [torch.exp, torch.sin, torch.cos]
+        got = [op(x.to("lazy")).cpu() for op in ops]  # three graphs, one reason
+        reason[0] = "another cause"
+        (x.to("lazy") - 1).cpu()
+    for op, g in zip(ops, got):
+        torch.testing.assert_close(g, op(x))
+    assert metrics.counter_value("FallbackGraph") == 4
+    texts = [str(w.message) for w in caught if "FallbackGraph" in str(w.message)]
+    assert len(texts) == 2, texts
+    assert "NotImplementedError: no C++ for this kernel" in texts[0]
+    assert "another cause" in texts[1]
+    assert all(str(cache_dir / "graphs") in t for t in texts)  # names the graph's folder
 
 
 def test_index_out_of_range_raises_like_eager():

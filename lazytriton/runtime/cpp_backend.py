@@ -2,8 +2,9 @@
 one shared library per graph, and run by a generated Python wrapper.
 
 The compile pipeline reads top to bottom: lower -> schedule -> generate C++ -> build -> wrap.
-If anything fails, the graph runs on the reference executor instead, with a warning that names
-the files in the cache dir (LAZYTRITON_STRICT=1 makes it an error, for tests).
+If anything fails, the graph runs on the reference executor instead, counted as FallbackGraph,
+with a warning (once per reason) that names the files in the cache dir (LAZYTRITON_STRICT=1 makes
+it an error, for tests).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .. import metrics
 from ..codegen.cpp import generate_translation_unit
 from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
@@ -46,6 +48,7 @@ class CppBackend(Backend):
 
     def __init__(self):
         self.device = torch.device("cpu")
+        self._warned: set[str] = set()  # fallback reasons already reported
 
     @classmethod
     def is_available(cls) -> bool:
@@ -57,10 +60,20 @@ class CppBackend(Backend):
         except Exception as e:  # noqa: BLE001 -- any compiler failure must not lose the step
             if os.environ.get("LAZYTRITON_STRICT"):
                 raise
-            warnings.warn(f"lazytriton: compiling this graph for C++ failed ({e}); it runs on "
-                          f"the reference executor instead. Generated files: {artifacts}",
-                          RuntimeWarning, stacklevel=2)
+            self._report_fallback(f"{type(e).__name__}: {e}", artifacts)
             return ReferenceProgram(graph, self.device)
+
+    def _report_fallback(self, reason: str, artifacts: Path) -> None:
+        """Count every graph run uncompiled; warn once per reason, so a cause that hits many
+        graphs is seen without flooding the log."""
+        metrics.counter_inc("FallbackGraph")
+        if reason in self._warned:
+            return
+        self._warned.add(reason)
+        warnings.warn(f"lazytriton: compiling a graph for C++ failed ({reason}); it runs on the "
+                      f"reference executor instead (counted as FallbackGraph; this reason is not "
+                      f"reported again). Generated files: {artifacts}", RuntimeWarning,
+                      stacklevel=3)
 
     def _compile(self, graph: Graph, artifacts: Path) -> CppProgram:
         lowering = Lowering(graph)
