@@ -1,13 +1,14 @@
-"""Moving an nn.Module to the lazy device keeps tensors its modules share shared.
+"""Moving an nn.Module to or from the lazy device keeps tensors its modules share shared.
 
 A language model whose head reuses the embedding's weight (GPT-2) must still have one weight
 after `.to("lazy")`, or training silently diverges from eager. torch's Module._apply converts
-each module's tensors separately:
- - parameters: it swaps the converted tensor into the existing Parameter object for traceable
-   wrapper subclasses, which LazyTensor is (tensor.py), so a shared Parameter stays one object
-   (eager's `.to("cuda")` keeps it through `param.data = ...`, which a lazy tensor cannot take);
- - buffers: it stores `fn(buf)` per module, a new tensor each time. So while a module tree is
-   converted, conversions that give a lazy tensor are memoized by source tensor.
+each module's tensors separately. Eager's `.to("cuda")` keeps a shared Parameter by assigning
+`param.data` in place, which a tensor of another kind (a lazy one) cannot take, so _apply makes
+a new Parameter per module; buffers it always replaces with `fn(buf)` per module. (Its other
+path, torch.utils.swap_tensors, refuses tensors an autograd graph still holds.)
+
+So while a module tree is converted, each source tensor is converted once, and afterwards every
+module slot that held one tensor before holds one tensor again.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from .tensor import LazyTensor
 _original_apply: Callable | None = None
 
 
-class _SameSourceSameResult:
-    """`fn` of one Module._apply call, returning one lazy result per source tensor."""
+class _ConvertOnce:
+    """The `fn` of one Module._apply over a tree: one result per source tensor where either
+    is lazy (other conversions keep their own semantics)."""
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
         self.fn = fn
@@ -34,15 +36,36 @@ class _SameSourceSameResult:
         if hit is not None and hit[0] is t and hit[1] == t._cdata and hit[3] == hit[2]._cdata:
             return hit[2]
         out = self.fn(t)
-        if isinstance(out, LazyTensor):
+        if isinstance(out, LazyTensor) or isinstance(t, LazyTensor):
             self.done[id(t)] = (t, t._cdata, out, out._cdata)  # holds t: its id stays unique
         return out
 
 
+def _slots(module: nn.Module, recurse: bool) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    modules = module.modules() if recurse else [module]
+    return [(m, name, t) for m in modules
+            for table in (m._parameters, m._buffers) for name, t in table.items()
+            if t is not None]
+
+
+def _retie(before: list[tuple[nn.Module, str, torch.Tensor]]) -> None:
+    """Slots that shared a tensor before the conversion share the first slot's result."""
+    first: dict[int, torch.Tensor] = {}
+    for module, name, old in before:
+        table = module._parameters if name in module._parameters else module._buffers
+        new = table[name]
+        kept = first.setdefault(id(old), new)
+        if kept is not new and (isinstance(old, LazyTensor) or isinstance(kept, LazyTensor)):
+            setattr(module, name, kept)  # setattr: modules like nn.RNN track their weights
+
+
 def _apply_keeping_shared(self: nn.Module, fn: Callable, recurse: bool = True):
-    if not isinstance(fn, _SameSourceSameResult):  # children get the parent's memo
-        fn = _SameSourceSameResult(fn)
-    return _original_apply(self, fn, recurse)
+    if isinstance(fn, _ConvertOnce):  # a child of a tree being converted: the root reties
+        return _original_apply(self, fn, recurse)
+    before = _slots(self, recurse)
+    result = _original_apply(self, _ConvertOnce(fn), recurse)
+    _retie(before)
+    return result
 
 
 def keep_shared_tensors_on_conversion() -> None:

@@ -127,19 +127,6 @@ class LazyTensor(torch.Tensor):
         # Saved as a CPU tensor (as torch_xla does): a checkpoint must not need a lazy runtime.
         return self.detach().cpu().__reduce_ex__(protocol)
 
-    # Module._apply swaps a converted parameter into the module's existing Parameter object
-    # (torch.utils.swap_tensors) instead of making a new Parameter per module, which would untie
-    # weights two modules share, only for "traceable wrapper subclasses": tensors that flatten
-    # to inner tensors plus context and rebuild from them. A lazy tensor is one with no inner
-    # tensors: its storage and its view are its whole state.
-    def __tensor_flatten__(self) -> tuple[list[str], tuple]:
-        return [], (self._lt_storage, self.storage_offset(), self.dtype)
-
-    @staticmethod
-    def __tensor_unflatten__(inner: dict, ctx: tuple, outer_size, outer_stride) -> "LazyTensor":
-        storage, offset, dtype = ctx
-        return LazyTensor(storage, outer_size, outer_stride, offset, dtype)
-
     def __deepcopy__(self, memo):
         copied = self.detach().clone()
         if isinstance(self, torch.nn.Parameter):  # a lazy Parameter is a LazyTensor marked so

@@ -128,10 +128,11 @@ class _Shared(torch.nn.Module):
 
 def test_module_to_lazy_keeps_shared_parameters_and_buffers():
     model = _Shared()
-    weight, expected = model.emb.weight, model.emb.weight.detach().clone()
+    expected = model.emb.weight.detach().clone()
+    alive = model.a(model.emb.weight)  # an autograd graph holding the weights (swap would fail)
     model.to("lazy")
-    assert model.head.weight is model.emb.weight
-    assert model.emb.weight is weight  # the same Parameter object, as eager's .to("cuda") keeps
+    weight = model.emb.weight
+    assert model.head.weight is weight
     assert isinstance(weight, torch.nn.Parameter) and weight.device.type == "lazy"
     assert model.a[0] is model.b[1] and model.a[0].weight.device.type == "lazy"
     assert model.emb.mask is model.head.mask and model.emb.mask.device.type == "lazy"
@@ -140,6 +141,10 @@ def test_module_to_lazy_keeps_shared_parameters_and_buffers():
     model.double()  # a conversion on the lazy device keeps them shared too
     assert model.head.weight is model.emb.weight and model.emb.weight.dtype == torch.float64
     assert model.emb.mask is model.head.mask and model.emb.mask.dtype == torch.float64
+    model.cpu()  # and so does the way back
+    assert model.head.weight is model.emb.weight and model.emb.weight.device.type == "cpu"
+    assert model.emb.mask is model.head.mask and model.a[0] is model.b[1]
+    assert alive.grad_fn is not None
 
 
 def test_module_to_lazy_keeps_shared_gradients():
