@@ -95,6 +95,22 @@ def test_program_matches_eager(program, shape):
         torch.testing.assert_close(g.cpu(), e)
 
 
+def test_unsafe_split_outputs_written_in_place():
+    """unsafe_split/unsafe_chunk return views their schemas do not declare; nn.GRU and nn.LSTM
+    cells update their gates in place through them. Each output must hold its own values."""
+    def program(x, y):
+        a, b, c = torch.unsafe_split(x * 1, 4, dim=1)
+        b.add_(y).sigmoid_()
+        d, e = (x + 1).unsafe_chunk(2, dim=0)
+        e.mul_(2)
+        return a * 1, b * 1, c * 1, d * 1, e * 1
+    x, y = torch.randn(4, 12), torch.randn(4, 4)
+    expected = program(x, y)
+    got = program(x.to("lazy"), y.to("lazy"))
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g.cpu(), e)
+
+
 def test_view_written_after_mark_step_still_aliases():
     x = torch.randn(4, 4).to("lazy")
     row = x[2]
