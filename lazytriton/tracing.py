@@ -572,6 +572,20 @@ def _is_pinned(self, device=None):
     return False
 
 
+_BATCH_NORM_ARGS = ("input", "weight", "bias", "running_mean", "running_var", "training")
+
+
+def _native_batch_norm(*args, **kwargs):
+    """In training mode native_batch_norm updates running_mean and running_var in place, which
+    its schema does not say (traced as it is, the update would be lost): trace it as
+    _native_batch_norm_legit, the same op whose schema marks them written."""
+    bound = dict(zip(_BATCH_NORM_ARGS, args)) | kwargs
+    if bound["training"] and bound["running_mean"] is not None \
+            and bound["running_var"] is not None:
+        return dispatch(aten._native_batch_norm_legit.default, args, kwargs)
+    return trace_op(aten.native_batch_norm.default, args, kwargs)
+
+
 _SPECIAL = {
     aten.copy_.default: copy_into,
     aten._to_copy.default: _to_copy,
@@ -580,4 +594,5 @@ _SPECIAL = {
     aten.detach_.default: _detach_,
     aten.resize_.default: _resize_,
     aten.is_pinned.default: _is_pinned,
+    aten.native_batch_norm.default: _native_batch_norm,
 }

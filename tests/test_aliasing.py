@@ -2,6 +2,8 @@
 CPU and on the lazy device, and every tensor it returns must agree."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -109,6 +111,18 @@ def test_unsafe_split_outputs_written_in_place():
     got = program(x.to("lazy"), y.to("lazy"))
     for e, g in zip(expected, got):
         torch.testing.assert_close(g.cpu(), e)
+
+
+def test_batch_norm_running_statistics_update_is_traced():
+    """native_batch_norm writes the running statistics without its schema saying so: the write
+    must be in the trace (read before any mark_step), not a side effect of running the graph."""
+    eager = torch.nn.BatchNorm2d(3)
+    lazy = copy.deepcopy(eager).to("lazy")
+    x = torch.randn(4, 3, 5, 5)
+    eager(x), lazy(x.to("lazy"))
+    torch.testing.assert_close(lazy.running_mean.cpu(), eager.running_mean)
+    torch.testing.assert_close(lazy.running_var.cpu(), eager.running_var)
+    assert int(lazy.num_batches_tracked.cpu()) == 1
 
 
 def test_view_written_after_mark_step_still_aliases():
