@@ -125,6 +125,18 @@ def test_batch_norm_running_statistics_update_is_traced():
     assert int(lazy.num_batches_tracked.cpu()) == 1
 
 
+def test_transpose_in_place_restrides_without_a_copy():
+    """transpose_'s out-of-place twin is transpose.int (another overload name): it restrides
+    like t_ and unsqueeze_ (nn.GRU's batch_first output goes through it)."""
+    x = torch.randn(3, 4, 2)
+    lazy = x.to("lazy")
+    x.transpose_(0, 1)
+    lazy.transpose_(0, 1)
+    assert lazy.shape == x.shape and lazy.stride() == x.stride()
+    assert "clone_and_call" not in lazytriton.debug.dump_ir([lazy * 1])
+    torch.testing.assert_close(lazy.cpu(), x)
+
+
 def test_view_written_after_mark_step_still_aliases():
     x = torch.randn(4, 4).to("lazy")
     row = x[2]
