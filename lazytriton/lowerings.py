@@ -755,6 +755,14 @@ _DECOMPOSE = [
     aten.reshape.default, aten.unsqueeze.default, aten.squeeze.dim, aten.permute.default,
     aten.expand.default, aten.slice.Tensor, aten.select.int, aten.alias.default,
     aten.detach.default,
+    # what the model zoo reaches (tests/test_models.py): GRU/LSTM gates (unsafe_split),
+    # BatchNorm training, slicing backwards, per-pixel losses, upsampling, masked attention
+    aten.unsafe_split.Tensor, aten.unsafe_split_with_sizes.default,
+    aten._native_batch_norm_legit_functional.default, aten.native_batch_norm_backward.default,
+    aten.slice_backward.default, aten.slice_scatter.default, aten.select_backward.default,
+    aten.select_scatter.default, aten._unsafe_masked_index.default,
+    aten.nll_loss2d_forward.default, aten.nll_loss2d_backward.default,
+    aten.upsample_nearest2d.default, aten.upsample_bilinear2d.default, aten._safe_softmax.default,
 ]
 
 DECOMPOSITIONS = {op: decomposition_table[op] for op in _DECOMPOSE
@@ -763,5 +771,6 @@ DECOMPOSITIONS = {op: decomposition_table[op] for op in _DECOMPOSE
 
 # lowerings kept in their own modules register themselves into LOWERINGS on import
 from . import lowerings_optim, lowerings_prims, lowerings_scatter  # noqa: E402,F401
+from .decompositions import DECOMPOSITIONS as _OWN  # noqa: E402  (ops torch._decomp lacks)
 
-DECOMPOSITIONS = {op: fn for op, fn in DECOMPOSITIONS.items() if op not in LOWERINGS}
+DECOMPOSITIONS = {op: fn for op, fn in (DECOMPOSITIONS | _OWN).items() if op not in LOWERINGS}
