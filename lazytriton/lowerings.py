@@ -353,11 +353,37 @@ def _as_strided(lowering, node, self, size, stride, storage_offset=0):
     base_sizes = list(self.sizes)
     base_strides = _dense_strides_of(lowering, self, node)
     load = self.loader()
+    walks = _walked_dims(lowering, base_sizes, base_strides, size, stride, storage_offset)
+    if walks is not None:  # a permutation or selection of the base's dims: index them directly
+        def inner(ops, index):
+            own = [sympy.Integer(0)] * len(base_sizes)
+            for k, d in enumerate(walks):
+                if d is not None:
+                    own[d] = index[k]
+            return load(ops, own)
+        return View(self.dtype, sizes, inner, base=self, strided=(strides, offset, base_strides))
 
     def inner(ops, index):
         flat = flat_index(index, strides, offset)
         return load(ops, _unflatten_strided(flat, base_sizes, base_strides))
     return View(self.dtype, sizes, inner, base=self, strided=(strides, offset, base_strides))
+
+
+def _walked_dims(lowering, base_sizes, base_strides, size, stride, offset) -> list | None:
+    """For each dim of an as_strided view starting where its base starts, the base dim it walks
+    (same stride, no longer; None for a size-1 dim), or None if the view is not such a
+    selection (a permutation, a leading slice). Then loads need no flat index to unflatten,
+    whose FloorDiv/Mod algebra costs sympy much time in deep chains of views."""
+    if offset:
+        return None
+    ev = lowering.sizevars.evaluate
+    by_stride = {ev(st): d for d, (n, st) in enumerate(zip(base_sizes, base_strides))
+                 if ev(n) != 1}  # distinct: the base layout is dense
+    walks = [None if n == 1 else by_stride.get(st, -1) for n, st in zip(size, stride)]
+    if any(d == -1 or (d is not None and n > ev(base_sizes[d])) for d, n in zip(walks, size)):
+        return None
+    used = [d for d in walks if d is not None]
+    return walks if len(set(used)) == len(used) else None
 
 
 def _is_storage_layout(lowering, buf, meta) -> bool:

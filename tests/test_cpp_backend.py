@@ -314,3 +314,16 @@ def test_matmul_takes_a_transposed_computation_without_a_copy(tmp_path):
     folder = [p.parent for p in (cache_dir / "graphs").glob("*/ir.txt")
               if "mm.default" in p.read_text()][-1]
     assert ".as_strided((" in (folder / "wrapper.py").read_text()
+
+
+def test_permuted_slice_of_a_computation_is_indexed_without_division(tmp_path):
+    """A view that walks its base's dims (a permutation, a leading slice) loads by those dims:
+    no flat index divided back into dims (slow sympy in deep view chains, slow C++)."""
+    cache_dir = tmp_path / "cache"
+    lazytriton.init("cpp", cache_dir=cache_dir)
+    x = torch.randn(6, 10)
+    got = ((x.to("lazy") * 2).permute(1, 0)[:4] + 1).cpu()
+    torch.testing.assert_close(got, (x * 2).permute(1, 0)[:4] + 1)
+    (source,) = [p.read_text() for p in (cache_dir / "graphs").glob("*/kernels.cpp")]
+    loads = [line for line in source[source.index('extern "C"'):].splitlines() if "p0[" in line]
+    assert loads and not any("/" in line or "%" in line for line in loads), loads
