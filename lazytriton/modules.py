@@ -41,20 +41,21 @@ class _ConvertOnce:
         return out
 
 
-def _slots(module: nn.Module, recurse: bool) -> list[tuple[nn.Module, str, torch.Tensor]]:
+Slot = tuple[nn.Module, str, str, torch.Tensor]  # module, "_parameters"/"_buffers", name, tensor
+
+
+def _slots(module: nn.Module, recurse: bool) -> list[Slot]:
     modules = module.modules() if recurse else [module]
-    return [(m, name, t) for m in modules
-            for table in (m._parameters, m._buffers) for name, t in table.items()
-            if t is not None]
+    return [(m, table, name, t) for m in modules for table in ("_parameters", "_buffers")
+            for name, t in getattr(m, table).items() if t is not None]
 
 
-def _retie(before: list[tuple[nn.Module, str, torch.Tensor]]) -> None:
-    """Slots that shared a tensor before the conversion share the first slot's result."""
-    first: dict[int, torch.Tensor] = {}
-    for module, name, old in before:
-        table = module._parameters if name in module._parameters else module._buffers
-        new = table[name]
-        kept = first.setdefault(id(old), new)
+def _retie(before: list[Slot]) -> None:
+    """Slots of one kind that shared a tensor before the conversion share the first's result."""
+    first: dict[tuple[int, str], torch.Tensor] = {}
+    for module, table, name, old in before:
+        new = getattr(module, table).get(name)
+        kept = first.setdefault((id(old), table), new)
         if kept is not new and (isinstance(old, LazyTensor) or isinstance(kept, LazyTensor)):
             setattr(module, name, kept)  # setattr: modules like nn.RNN track their weights
 
