@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from . import debug, metrics
 from .device import register_lazy_kernels
@@ -26,8 +27,9 @@ from .runtime.backend import available_backends
 from .tensor import LazyTensor
 from .tracing import materialize as _materialize
 
-__all__ = ["init", "mark_step", "wait_device_ops", "sync", "to_cpu", "add_step_closure",
-           "available_backends", "backend_name", "metrics", "debug", "LazyTensor",
+__all__ = ["init", "mark_step", "wait_device_ops", "sync", "sync_multi", "to_cpu", "save",
+           "get_tensor_id", "add_step_closure", "run_step_closures",
+           "available_backends", "backend_name", "backend_device", "cache_dir", "metrics", "debug", "LazyTensor",
            "LazyExecutionError"]
 
 
@@ -46,14 +48,36 @@ def backend_name() -> str:
     return _session.current().backend.name
 
 
-def mark_step() -> None:
-    """Cut the trace: compile the step's graph (or find it in the cache) and start it."""
+def backend_device() -> torch.device:
+    """The real device the lazy tensors' data lives on (e.g. cpu for the "cpp" backend)."""
+    return _session.current().device
+
+
+def cache_dir() -> Path:
+    """The folder holding the generated code and built kernels (see init's cache_dir)."""
+    return _session.current().cache_dir
+
+
+def mark_step(device: str = "", wait: bool = False) -> None:
+    """Cut the trace: compile the step's graph (or find it in the cache) and start it.
+    `device` and `wait` as in torch._lazy: wait=True also waits until it has run."""
+    _check_devices([device] if device else None)
     _session.current().mark_step()
+    if wait:
+        wait_device_ops()
 
 
-def wait_device_ops() -> None:
+def wait_device_ops(devices: Iterable[str] | None = None) -> None:
     """Wait until every started graph has run."""
+    _check_devices(devices)
     _session.current().wait()
+
+
+def _check_devices(devices: Iterable[str] | None) -> None:
+    """torch._lazy's calls name devices; there is one lazy device, so only it may be named."""
+    for d in devices or ():
+        if torch.device(d).type != "lazy":
+            raise ValueError(f"lazytriton runs the 'lazy' device only, not {d!r}")
 
 
 def _lazy_tensors(tensors: Iterable[torch.Tensor]) -> list[LazyTensor]:
@@ -70,11 +94,37 @@ def sync(tensors: Iterable[torch.Tensor]) -> None:
     _session.current().sync([t._lt_storage for t in tensors])
 
 
-def to_cpu(tensors: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    """These tensors' values as CPU tensors, computed in one graph."""
-    tensors = _lazy_tensors(tensors)
+def sync_multi(tensors: Iterable[torch.Tensor], devices: Iterable[str] | None = None) -> None:
+    """torch._lazy's name for `sync`."""
+    _check_devices(devices)
     sync(tensors)
-    return [_materialize(t).to("cpu", copy=True) for t in tensors]
+
+
+def to_cpu(tensors, devices: Iterable[str] | None = None):
+    """These tensors' values as CPU tensors, computed in one graph; `tensors` may be any
+    nesting of lists, tuples and dicts (as in torch._lazy)."""
+    _check_devices(devices)
+    flat, spec = tree_flatten(tensors)
+    lazy = _lazy_tensors(t for t in flat if isinstance(t, torch.Tensor))
+    sync(lazy)
+    flat = [_materialize(t).to("cpu", copy=True) if isinstance(t, LazyTensor) else t
+            for t in flat]
+    return tree_unflatten(flat, spec)
+
+
+def save(tensors, *args, **kwargs) -> None:
+    """torch.save of these tensors' CPU values (torch._lazy.save)."""
+    torch.save(to_cpu(tensors), *args, **kwargs)
+
+
+def get_tensor_id(tensor: torch.Tensor) -> int:
+    """A number naming the tensor's storage: views of one storage share it."""
+    return _lazy_tensors([tensor])[0]._lt_storage.id
+
+
+def run_step_closures() -> None:
+    """Run the step closures added so far now, instead of after the next mark_step."""
+    _session.current().run_step_closures()
 
 
 def add_step_closure(fn: Callable, args: tuple = (), run_async: bool = False) -> None:

@@ -4,33 +4,48 @@ from __future__ import annotations
 import torch
 
 from .graph import build_graph, to_dot, to_text
+from .runtime import session
 from .tensor import LazyTensor, value_of
 
 
-def dump_ir(tensors: list[torch.Tensor], format: str = "text") -> str:
-    """The pending IR of `tensors`: "text" (one node per line), "dot" (Graphviz) or "loops"
-    (the fused loop nests the C++ backend would compile it to, externs between them)."""
+def dump_ir(tensors: list[torch.Tensor], ir_format: str = "text") -> str:
+    """The pending IR of `tensors` (torch._lazy's signature): "text" (one node per line),
+    "backend" (the source the current backend would generate for it: C++ kernels for "cpp"),
+    "dot" (Graphviz) or "loops" (the fused loop nests, externs between them)."""
+    graph = build_graph(_values(tensors))
+    if ir_format == "text":
+        return to_text(graph)
+    if ir_format == "backend":
+        return session.current().backend.source(graph)
+    if ir_format == "dot":
+        return to_dot(graph)
+    if ir_format == "loops":
+        return loop_nests(graph)
+    raise ValueError(f"dump_ir format must be 'text', 'backend', 'dot' or 'loops', "
+                     f"not {ir_format!r}")
+
+
+def render_ir_graph(tensors: list[torch.Tensor]) -> str:
+    """The pending IR of `tensors` as a Graphviz dot graph (torch._lazy.debug's name)."""
+    return to_dot(build_graph(_values(tensors)))
+
+
+def _values(tensors: list[torch.Tensor]) -> list:
     values = []
     for t in tensors:
         if not isinstance(t, LazyTensor):
             raise TypeError(f"dump_ir takes lazy tensors, got a tensor on {t.device}")
         values.append(value_of(t))
-    graph = build_graph(values)
-    if format == "text":
-        return to_text(graph)
-    if format == "dot":
-        return to_dot(graph)
-    if format == "loops":
-        return loop_nests(graph)
-    raise ValueError(f"dump_ir format must be 'text', 'dot' or 'loops', not {format!r}")
+    return values
 
 
 def loop_nests(graph) -> str:
     """The scheduled kernels of a graph, one block per kernel or extern call."""
+    from .codegen.cpp import CTYPE
     from .lowering import Lowering
     from .runtime.cpp_backend import _extern_reads
     from .scheduler import Kernel, schedule
-    lowering = Lowering(graph)
+    lowering = Lowering(graph, kernel_dtypes=CTYPE)
     outputs = lowering.outputs()
     lines = []
     for step in schedule(lowering.steps, outputs, _extern_reads(lowering)).steps:

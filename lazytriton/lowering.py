@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Container
 
 import sympy
 import torch
@@ -54,8 +54,11 @@ class StridedView(TensorBox):
 
 
 class Lowering:
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, kernel_dtypes: Container[torch.dtype] | None = None):
         self.graph = graph
+        # dtypes the code generator's loops handle (None: all); an op on any other (complex)
+        # runs as a counted extern aten call, so one such op never costs the whole graph
+        self.kernel_dtypes = kernel_dtypes
         self.sizevars = SizeVars()
         self.env: dict[int, Any] = {}  # id(Value) -> lowered
         self._keep: list = []  # every Value in env stays alive, so no id is ever reused
@@ -111,7 +114,9 @@ class Lowering:
         args = {name: self._resolve(node, enc) for name, enc in node.args}
         op = node.op
         check_eager_dtype_support(node, args)
-        if op in LOWERINGS:
+        if not self._in_kernel_dtypes(node, args):
+            result = self.extern(node, args, fallback=True)
+        elif op in LOWERINGS:
             result = LOWERINGS[op](self, node, **args)
         elif op in DECOMPOSITIONS:
             mark = (len(self.steps), len(self.externs))
@@ -133,6 +138,13 @@ class Lowering:
             if out.meta is not None and isinstance(box, TensorBox):
                 self.sizevars.check(box.sizes, out.meta.shape, f"{node.op_name} output")
             self._remember(out, box)
+
+    def _in_kernel_dtypes(self, node: Node, args: dict) -> bool:
+        if self.kernel_dtypes is None:
+            return True
+        dtypes = [out.meta.dtype for out in node.outputs if out.meta is not None]
+        dtypes += [box.dtype for box in _flatten(list(args.values())) if isinstance(box, TensorBox)]
+        return all(dt in self.kernel_dtypes for dt in dtypes)
 
     def _remember(self, value: Value, lowered) -> None:
         self._keep.append(value)

@@ -444,9 +444,17 @@ def _contiguous(size):
 
 # --- reductions ---------------------------------------------------------------------------
 
+def reduced_dims(dims, ndim: int) -> list[int]:
+    """The dims a reduction runs over, normalized; none or all mean all. A 0-dim tensor has
+    none to reduce (dim 0 and -1 name the tensor itself, as in eager)."""
+    if ndim == 0:
+        return []
+    return sorted({d % ndim for d in dims}) if dims else list(range(ndim))
+
+
 def _reduction(lowering, node, x, dims, keepdim, rtype, dtype=None, src_dtype=None):
     ndim = x.ndim
-    dims = sorted({d % ndim for d in dims}) if dims else list(range(ndim))
+    dims = reduced_dims(dims, ndim)
     kept = [d for d in range(ndim) if d not in dims]
     out_sizes = [sympy.Integer(1) if d in dims else x.sizes[d] for d in range(ndim)] \
         if keepdim else [x.sizes[d] for d in kept]
@@ -535,7 +543,9 @@ def _embedding(lowering, node, weight, indices, padding_idx=-1, scale_grad_by_fr
 
 @register(aten.index_select.default)
 def _index_select(lowering, node, self, dim, index):
-    dim %= max(self.ndim, 1)
+    if self.ndim == 0:
+        return _index_select_scalar(self, index)
+    dim %= self.ndim
     sizes = list(self.sizes)
     sizes[dim] = index.sizes[0] if index.ndim else sympy.Integer(1)
     load, iload = self.loader(), index.loader()
@@ -545,6 +555,16 @@ def _index_select(lowering, node, self, dim, index):
         own[dim] = ops.indirect(iload(ops, [idx[dim]] if index.ndim else []), self.sizes[dim])
         return load(ops, own)
     return Pointwise(self.dtype, sizes, inner=inner)
+
+
+def _index_select_scalar(self, index):
+    """A 0-dim self: eager checks the (one) index against size 1 and returns self."""
+    load, iload = self.loader(), index.loader()
+
+    def inner(ops, idx):
+        ops.indirect(iload(ops, [sympy.Integer(0)] * index.ndim), sympy.Integer(1))
+        return load(ops, [])
+    return Pointwise(self.dtype, [], inner=inner)
 
 
 @register(aten.gather.default)
@@ -765,7 +785,8 @@ _DECOMPOSE = [
     aten.var_mean.correction, aten.std.correction, aten.mean.dim, aten.mean.default,
     aten.logsumexp.default, aten.rsub.Scalar, aten.rsub.Tensor, aten.linalg_vector_norm.default,
     aten.embedding_dense_backward.default, aten._unsafe_masked_index_put_accumulate.default,
-    aten.native_batch_norm.default, aten.t.default,
+    aten.native_batch_norm.default, aten._native_batch_norm_legit_functional.default,
+    aten.native_batch_norm_backward.default, aten.t.default,
     aten.transpose.int, aten.tril.default, aten.triu.default, aten.flip.default,
     aten.roll.default, aten.repeat.default, aten.sigmoid.default, aten.hardsigmoid.default,
     aten.hardswish.default, aten.xlogy.Tensor, aten.log_sigmoid_forward.default,
@@ -782,9 +803,8 @@ _DECOMPOSE = [
     aten.expand.default, aten.slice.Tensor, aten.select.int, aten.alias.default,
     aten.detach.default,
     # what the model zoo reaches (tests/test_models.py): GRU/LSTM gates (unsafe_split),
-    # BatchNorm training, slicing backwards, per-pixel losses, upsampling, masked attention
+    # slicing backwards, per-pixel losses, upsampling, masked attention
     aten.unsafe_split.Tensor, aten.unsafe_split_with_sizes.default,
-    aten._native_batch_norm_legit_functional.default, aten.native_batch_norm_backward.default,
     aten.slice_backward.default, aten.slice_scatter.default, aten.select_backward.default,
     aten.select_scatter.default, aten._unsafe_masked_index.default,
     aten.nll_loss2d_forward.default, aten.nll_loss2d_backward.default,

@@ -46,9 +46,9 @@ def _scatter(lowering, node, **args):
     """The one-hot case (index has one entry along dim, as nll_loss's backward uses): a compare
     per element. Anything else is a Scatter."""
     self, index, value = args["self"], args["index"], args.get("value")
-    dim = args["dim"] % self.ndim
+    dim = args["dim"] % max(self.ndim, 1)
     ev = lowering.sizevars.evaluate
-    one_hot = (index.ndim == self.ndim and ev(index.sizes[dim]) == 1 and "src" not in args
+    one_hot = (index.ndim == self.ndim > 0 and ev(index.sizes[dim]) == 1 and "src" not in args
                and all(ev(index.sizes[d]) == ev(self.sizes[d])
                        for d in range(self.ndim) if d != dim))
     if not one_hot:

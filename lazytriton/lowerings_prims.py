@@ -6,7 +6,7 @@ import torch
 
 from .loopir import Pointwise, View
 from .lowerings import (COMPARE_NAMES, LOWERINGS, _reduction, _where, out_dtype, pointwise,
-                        promote, register)
+                        promote, reduced_dims, register)
 from .sizevars import product
 
 aten = torch.ops.aten
@@ -83,7 +83,7 @@ def _prim_amin(lowering, node, inp, dims, output_dtype=None):
 def _prim_var(lowering, node, inp, dims, correction, output_dtype=None):
     """Two passes, as eager: the mean, then the sum of squared deviations from it."""
     dtype = out_dtype(node)
-    dims = sorted({d % inp.ndim for d in dims}) if dims else list(range(inp.ndim))
+    dims = reduced_dims(dims, inp.ndim)
     count = product(inp.sizes[d] for d in dims)
     total = lowering.realize(_reduction(lowering, node, inp, dims, True, "sum", dtype, dtype))
     load_x, load_total = inp.loader(), total.loader()

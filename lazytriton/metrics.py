@@ -1,13 +1,44 @@
 """Counters and timings, named as DESIGN.md says: MarkStep, UncachedCompile, CachedCompile,
 KernelCompile, KernelCacheLoad, FallbackGraph and aten::<op> per op that fell back to eager;
-timings for trace, compile and execute."""
+timings for trace, compile, cxx and execute. COUNTER_HELP and TIMING_HELP say what each means,
+for the report and for tools that print them (examples/mnist.py's --help)."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _lock = threading.Lock()  # the async runner records execute times from its thread
 _counters: dict[str, int] = {}
 _timings: dict[str, list[float]] = {}  # name -> [count, total seconds, max seconds]
+_running: dict[str, float] = {}  # name -> perf_counter() at its start, while it runs
+
+COUNTER_HELP: dict[str, str] = {
+    "MarkStep": "steps cut by mark_step()",
+    "UncachedCompile": "graphs compiled (not found in the in-memory graph cache)",
+    "CachedCompile": "graphs found in the graph cache, reused without compiling",
+    "KernelCompile": "kernel libraries built from source by the compiler in this process "
+                     "(one per compiled graph)",
+    "KernelCacheLoad": "kernel libraries loaded from the disk cache instead of built",
+    "FallbackGraph": "graphs the code generator could not compile, run on the reference "
+                     "executor instead",
+    "aten::<op>": "calls of this op that fell back to aten (output shape depends on data, "
+                  "or no lowering)",
+}
+
+TIMING_HELP: dict[str, str] = {
+    "trace": "recording ops into the IR",
+    "compile": "compiling new graphs, cxx included",
+    "cxx": "C++ compiler runs",
+    "execute": "running graphs, on the runtime thread",
+}
+
+
+def describe_counter(name: str) -> str:
+    """The one-line meaning of a counter; every aten::<op> shares one."""
+    key = "aten::<op>" if name.startswith("aten::") else name
+    return COUNTER_HELP.get(key, "")
 
 
 def counter_inc(name: str, by: int = 1) -> None:
@@ -32,6 +63,25 @@ def add_time(name: str, seconds: float) -> None:
         entry[2] = max(entry[2], seconds)
 
 
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    """Time the block as `name` (recorded only if it succeeds); while it runs, running_for(name)
+    says for how long, so a progress display can show a long compile as it happens."""
+    start = time.perf_counter()
+    _running[name] = start
+    try:
+        yield
+        add_time(name, time.perf_counter() - start)
+    finally:
+        _running.pop(name, None)
+
+
+def running_for(name: str) -> float | None:
+    """Seconds the `timed(name)` block now running has taken, or None if none runs."""
+    start = _running.get(name)
+    return None if start is None else time.perf_counter() - start
+
+
 def timing_total(name: str) -> float:
     """Total seconds spent in `name` ("trace", "compile", "execute") since the last reset."""
     return _timings.get(name, [0, 0.0, 0.0])[1]
@@ -47,16 +97,28 @@ def reset() -> None:
         _timings.clear()
 
 
+def format_timing(name: str, count: int, total: float, longest: float) -> str:
+    """One line, one unit: seconds when a call takes a tenth of a second or more, else ms."""
+    mean = total / count if count else 0.0
+    unit, scale = ("s", 1.0) if mean >= 0.1 else ("ms", 1e3)
+    calls = "call" if count == 1 else "calls"
+    return (f"{name}: {count} {calls}, total {total * scale:.3f} {unit}, "
+            f"mean {mean * scale:.3f} {unit}, max {longest * scale:.3f} {unit}")
+
+
 def metrics_report() -> str:
     with _lock:
         counters = dict(_counters)
         timings = {k: list(v) for k, v in _timings.items()}
     lines = ["Counters:"]
-    lines += [f"  {name}: {counters[name]}" for name in sorted(counters)] or ["  (none)"]
-    lines.append("Timings (count, total, mean, max):")
-    for name in ("trace", "compile", "execute"):
-        count, total, longest = timings.get(name, [0, 0.0, 0.0])
-        mean = total / count if count else 0.0
-        lines.append(f"  {name}: {count}, {total * 1e3:.3f} ms, {mean * 1e6:.1f} us, "
-                     f"{longest * 1e3:.3f} ms")
+    width = max(map(len, counters), default=0)
+    lines += [f"  {name:<{width}}  {counters[name]:>6}  {describe_counter(name)}".rstrip()
+              for name in sorted(counters)] or ["  (none)"]
+    lines.append("Timings:")
+    names = [n for n in TIMING_HELP if n != "cxx" or n in timings]  # cxx: C++ backend only
+    names += sorted(set(timings) - set(TIMING_HELP))
+    rows = [format_timing(name, *timings.get(name, [0, 0.0, 0.0])) for name in names]
+    width = max(map(len, rows), default=0)
+    for name, row in zip(names, rows):
+        lines.append(f"  {row:<{width}}  {TIMING_HELP.get(name, '')}".rstrip())
     return "\n".join(lines)

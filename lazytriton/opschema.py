@@ -104,6 +104,15 @@ def _return_alias(ret: torch._C.Argument, schema_args) -> tuple[int | None, int 
     return None, None
 
 
+def _returns_tensors(schema, args: tuple[ArgSpec, ...]) -> bool:
+    """Every return is a tensor (or list of them). An op that returns nothing and writes
+    nothing is there for its effect on real data (_linalg_check_errors raises on a failed
+    factorization), so it does not count: it runs on real data, as eager."""
+    if not schema.returns and not any(a.writes for a in args):
+        return False
+    return all(_is_tensor_type(str(r.type)) for r in schema.returns)
+
+
 def _is_tensor_type(type_str: str) -> bool:
     return type_str in ("Tensor", "Optional[Tensor]", "List[Tensor]", "List[Optional[Tensor]]")
 
@@ -124,7 +133,7 @@ def op_info(op: torch._ops.OpOverload) -> OpInfo:
         args=args,
         view_of=tuple(v for v, _ in aliases),
         returns_written=tuple(w for _, w in aliases),
-        returns_tensors=all(_is_tensor_type(str(r.type)) for r in schema.returns),
+        returns_tensors=_returns_tensors(schema, args),
         is_random=torch.Tag.nondeterministic_seeded in op.tags,
         shape_from_scalars=shape_from_scalars,
     )

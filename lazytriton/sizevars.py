@@ -36,10 +36,15 @@ def exact_quotient(term: Expr, divisor: Expr) -> Expr | None:
 
 
 class FloorDiv(sympy.Function):
-    """Integer floor division of non-negative index expressions (C's `/` on them)."""
+    """Integer floor division (Python's `//`) by a positive divisor. The base may be negative
+    (a size formula such as `(s3 - s7) // 2` after terms were pulled out), so printers use a
+    truncating `/` only where the base is provably non-negative."""
 
     nargs = (2,)
     is_integer = True
+
+    def _eval_is_nonnegative(self):
+        return True if self.args[0].is_nonnegative and self.args[1].is_positive else None
 
     @classmethod
     def eval(cls, base, divisor):
@@ -62,10 +67,14 @@ class FloorDiv(sympy.Function):
 
 
 class ModularIndexing(sympy.Function):
-    """(base // divisor) % modulus for non-negative index expressions."""
+    """(base // divisor) % modulus with Python's floor semantics: in [0, modulus) for any
+    integer base, given a positive divisor and modulus."""
 
     nargs = (3,)
     is_integer = True
+
+    def _eval_is_nonnegative(self):
+        return True if self.args[1].is_positive and self.args[2].is_positive else None
 
     @classmethod
     def eval(cls, base, divisor, modulus):

@@ -140,7 +140,7 @@ class LazyTensor(torch.Tensor):
 def is_identity_view(t: LazyTensor, storage: LazyStorage) -> bool:
     meta = storage.meta
     return (t.storage_offset() == 0 and tuple(t.shape) == meta.shape
-            and tuple(t.stride()) == meta.stride)
+            and tuple(t.stride()) == meta.stride and t.dtype == meta.dtype)
 
 
 def view_key(t: torch.Tensor) -> tuple:
@@ -152,15 +152,15 @@ def value_of(t: LazyTensor) -> Value:
     storage = t._lt_storage
     if is_identity_view(t, storage):
         return storage.value
-    key = view_key(t)
+    key = view_key(t) + (t.dtype,)
     found = storage.views.get(key)
     if found is None:
-        from .tracing import record
-        shape, stride, offset = key
-        found = record(torch.ops.aten.as_strided.default, (storage.value,),
-                       (("self", ir.InputRef(0)), ("size", shape), ("stride", stride),
-                        ("storage_offset", offset)),
-                       (TensorMeta(shape, stride, t.dtype, offset),))[0]
+        if t.dtype == storage.meta.dtype:
+            found = _as_strided(storage.value, view_key(t), t.dtype)
+        else:
+            flat = _reinterpret(storage, t.dtype)
+            whole = view_key(t) == (flat.meta.shape, (1,), 0)
+            found = flat if whole else _as_strided(flat, view_key(t), t.dtype)
         storage.views[key] = found
     return found
 
@@ -168,18 +168,65 @@ def value_of(t: LazyTensor) -> Value:
 def write(t: LazyTensor, new: Value) -> None:
     """Make `t` show `new` (same shape and dtype), updating every alias of its storage."""
     storage = t._lt_storage
-    if is_identity_view(t, storage) and new.meta.stride == storage.meta.stride \
+    if t.dtype != storage.meta.dtype:
+        _write_reinterpreted(t, storage, new)
+    elif is_identity_view(t, storage) and new.meta.stride == storage.meta.stride \
             and new.meta.storage_offset == 0:
         storage.set_value(new)
-        return
+    else:
+        storage.set_value(_as_strided_scatter(storage.value, new, view_key(t)))
+
+
+# --- views that reinterpret the dtype (view_as_complex, view_as_real, view(dtype)) -----------
+# Such a view's sizes, strides and offset count elements of its own dtype from the start of the
+# storage, as in eager: it reads the storage's memory reinterpreted as a 1-D value of its dtype.
+
+def reinterpreted_numel(storage_meta: TensorMeta, dtype: torch.dtype) -> tuple[int, int]:
+    """(whole `dtype` elements in the storage, storage elements they cover)."""
+    old, new = storage_meta.dtype.itemsize, dtype.itemsize
+    n_new = storage_meta.storage_numel * old // new
+    return n_new, n_new * new // old
+
+
+def _reinterpret(storage: LazyStorage, dtype: torch.dtype) -> Value:
+    n_new, n_old = reinterpreted_numel(storage.meta, dtype)
+    flat = _as_strided(storage.value, ((n_old,), (1,), 0), storage.meta.dtype)
+    return _bitcast(flat, dtype, n_new)
+
+
+def _write_reinterpreted(t: LazyTensor, storage: LazyStorage, new: Value) -> None:
+    """Write into the memory seen as t's dtype, then bit-cast it back into the storage."""
+    n_new, n_old = reinterpreted_numel(storage.meta, t.dtype)
+    flat = _as_strided_scatter(_reinterpret(storage, t.dtype), new, view_key(t))
+    back = _bitcast(flat, storage.meta.dtype, n_old)
+    storage.set_value(_as_strided_scatter(storage.value, back, ((n_old,), (1,), 0)))
+
+
+def _record(op, inputs: tuple[Value, ...], args: tuple, meta: TensorMeta) -> Value:
     from .tracing import record
-    shape, stride, offset = view_key(t)
-    old = storage.meta
-    scattered = record(torch.ops.aten.as_strided_scatter.default, (storage.value, new),
-                       (("self", ir.InputRef(0)), ("src", ir.InputRef(1)), ("size", shape),
-                        ("stride", stride), ("storage_offset", offset)),
-                       (TensorMeta(old.shape, old.stride, old.dtype),))[0]
-    storage.set_value(scattered)
+    return record(op, inputs, args, (meta,))[0]
+
+
+def _as_strided(value: Value, key: tuple, dtype: torch.dtype) -> Value:
+    shape, stride, offset = key
+    return _record(torch.ops.aten.as_strided.default, (value,),
+                   (("self", ir.InputRef(0)), ("size", shape), ("stride", stride),
+                    ("storage_offset", offset)), TensorMeta(shape, stride, dtype, offset))
+
+
+def _as_strided_scatter(base: Value, src: Value, key: tuple) -> Value:
+    shape, stride, offset = key
+    old = base.meta
+    return _record(torch.ops.aten.as_strided_scatter.default, (base, src),
+                   (("self", ir.InputRef(0)), ("src", ir.InputRef(1)), ("size", shape),
+                    ("stride", stride), ("storage_offset", offset)),
+                   TensorMeta(old.shape, old.stride, old.dtype))
+
+
+def _bitcast(flat: Value, dtype: torch.dtype, numel: int) -> Value:
+    """A 1-D contiguous value's bytes as `numel` elements of `dtype` (aten's view.dtype)."""
+    return _record(torch.ops.aten.view.dtype, (flat,),
+                   (("self", ir.InputRef(0)), ("dtype", dtype)), TensorMeta((numel,), (1,), dtype))
 
 
 def fresh_tensor(value: Value) -> LazyTensor:

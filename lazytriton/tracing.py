@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 import torch
 
-from . import ir, metrics
+from . import ir, metrics, philox
 from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
 from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
-                     is_identity_view, value_of, view_tensor, write)
+                     is_identity_view, reinterpreted_numel, value_of, view_tensor, write)
 
 aten = torch.ops.aten
 _MISSING = object()
@@ -81,11 +81,13 @@ class _Call:
             return None, None
         if isinstance(t, (int, float, complex)):  # a wrapped Python scalar (x * 2)
             return self._encode_scalar(t)
+        if spec.name == "indices" and isinstance(t, torch.Tensor) and t.device.type == "cpu":
+            t = _uploaded(t)  # x[cpu_index]: eager on an accelerator copies indices over too
         if isinstance(t, LazyTensor):
             storage = t._lt_storage
             return (self._input(value_of(t)),
                     ("T", tuple(t.shape), t.stride(), t.storage_offset(), t.dtype,
-                     storage.meta.shape, storage.meta.stride))
+                     storage.meta.shape, storage.meta.stride, storage.meta.dtype))
         if isinstance(t, torch.Tensor) and t.dim() == 0 and t.device.type == "cpu":
             # eager lets a CPU scalar tensor join ops on any device; snapshot it as a graph input
             return self._input(ir.data_value(t.detach().clone(), on_cpu=True)), ("C", t.dtype)
@@ -106,6 +108,11 @@ class _Call:
                 continue
             out[spec.name] = _to_meta(spec.kind, value)
         return out
+
+
+def _uploaded(t: torch.Tensor) -> LazyTensor:
+    shape = tuple(t.shape)
+    return fresh_tensor(upload(t, TensorMeta(shape, ir.contiguous_strides(shape), t.dtype)))
 
 
 def _bound(spec, index: int, args: tuple, kwargs: dict):
@@ -140,9 +147,12 @@ def _meta_tensor(t):
         return t  # a wrapped Python scalar
     if isinstance(t, LazyTensor):
         s = t._lt_storage.meta
-        base = torch.empty_strided(s.shape, s.stride, dtype=t.dtype, device="meta")
+        if t.dtype == s.dtype:
+            base = torch.empty_strided(s.shape, s.stride, dtype=t.dtype, device="meta")
+        else:  # a view reinterpreting the dtype indexes the storage's memory in its own dtype
+            base = torch.empty(reinterpreted_numel(s, t.dtype)[0], dtype=t.dtype, device="meta")
         return base.as_strided(t.shape, t.stride(), t.storage_offset())
-    return torch.empty((), dtype=t.dtype, device="meta")
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")  # CPU
 
 
 def _to_meta(kind: ArgKind, value):
@@ -160,10 +170,18 @@ def _to_meta(kind: ArgKind, value):
 def _metas_of(result) -> Any:
     """Metadata of a meta-kernel result: TensorMeta, None, or a tuple of those per return."""
     if isinstance(result, torch.Tensor):
-        return TensorMeta.of(result)
+        return TensorMeta.of(_dense_only(result))
     if isinstance(result, (list, tuple)):
         return tuple(_metas_of(r) for r in result)
     return result
+
+
+def _dense_only(t: torch.Tensor) -> torch.Tensor:
+    if t.layout != torch.strided:
+        raise NotImplementedError(
+            f"lazytriton: the lazy device holds dense (strided) tensors only, not {t.layout}; "
+            "keep sparse tensors on the CPU")
+    return t
 
 
 def _memo_meta(key: tuple, compute: Callable[[], Any]):
@@ -233,6 +251,10 @@ def _call_meta(op, call: _Call) -> Any:
 
 
 def _flat_metas(metas) -> tuple[TensorMeta | None, ...]:
+    """Per output, the metadata of a fresh value: its own buffer, from offset 0 (a meta kernel
+    may return a view into an input for an op that copies, e.g. unsafe_split)."""
+    if isinstance(metas, TensorMeta) and metas.storage_offset:
+        return (TensorMeta(metas.shape, metas.stride, metas.dtype),)
     if isinstance(metas, TensorMeta) or metas is None:
         return (metas,)
     out = []
@@ -271,11 +293,7 @@ def _trace_view(call: _Call):
 def _view_of(base: LazyTensor, metas):
     if isinstance(metas, tuple):
         return [_view_of(base, m) for m in metas]
-    if metas.dtype != base.dtype:
-        raise NotImplementedError(
-            "lazytriton does not support views that reinterpret the dtype (view(dtype), "
-            "view_as_real, view_as_complex); use .to(dtype) to convert instead")
-    return view_tensor(base, metas)
+    return view_tensor(base, metas)  # also one reinterpreting the dtype (tensor.py says how)
 
 
 # --- plain ops ----------------------------------------------------------------------------
@@ -431,12 +449,9 @@ def _seed_random(call: _Call, op=None):
 
 
 def native_dropout_seeded(input, p, train, generator):
-    """aten.native_dropout with an explicit generator (the aten op has none)."""
-    if train is False:
-        return input.clone(), torch.ones_like(input, dtype=torch.bool)
-    mask = torch.empty_like(input).bernoulli_(1 - p, generator=generator)
-    scale = 1.0 / (1.0 - p) if p < 1 else 0.0
-    return input * mask * scale, mask.to(torch.bool)
+    """aten.native_dropout with an explicit seed (the aten op takes no generator): the mask is
+    Philox's draw >= p, the same on every backend."""
+    return philox.native_dropout(input, p, train, generator)
 
 
 _SEEDED_TWINS = {aten.native_dropout.default: native_dropout_seeded}
@@ -448,7 +463,11 @@ def materialize(t: LazyTensor) -> torch.Tensor:
     """The real data of `t` on the backend device (a view of an immutable buffer)."""
     from .runtime import session
     session.current().sync([t._lt_storage])
-    data = t._lt_storage.value.node.data.get()
+    storage = t._lt_storage
+    data = storage.value.node.data.get()
+    if data.dtype != t.dtype:  # a view reinterpreting the dtype
+        n_new, n_old = reinterpreted_numel(storage.meta, t.dtype)
+        data = data.as_strided((n_old,), (1,), 0).view(t.dtype)
     return data.as_strided(t.shape, t.stride(), t.storage_offset())
 
 
@@ -503,7 +522,7 @@ def _own_buffer(t: torch.Tensor) -> torch.Tensor:
 
 def _wrap_real(result):
     if isinstance(result, torch.Tensor):
-        return fresh_tensor(ir.data_value(_own_buffer(result)))
+        return fresh_tensor(ir.data_value(_own_buffer(_dense_only(result))))
     if isinstance(result, (list, tuple)):
         return type(result)(_wrap_real(r) for r in result)
     return result
@@ -556,34 +575,69 @@ def _detach_(self):
 
 
 def _resize_(self, size, memory_format=None):
+    """As eager: same storage and offset, contiguous strides (or memory_format's); a storage too
+    small grows, keeping its contents (the new elements, uninitialized in eager, are zeros)."""
     size = tuple(size)
-    if size == tuple(self.shape):
+    if size == tuple(self.shape) and memory_format is None:
         return self
-    if self.numel() != 0:
-        raise NotImplementedError(
-            "lazytriton: resize_ of a non-empty lazy tensor to a new shape is not supported; "
-            "create a new tensor instead")
-    empty = torch.empty(size, dtype=self.dtype, device=LAZY_TORCH_DEVICE)
-    alias_into(self, empty)
+    stride = torch.empty(size, device="meta",
+                         memory_format=memory_format or torch.contiguous_format).stride()
+    meta = TensorMeta(size, tuple(stride), self.dtype, self.storage_offset())
+    storage = self._lt_storage
+    needed = -(-meta.storage_numel * self.dtype.itemsize // storage.meta.dtype.itemsize)
+    if needed > storage.meta.storage_numel:
+        _grow(storage, needed)
+    alias_into(self, view_tensor(self, meta))
     return self
+
+
+def _grow(storage, numel: int) -> None:
+    """The storage becomes a 1-D buffer of `numel` elements starting with its memory now."""
+    meta = storage.meta
+    whole = LazyTensor(storage, meta.shape, meta.stride, 0, meta.dtype)
+    span = meta.storage_numel
+    flat = whole.as_strided((span,), (1,), 0)
+    zeros = torch.zeros(numel - span, dtype=meta.dtype, device=LAZY_TORCH_DEVICE)
+    storage.set_value(value_of(torch.cat([flat, zeros])))
 
 
 def _is_pinned(self, device=None):
     return False
 
 
-_BATCH_NORM_ARGS = ("input", "weight", "bias", "running_mean", "running_var", "training")
+def _conj(self):
+    """x.conj() of a complex tensor: eager sets a conjugate bit on a view; a lazy tensor has no
+    such bit (the view's values would come out unconjugated), so the values are conjugated
+    now. Writes through the result do not reach `self` (eager writes them back conjugated)."""
+    return _trace(op_info(aten.conj_physical.default), (self,), {})
 
 
-def _native_batch_norm(*args, **kwargs):
-    """In training mode native_batch_norm updates running_mean and running_var in place, which
-    its schema does not say (traced as it is, the update would be lost): trace it as
-    _native_batch_norm_legit, the same op whose schema marks them written."""
-    bound = dict(zip(_BATCH_NORM_ARGS, args)) | kwargs
-    if bound["training"] and bound["running_mean"] is not None \
-            and bound["running_var"] is not None:
-        return dispatch(aten._native_batch_norm_legit.default, args, kwargs)
-    return trace_op(aten.native_batch_norm.default, args, kwargs)
+def _neg_view(self):
+    """The negative bit's counterpart of _conj."""
+    return _trace(op_info(aten.neg.default), (self,), {})
+
+
+def _batch_norm(op):
+    """Batch norm as eager computes it on an accelerator.
+
+    Eval mode is traced through PyTorch's decomposition: eager's CPU kernel returns empty
+    save_mean/save_invstd there, while meta (which shapes lazy tensors) and CUDA return the
+    running mean and 1/sqrt(running_var + eps); as smaller ops, every backend computes that.
+    In training, native_batch_norm updates the running stats although its schema does not say
+    so: it is traced as _native_batch_norm_legit, whose schema does."""
+    from torch._decomp import decomposition_table
+    decomposition = decomposition_table[op]
+    names = [a.name for a in op._schema.arguments]
+
+    def handler(*args, **kwargs):
+        bound = dict(zip(names, args), **kwargs)
+        if not bound.get("training", False):
+            return decomposition(*args, **kwargs)
+        stats = bound.get("running_mean") is not None and bound.get("running_var") is not None
+        if op is aten.native_batch_norm.default and stats:
+            return trace_op(aten._native_batch_norm_legit.default, args, kwargs)
+        return trace_op(op, args, kwargs)
+    return handler
 
 
 _SPECIAL = {
@@ -593,6 +647,12 @@ _SPECIAL = {
     aten.set_.source_Tensor: _set_source_tensor,
     aten.detach_.default: _detach_,
     aten.resize_.default: _resize_,
+    aten.resize_as_.default: lambda self, the_template, memory_format=None: _resize_(
+        self, the_template.shape, memory_format),
     aten.is_pinned.default: _is_pinned,
-    aten.native_batch_norm.default: _native_batch_norm,
+    aten._conj.default: _conj,
+    aten._neg_view.default: _neg_view,
 }
+_SPECIAL.update({op: _batch_norm(op) for op in (
+    aten.native_batch_norm.default, aten._native_batch_norm_legit.default,
+    aten._native_batch_norm_legit_no_training.default)})

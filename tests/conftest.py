@@ -1,27 +1,69 @@
-"""Every test runs on the reference executor with a private cache dir, so tests never touch
-the user's ~/.cache/lazytriton and can inspect what was written."""
+"""Every test runs with a private cache dir, so tests never touch the user's ~/.cache/lazytriton
+and can inspect what was written.
+
+Front-end tests run on the reference executor. The differential suites (modules marked
+`differential`: values against eager) run on every backend the C++ tests cover, each test once
+per backend, so one pytest run checks both; modules also marked `bounds_checked` (whole models)
+run a third time on "cpp:bounds", the C++ backend with LAZYTRITON_CHECK=bounds, so every load
+and store their kernels make is checked. LAZYTRITON_TEST_BACKEND=<name> runs everything on that
+one backend instead."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 
 import lazytriton
 
-# The backend the front-end tests run on; the differential suites also run on "cpp".
+# The backend the front-end tests run on, and those the differential suites run on.
 TEST_BACKEND = os.environ.get("LAZYTRITON_TEST_BACKEND", "aten")
+DIFFERENTIAL_BACKENDS = [TEST_BACKEND] if "LAZYTRITON_TEST_BACKEND" in os.environ else ["aten", "cpp"]
 os.environ.setdefault("LAZYTRITON_STRICT", "1")  # a compiler failure fails the test, loudly
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Module scope: pytest then runs a module's tests backend by backend, not interleaved.
+    marker = metafunc.definition.get_closest_marker
+    if "test_backend" in metafunc.fixturenames and marker("differential"):
+        backends = list(DIFFERENTIAL_BACKENDS)
+        if marker("bounds_checked") and "cpp" in backends:
+            backends.append("cpp:bounds")
+        metafunc.parametrize("test_backend", backends, scope="module")
+
+
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("lazytriton-cache")
+def test_backend() -> str:
+    """The backend a test runs on (parametrized over DIFFERENTIAL_BACKENDS where differential)."""
+    return TEST_BACKEND
+
+
+@pytest.fixture(scope="session")
+def cache_dirs(tmp_path_factory) -> Callable[[str], Path]:
+    """cache_dirs(backend): one cache dir per backend, so tests that read what the C++ backend
+    wrote do not find the differential suites' graphs."""
+    dirs: dict[str, Path] = {}
+
+    def get(backend: str) -> Path:
+        if backend not in dirs:
+            dirs[backend] = tmp_path_factory.mktemp(f"lazytriton-cache-{backend}")
+        return dirs[backend]
+    return get
+
+
+@pytest.fixture(scope="session")
+def cache_dir(cache_dirs) -> Path:
+    return cache_dirs(TEST_BACKEND)
 
 
 @pytest.fixture(autouse=True)
-def lazy_device(cache_dir):
-    lazytriton.init(TEST_BACKEND, cache_dir=cache_dir)
+def lazy_device(test_backend, cache_dirs, monkeypatch):
+    backend, _, check = test_backend.partition(":")
+    if check:
+        monkeypatch.setenv("LAZYTRITON_CHECK", check)
+    lazytriton.init(backend, cache_dir=cache_dirs(test_backend))
     lazytriton.metrics.reset()
     torch.manual_seed(0)
     yield

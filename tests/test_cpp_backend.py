@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,10 @@ import torch.nn.functional as F
 
 import lazytriton
 from lazytriton import metrics
+from lazytriton.runtime.cpp_build import compiler_command
 from lazytriton.testing.models import MLP
+
+from cpp_targets import AVX2, NATIVE, Target, is_gcc, no_simd_reason, simd_isa
 
 
 @pytest.fixture(autouse=True)
@@ -52,13 +56,12 @@ def test_ten_op_pointwise_chain_is_one_kernel(cache_dir):
             "sigmoid.default"} <= set(kernels[0]["fused_ops"])
 
 
-def _vectorized_loops(source: str, tmp_path) -> tuple[int, list[str]]:
+def _vectorized_loops(source: str, target: Target, tmp_path) -> tuple[int, list[str]]:
     """g++'s vectorizer report for the kernels (not the prelude): loops vectorized, misses."""
-    from lazytriton.runtime.cpp_build import CXX_FLAGS, compiler_command
     path = tmp_path / "kernels.cpp"
     path.write_text(source)
     first = source[:source.index('extern "C"')].count("\n") + 1
-    flags = [f for f in CXX_FLAGS if f != "-shared"]
+    flags = [f for f in target.flags if f != "-shared"]
     report = subprocess.run([*compiler_command(), *flags, "-c", str(path), "-o", os.devnull,
                              "-fopt-info-vec-optimized", "-fopt-info-vec-missed"],
                             capture_output=True, text=True, timeout=300).stderr
@@ -68,18 +71,33 @@ def _vectorized_loops(source: str, tmp_path) -> tuple[int, list[str]]:
             [ln for ln in lines if "control flow in loop" in ln])
 
 
-def test_transcendental_chain_and_softmax_loops_vectorize(tmp_path):
-    # scalar libm calls (or a ?: g++ turns into a branch) would leave these loops scalar
-    cache_dir = tmp_path / "cache"
-    lazytriton.init("cpp", cache_dir=cache_dir)  # only this test's graphs
+@pytest.fixture(scope="module")
+def chain_and_softmax_graphs(tmp_path_factory) -> list[Path]:
+    """Cache folders of three graphs whose loops call the vector math: a sin/exp/tanh chain,
+    tanh-relu-sigmoid and softmax."""
+    cache_dir = tmp_path_factory.mktemp("vectorize-cache")
+    lazytriton.init("cpp", cache_dir=cache_dir)  # only these graphs
     x = torch.randn(16, 64)
     _chain(x.to("lazy")).cpu()
     torch.sigmoid(torch.relu(torch.tanh(x.to("lazy")) - 0.5)).cpu()
     torch.softmax(x.to("lazy") * 2, -1).cpu()
     folders = [p.parent for p in (cache_dir / "graphs").glob("*/kernels.cpp")]
     assert len(folders) == 3
-    for folder in folders:
-        vectorized, branchy = _vectorized_loops((folder / "kernels.cpp").read_text(), tmp_path)
+    return folders
+
+
+@pytest.mark.parametrize("target", [NATIVE, AVX2], ids=lambda t: t.name)
+def test_transcendental_chain_and_softmax_loops_vectorize(chain_and_softmax_graphs, target,
+                                                          tmp_path):
+    # scalar libm calls (or a ?: g++ turns into a branch) would leave these loops scalar; the
+    # AVX2 build is only compiled, so a machine with AVX-512 checks it too
+    if not is_gcc():
+        pytest.skip("vectorizer report needs g++")
+    if simd_isa(target) is None:
+        pytest.skip(no_simd_reason(target))
+    for folder in chain_and_softmax_graphs:
+        source = (folder / "kernels.cpp").read_text()
+        vectorized, branchy = _vectorized_loops(source, target, tmp_path)
         assert vectorized >= 1 and not branchy, ((folder / "ir.txt").read_text(), branchy)
 
 
@@ -169,7 +187,7 @@ def test_codegen_failure_is_counted_per_graph_and_warned_once_per_reason(cache_d
     monkeypatch.delenv("LAZYTRITON_STRICT", raising=False)
     reason = ["no C++ for this kernel"]
 
-    def broken(kernels):
+    def broken(kernels, **kwargs):
         raise NotImplementedError(reason[0])
     monkeypatch.setattr(cpp_backend, "generate_translation_unit", broken)
     x = torch.randn(7)
@@ -200,7 +218,7 @@ def test_index_out_of_range_raises_like_eager():
 
 def test_dump_ir_loops_shows_the_fused_loop_nests():
     x = torch.randn(6, 10).to("lazy")
-    text = lazytriton.debug.dump_ir([torch.softmax(x * 3, -1)], format="loops")
+    text = lazytriton.debug.dump_ir([torch.softmax(x * 3, -1)], "loops")
     kernels = [line for line in text.splitlines() if line.startswith("kernel")]
     assert len(kernels) == 1 and "_softmax.default" in kernels[0]
     assert "reduce max" in text and "reduce sum" in text and "-> register" in text
@@ -296,7 +314,7 @@ def test_dump_ir_loops_shows_scatter_order():
     x = torch.randn(5, 3).to("lazy")
     rows = torch.tensor([0, 2, 2, 4]).to("lazy")
     text = lazytriton.debug.dump_ir([x.index_put((rows,), torch.ones(4, 3).to("lazy"), True)],
-                                    format="loops")
+                                    "loops")
     assert "copy, then accumulate over ['s2', 's1'] (in order over ['s2'])" in text, text
 
 

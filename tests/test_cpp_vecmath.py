@@ -1,9 +1,10 @@
 """codegen/cpp_vecmath.h: the vectorizable float32 math that generated C++ kernels call.
 
 One shared library exposes `apply_<f>` loops over each function, compiled with the backend's own
-flags (no -ffast-math). Results are checked against a float64 torch reference rounded nowhere:
-special values bit for bit (as eager gives them), everything else to within 2 ULP of float32,
-on random bit patterns over the whole float range plus dense sweeps where each function is hard.
+flags (no -ffast-math) and, on a machine with AVX-512, also for AVX2 only. Results are checked
+against a float64 torch reference rounded nowhere: special values bit for bit (as eager gives
+them), everything else to within 2 ULP of float32, on random bit patterns over the whole float
+range plus dense sweeps where each function is hard.
 """
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 
-from lazytriton.runtime.cpp_build import CXX_FLAGS, compiler_command
+from lazytriton.runtime.cpp_build import compiler_command
+
+from cpp_targets import AVX2, NATIVE, Target, is_gcc, no_simd_reason, runnable_targets, simd_isa
 
 HEADER = Path(__file__).resolve().parents[1] / "lazytriton" / "codegen" / "cpp_vecmath.h"
 FUNCS = ["exp", "expm1", "log", "log1p", "log2", "tanh", "sigmoid", "erf", "sin", "cos"]
@@ -42,31 +46,42 @@ def _source() -> str:
     return f'#include "{HEADER}"\n{loops}\n'
 
 
-def _is_gcc(cxx: list[str]) -> bool:
-    out = subprocess.run([*cxx, "--version"], capture_output=True, text=True).stdout
-    return "Free Software Foundation" in out and "clang" not in out.lower()
+def _compile(target: Target, folder: Path) -> tuple[Path, str | None]:
+    """The library built for `target`, and g++'s vectorizer report (None for another compiler)."""
+    src, so = folder / "vecmath.cpp", folder / "vecmath.so"
+    src.write_text(_source())
+    report_flags = ["-fopt-info-vec-optimized"] if is_gcc() else []
+    proc = subprocess.run([*compiler_command(), *target.flags, *report_flags, str(src), "-o",
+                           str(so)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return so, (proc.stderr if report_flags else None)
 
 
 @pytest.fixture(scope="module")
-def lib(tmp_path_factory) -> tuple[ctypes.CDLL, str | None]:
-    """The library, and g++'s vectorizer report (None for another compiler)."""
+def build(tmp_path_factory) -> Callable[[Target], tuple[Path, str | None]]:
+    """build(target) compiles the loops for `target` once per module."""
     cxx = compiler_command()
     if shutil.which(cxx[0]) is None:
         pytest.skip(f"no C++ compiler ({cxx[0]})")
-    d = tmp_path_factory.mktemp("vecmath")
-    src, so = d / "vecmath.cpp", d / "vecmath.so"
-    src.write_text(_source())
-    report_flags = ["-fopt-info-vec-optimized"] if _is_gcc(cxx) else []
-    proc = subprocess.run([*cxx, *CXX_FLAGS, *report_flags, str(src), "-o", str(so)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return ctypes.CDLL(str(so)), (proc.stderr if report_flags else None)
+    built: dict[Target, tuple[Path, str | None]] = {}
+
+    def get(target: Target) -> tuple[Path, str | None]:
+        if target not in built:
+            built[target] = _compile(target, tmp_path_factory.mktemp(f"vecmath-{target.name}"))
+        return built[target]
+    return get
+
+
+@pytest.fixture(scope="module", params=runnable_targets(), ids=lambda t: t.name)
+def lib(request, build) -> ctypes.CDLL:
+    """The loops built for each target this machine runs: every value test runs on each."""
+    return ctypes.CDLL(str(build(request.param)[0]))
 
 
 def apply(lib, name: str, x: torch.Tensor) -> torch.Tensor:
     x = x.to(torch.float32).contiguous()
     out = torch.empty_like(x)
-    fn = lib[0][f"apply_{name}"]
+    fn = lib[f"apply_{name}"]
     fn.restype = None
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
     fn(x.data_ptr(), out.data_ptr(), x.numel())
@@ -226,14 +241,19 @@ def test_ulp_error_measure():
     assert ulp_error(ours, ref).tolist() == [2.0, 1.0, 1.0, 2.0, 0.0, INF, INF]
 
 
-def test_every_loop_vectorizes(lib):
-    """The point of the header: g++ vectorizes each function's loop (no scalar libm calls)."""
-    report = lib[1]
-    if report is None:
+@pytest.mark.parametrize("target", [NATIVE, AVX2], ids=lambda t: t.name)
+def test_every_loop_vectorizes(build, target):
+    """The point of the header: g++ vectorizes each function's loop (no scalar libm calls) on
+    every SIMD ISA it is written for. The AVX2 build is only compiled, so any x86 checks it."""
+    if not is_gcc():
         pytest.skip("vectorizer report needs g++")
+    isa = simd_isa(target)
+    if isa is None:
+        pytest.skip(no_simd_reason(target))
+    report = build(target)[1]
     lines = _source().splitlines()
     vectorized = {int(m.group(1)) for m in re.finditer(r"vecmath\.cpp:(\d+):\d+: optimized: loop vectorized",
                                                       report)}
     for f in FUNCS:
         loop_line = next(i for i, text in enumerate(lines, 1) if text.endswith(f"// loop:{f}"))
-        assert loop_line in vectorized, f"{f} did not vectorize:\n{report}"
+        assert loop_line in vectorized, f"{f} did not vectorize for {isa}:\n{report}"

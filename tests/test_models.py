@@ -17,6 +17,8 @@ from lazytriton import metrics
 from lazytriton.testing.models import (AttentionClassifier, BatchNormCNN, RecurrentTagger,
                                        TiedLM, TinyUNet, lm_loss)
 
+pytestmark = pytest.mark.differential  # once per backend (conftest.py)
+
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]  # (model inputs, target)
 
 

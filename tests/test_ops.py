@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import operator
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,10 +22,12 @@ INTS = (I64, I32)
 LOOSE = dict(atol=1e-2, rtol=1e-2)  # float16 / bfloat16
 
 
+pytestmark = pytest.mark.differential  # runs once per backend (conftest.py)
+
+
 @pytest.fixture(scope="module", autouse=True)
-def lazy_device(tmp_path_factory):
-    lazytriton.init(os.environ.get("LAZYTRITON_TEST_BACKEND", "aten"),
-                    cache_dir=tmp_path_factory.mktemp("cache"))
+def lazy_device(test_backend, tmp_path_factory):
+    lazytriton.init(test_backend, cache_dir=tmp_path_factory.mktemp(f"cache-{test_backend}"))
     yield
     lazytriton.wait_device_ops()
 

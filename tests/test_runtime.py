@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import pytest
@@ -122,6 +123,39 @@ def test_metrics_report_has_counters_and_timings():
     assert metrics.counter_names() == [] and metrics.counter_value("UncachedCompile") is None
 
 
+def test_metrics_report_one_unit_per_line_and_explains_counters():
+    # The line was "compile: 6, 5563.003 ms, 927167.2 us, 2239.584 ms".
+    assert (metrics.format_timing("compile", 6, 5.563003, 2.239584)
+            == "compile: 6 calls, total 5.563 s, mean 0.927 s, max 2.240 s")
+    assert metrics.format_timing("trace", 1000, 0.02, 0.001).endswith(
+        "total 20.000 ms, mean 0.020 ms, max 1.000 ms")  # a 20 us mean is not 0.000 s
+    metrics.counter_inc("aten::nonzero")
+    y = torch.randn(4).to("lazy") * 2
+    lazytriton.mark_step()
+    y.cpu()
+    lines = metrics.metrics_report().splitlines()
+    for line in lines:
+        if line.strip().split(":")[0] in metrics.TIMING_HELP:
+            units = set(re.findall(r"\d (s|ms|us)\b", line))
+            assert len(units) == 1, line
+    for name in ("UncachedCompile", "MarkStep", "aten::nonzero"):
+        line = next(line for line in lines if line.strip().startswith(name))
+        assert metrics.describe_counter(name) and metrics.describe_counter(name) in line
+
+
+def test_accessors_name_backend_device_and_cache_dir(cache_dir):
+    assert lazytriton.cache_dir() == cache_dir
+    assert lazytriton.backend_name() in lazytriton.available_backends()
+    assert lazytriton.backend_device() == torch.device("cpu")
+
+
+def test_running_for_sees_a_timed_block_while_it_runs():
+    assert metrics.running_for("compile") is None
+    with metrics.timed("compile"):
+        assert metrics.running_for("compile") >= 0
+    assert metrics.running_for("compile") is None and metrics.timing_count("compile") == 1
+
+
 def test_dump_ir_text_and_dot():
     x = torch.randn(2, 3).to("lazy")
     y = torch.relu(x @ x.t()) + 1.5
@@ -130,13 +164,15 @@ def test_dump_ir_text_and_dot():
     assert lines[-1].startswith("return %")
     assert any("mm.default" in line for line in lines)
     assert any(line.endswith("scalar : float") for line in lines)  # 1.5 is a graph input
-    dot = lazytriton.debug.dump_ir([y], format="dot")
+    dot = lazytriton.debug.dump_ir([y], "dot")
     assert dot.startswith("digraph") and "->" in dot and "relu" in dot
     with pytest.raises(ValueError, match="format"):
-        lazytriton.debug.dump_ir([y], format="png")
+        lazytriton.debug.dump_ir([y], "png")
 
 
-def test_disk_cache_holds_readable_ir_per_graph(cache_dir):
+def test_disk_cache_holds_readable_ir_per_graph(tmp_path):
+    cache_dir = tmp_path / "cache"
+    lazytriton.init(lazytriton.backend_name(), cache_dir=cache_dir)  # only this test's graphs
     x = torch.randn(7).to("lazy")
     (x.cos() * 4).cpu()
     folders = [p.parent for p in (cache_dir / "graphs").glob("*/ir.txt")]

@@ -11,6 +11,8 @@ import lazytriton
 from lazytriton import metrics
 from lazytriton.testing.models import MLP, TransformerBlock, TutorialNet, lm_loss
 
+pytestmark = [pytest.mark.differential, pytest.mark.bounds_checked]  # once per backend (conftest.py)
+
 
 def _train_both(model, make_opt, make_batch, loss_fn, steps, clip=None, make_sched=None):
     """Train a CPU copy and a lazy copy side by side; return both loss lists and models."""

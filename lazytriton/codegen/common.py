@@ -13,8 +13,13 @@ from ..sizevars import FloorDiv, ModularIndexing
 
 
 class ExprPrinter(StrPrinter):
-    """Index expressions (non-negative integers) in a C-like language. Pure: the symbol names
-    to print come in through `rename`."""
+    """Index expressions in a C-like language. Pure: the symbol names to print come in through
+    `rename`. FloorDiv and ModularIndexing have floor semantics; C's `/` and `%` truncate, so
+    they are printed only where the dividend is provably non-negative, else the language's
+    floor helpers (`floor_div`, `floor_mod`)."""
+
+    floor_div = "lt::div_floor"
+    floor_mod = "lt::mod_floor"
 
     def __init__(self, rename: dict | None = None):
         super().__init__()
@@ -39,12 +44,19 @@ class ExprPrinter(StrPrinter):
         raise ValueError(f"cannot print {expr} as an index")
 
     def _print_FloorDiv(self, expr):
-        return f"({self.paren(expr.args[0])} / {self.paren(expr.args[1])})"
+        return self._divide(*expr.args)
 
     def _print_ModularIndexing(self, expr):
         base, div, mod = expr.args
-        inner = self.paren(base) if div == 1 else f"({self.paren(base)} / {self.paren(div)})"
-        return f"({inner} % {self.paren(mod)})"
+        inner = self.paren(base) if div == 1 else self._divide(base, div)
+        if base.is_nonnegative:
+            return f"({inner} % {self.paren(mod)})"
+        return f"{self.floor_mod}({inner}, {self._print(mod)})"
+
+    def _divide(self, base, div) -> str:
+        if base.is_nonnegative:
+            return f"({self.paren(base)} / {self.paren(div)})"
+        return f"{self.floor_div}({self._print(base)}, {self._print(div)})"
 
     def paren(self, expr) -> str:
         text = self._print(expr)
@@ -55,7 +67,7 @@ class ExprPrinter(StrPrinter):
 
 
 class PythonPrinter(ExprPrinter):
-    """Size expressions in the generated Python wrapper."""
+    """Size expressions in the generated Python wrapper (Python's `//` and `%` floor)."""
 
     def _print_FloorDiv(self, expr):
         return f"({self.paren(expr.args[0])} // {self.paren(expr.args[1])})"
@@ -114,7 +126,7 @@ def _simplify_index(expr, relevant: frozenset):
     def fix(e):
         if isinstance(e, ModularIndexing):
             base, div, mod = (fix(a) for a in e.args)
-            top = _max_value(base, ranges)
+            top = _max_value(base, ranges) if base.is_nonnegative else None
             if top is not None:
                 if _less(top, div):
                     return sympy.Integer(0)
@@ -123,7 +135,7 @@ def _simplify_index(expr, relevant: frozenset):
             return ModularIndexing(base, div, mod)
         if isinstance(e, FloorDiv):
             base, div = (fix(a) for a in e.args)
-            top = _max_value(base, ranges)
+            top = _max_value(base, ranges) if base.is_nonnegative else None
             if top is not None and _less(top, div):
                 return sympy.Integer(0)
             return FloorDiv(base, div)

@@ -96,6 +96,13 @@ class KernelArgs:
     sizes: dict[sympy.Symbol, sympy.Symbol] = field(default_factory=dict)  # graph sym -> ks
     scalars: dict[str, tuple[str, object]] = field(default_factory=dict)  # ScalarArg -> aN
     uses_err: bool = False
+    checked: bool = False  # bounds-checked accesses: an extent per buffer, and a report slot
+
+    def access(self, param: str, index: str) -> str:
+        """The element `param[index]`, as an lvalue; checked against the buffer's extent."""
+        if not self.checked:
+            return f"{param}[{index}]"
+        return f"lt::checked({param}, {index}, {param}_n, {param[1:]}, bounds)"
 
     def buffer(self, buf: Buffer) -> str:
         if buf.name not in self.buffers:
@@ -128,7 +135,7 @@ class CppOps:
             return local
         param = self.k.args.buffer(buf)
         text = self.k.index(index)
-        expr = f"{param}[{text}]"
+        expr = self.k.args.access(param, text)
         if buf.dtype in _HALF:
             expr = f"{_HALF[buf.dtype][0]}({expr})"
         return self._cse(f"load {expr}", buf.dtype, expr)
@@ -292,9 +299,9 @@ def _acc_ctype(dtype: torch.dtype, rtype: str) -> str:
 class CppKernel:
     """Writes one scheduled Kernel as a C++ function."""
 
-    def __init__(self, kernel: Kernel):
+    def __init__(self, kernel: Kernel, checked: bool = False):
         self.kernel = kernel
-        self.args = KernelArgs()
+        self.args = KernelArgs(checked=checked)
         self.body = KernelBody()
         self.ops = CppOps(self)
         self.printer = CppPrinter()
@@ -344,6 +351,9 @@ class CppKernel:
             params.append(f"{'double' if arg.dtype == torch.float64 else 'int64_t'} {name}")
         if self.args.uses_err:
             params.append("int32_t* err")
+        if self.args.checked:
+            params += [f"int64_t {param}_n" for param, _ in self.args.buffers.values()]
+            params.append("int64_t* bounds")
         return f'extern "C" void {self.kernel.name}(' + ", ".join(params) + ")"
 
     # --- members ----------------------------------------------------------------------------
@@ -369,12 +379,11 @@ class CppKernel:
 
     def _store(self, member: Member, index, value) -> str:
         buf = member.buffer
-        param = self.args.buffer(buf)
-        text = self.index(store_index(member, index))
+        target = self.args.access(self.args.buffer(buf), self.index(store_index(member, index)))
         value = self.ops.to_dtype(value, buf.dtype)
         if buf.dtype in _HALF:
-            return f"{param}[{text}] = {_HALF[buf.dtype][1]}({value});"
-        return f"{param}[{text}] = {value};"
+            return f"{target} = {_HALF[buf.dtype][1]}({value});"
+        return f"{target} = {value};"
 
     def _pointwise(self, member: Member, index, inner_vars) -> list[str]:
         lines, value = self._capture(lambda: member.node.inner(self.ops, index))
@@ -413,7 +422,7 @@ class CppKernel:
         return copy + loops
 
     def _scatter_write(self, buf: Buffer, at: str, value, accumulate: bool) -> str:
-        target = f"{self.args.buffer(buf)}[{at}]"
+        target = self.args.access(self.args.buffer(buf), at)
         if buf.dtype in _HALF:
             from_half, to_half = _HALF[buf.dtype]
             total = f"{from_half}({target}) + {value}" if accumulate else f"{value}"
@@ -455,14 +464,16 @@ class CppKernel:
             code = self._reduce_loops(rvars, node.reduction_sizes, lines + [step], acc, ctype,
                                       init, rtype, combine)
         result = CSEVariable(acc, node.dtype if rtype not in ("argmax", "argmin") else torch.int64)
+        # converting the accumulator (e.g. rounding to bfloat16) declares variables: capture them
         if member.local:
-            self.locals[member.buffer.name] = self.ops.to_dtype(
+            lines, self.locals[member.buffer.name] = self._capture(lambda: self.ops.to_dtype(
                 CSEVariable(acc, _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)),
-                node.dtype) if rtype not in ("argmax", "argmin") else result
-            return code
+                node.dtype) if rtype not in ("argmax", "argmin") else result)
+            return code + lines
         acc_dtype = node.dtype if rtype in ("argmax", "argmin") else \
             _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)
-        return code + [self._store(member, index, CSEVariable(acc, acc_dtype))]
+        lines, store = self._capture(lambda: self._store(member, index, CSEVariable(acc, acc_dtype)))
+        return code + lines + [store]
 
     def _reduce_loops(self, rvars, sizes, body, acc, ctype, init, rtype, combine) -> list[str]:
         if not rvars:
@@ -524,9 +535,10 @@ def _indent(lines: list[str], level: int) -> str:
     return "\n".join("  " * level + line for line in lines)
 
 
-def generate_translation_unit(kernels: list[Kernel]) -> tuple[str, list[CppKernel]]:
-    """All kernels of a graph as one C++ source."""
-    emitted = [CppKernel(k) for k in kernels]
+def generate_translation_unit(kernels: list[Kernel], checked: bool = False
+                              ) -> tuple[str, list[CppKernel]]:
+    """All kernels of a graph as one C++ source; `checked`: every access bounds-checked."""
+    emitted = [CppKernel(k, checked) for k in kernels]
     bodies = [e.generate() for e in emitted]
     header = "// generated by lazytriton: the fused kernels of one graph\n" + PRELUDE
     return header + "\n" + "\n".join(bodies), emitted

@@ -123,23 +123,72 @@ template <typename T> static inline T sign(T x) {
   return static_cast<T>((T(0) < x) - (x < T(0)));
 }
 
-// Counter-based random numbers: the value at (seed, offset) never depends on thread schedule,
-// so a graph replays exactly. SplitMix64-style finalizer over the combined counter.
-static inline uint64_t mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+// Counter-based random numbers: Triton's Philox 4x32-10 (tl.rand / tl.randn), bit for bit, so
+// every backend draws the same numbers (lazytriton/philox.py is the same for the reference
+// executor). The value at (seed, offset) never depends on thread schedule.
+struct philox4 { uint32_t c0, c1, c2, c3; };
+
+static inline philox4 philox(int64_t seed, int64_t offset) {
+  uint64_t s = static_cast<uint64_t>(seed), o = static_cast<uint64_t>(offset);
+  uint32_t k0 = static_cast<uint32_t>(s), k1 = static_cast<uint32_t>(s >> 32);
+  uint32_t c0 = static_cast<uint32_t>(o), c1 = static_cast<uint32_t>(o >> 32), c2 = 0, c3 = 0;
+  for (int round = 0; round < 10; round++) {
+    uint64_t b = 0xCD9E8D57ull * c2, a = 0xD2511F53ull * c0;
+    uint32_t n0 = static_cast<uint32_t>(b >> 32) ^ c1 ^ k0;
+    uint32_t n2 = static_cast<uint32_t>(a >> 32) ^ c3 ^ k1;
+    c1 = static_cast<uint32_t>(b);
+    c3 = static_cast<uint32_t>(a);
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return {c0, c1, c2, c3};
+}
+
+static inline float uniform_of_bits(uint32_t bits) {
+  int32_t x = static_cast<int32_t>(bits);
+  x = x < 0 ? ~x : x;
+  return static_cast<float>(x) * 4.6566127342e-10f;
 }
 
 static inline float uniform(int64_t seed, int64_t offset) {
-  uint64_t z = mix(static_cast<uint64_t>(seed) * 0x9e3779b97f4a7c15ull + mix(offset));
-  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);  // [0, 1) with 24 bits
+  return uniform_of_bits(philox(seed, offset).c0);
 }
 
 static inline float normal(int64_t seed, int64_t offset) {
-  float u1 = uniform(seed, 2 * offset), u2 = uniform(seed, 2 * offset + 1);
+  philox4 r = philox(seed, offset);
+  float u1 = uniform_of_bits(r.c0), u2 = uniform_of_bits(r.c1);
   u1 = u1 > 1e-7f ? u1 : 1e-7f;
   return std::sqrt(-2.0f * log_f32(u1)) * cos_f32(6.283185307179586f * u2);
+}
+
+// Index arithmetic with floor semantics (FloorDiv / ModularIndexing where the dividend may be
+// negative: C's `/` and `%` truncate toward zero). The divisor is positive.
+static inline int64_t div_floor(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return q - ((a % b != 0) & (a < 0));
+}
+
+static inline int64_t mod_floor(int64_t a, int64_t b) {
+  int64_t r = a % b;
+  return r + ((r < 0) ? b : 0);
+}
+
+// Bounds-checked mode (LAZYTRITON_CHECK=bounds): an access outside [0, extent) is not made;
+// the first one is reported in bounds[0..2] (param + 1, index, extent) for the wrapper to raise.
+template <typename T>
+static inline T& checked(T* p, int64_t i, int64_t extent, int64_t param, int64_t* bounds) {
+  if (i >= 0 && i < extent) return p[i];
+  int64_t none = 0;
+  if (__atomic_compare_exchange_n(&bounds[0], &none, param + 1, false, __ATOMIC_SEQ_CST,
+                                  __ATOMIC_SEQ_CST)) {
+    bounds[1] = i;
+    bounds[2] = extent;
+  }
+  static thread_local T scratch;
+  scratch = T();
+  return scratch;
 }
 
 }  // namespace lt

@@ -66,10 +66,34 @@ class _Slot:
 
 
 def fix_layout(t: torch.Tensor, sizes, strides) -> torch.Tensor:
-    """An extern's output in the layout the kernels index it by."""
-    if tuple(t.stride()) == tuple(strides) or t.numel() == 0:
+    """An extern's output in the layout the kernels index it by, owning its buffer from offset
+    0 (an op may return a view into its input: unsafe_split's second piece)."""
+    if (tuple(t.stride()) == tuple(strides) and t.storage_offset() == 0) or t.numel() == 0:
         return t
     return torch.empty_strided(sizes, strides, dtype=t.dtype, device=t.device).copy_(t)
+
+
+def extent(t: torch.Tensor) -> int:
+    """Elements a kernel may address from t's data pointer: its view's span."""
+    if t.numel() == 0:
+        return 0
+    return 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+
+
+class BoundsError(IndexError):
+    """A bounds-checked kernel (LAZYTRITON_CHECK=bounds) addressed outside a buffer."""
+
+
+def check_bounds(bounds: torch.Tensor, kernel: str, params: list[tuple[str, str]],
+                 source: str) -> None:
+    param, index, size = (int(v) for v in bounds)
+    if param == 0:
+        return
+    name, buffer = params[param - 1]
+    bounds.zero_()
+    raise BoundsError(f"lazytriton bounds check: kernel {kernel} ({source}) accessed buffer "
+                      f"{buffer} (parameter {name}) at index {index}, outside its extent "
+                      f"[0, {size})")
 
 
 def raise_kernel_error(code: int) -> None:
@@ -78,15 +102,18 @@ def raise_kernel_error(code: int) -> None:
 
 
 class WrapperWriter:
-    def __init__(self, lowering: Lowering, sched: Schedule, kernels: list[CppKernel]):
+    def __init__(self, lowering: Lowering, sched: Schedule, kernels: list[CppKernel],
+                 source_path: str = "kernels.cpp"):
         self.lowering = lowering
+        self.source_path = source_path
         self.sched = sched
         self.kernels = {k.kernel.name: k for k in kernels}
         self.printer = PythonPrinter()
         self.lines: list[str] = []
         self.names: dict[int, str] = {}  # id(buffer) -> variable holding it
         self.namespace: dict[str, Any] = {"torch": torch, "c_void_p": ctypes.c_void_p,
-                                          "fix_layout": fix_layout,
+                                          "fix_layout": fix_layout, "extent": extent,
+                                          "check_bounds": check_bounds,
                                           "raise_kernel_error": raise_kernel_error}
         self._pool: dict[tuple, list[str]] = {}
 
@@ -114,6 +141,8 @@ class WrapperWriter:
         header = ["def call(inputs):"]
         if uses_err:
             header.append("    err = torch.zeros(1, dtype=torch.int32)")
+        if any(k.args.checked for k in self.kernels.values()):
+            header.append("    bounds = torch.zeros(3, dtype=torch.int64)")
         return "\n".join(header + ["    " + line for line in self.lines]) + "\n"
 
     # --- inputs and sizes -------------------------------------------------------------------
@@ -156,14 +185,21 @@ class WrapperWriter:
         emitted = self.kernels[kernel.name]
         fn_name = f"k_{kernel.name}"
         self.namespace[fn_name] = None  # bound when the library is loaded
-        args = [f"c_void_p({self.names[id(buf)]}.data_ptr())"
-                for _, buf in emitted.args.buffers.values()]
+        buffers = [self.names[id(buf)] for _, buf in emitted.args.buffers.values()]
+        args = [f"c_void_p({name}.data_ptr())" for name in buffers]
         args += [self.expr(sym) for sym in emitted.args.sizes]
         args += [f"inputs[{arg.input_index}]" for _, arg in emitted.args.scalars.values()]
         if emitted.args.uses_err:
             args.append("c_void_p(err.data_ptr())")
+        if emitted.args.checked:
+            args += [f"extent({name})" for name in buffers]
+            args.append("c_void_p(bounds.data_ptr())")
         fused = ", ".join(sorted(set(kernel.origins))) or "copy"
         self.lines.append(f"{fn_name}({', '.join(args)})  # {fused}")
+        if emitted.args.checked:
+            params = [(param, buf.name) for param, buf in emitted.args.buffers.values()]
+            self.lines.append(f"check_bounds(bounds, {kernel.name!r}, {params!r}, "
+                              f"{self.source_path!r})")
 
     def _extern(self, step: ExternKernel, i: int) -> None:
         fn_name = f"extern{i}"

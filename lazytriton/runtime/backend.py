@@ -13,7 +13,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from ..graph import Graph
+from ..graph import Graph, to_text
 
 
 class CompiledGraph(Protocol):
@@ -31,6 +31,10 @@ class Backend(ABC):
     @abstractmethod
     def compile(self, graph: Graph, artifacts: Path) -> CompiledGraph:
         """Compile `graph`; `artifacts` is the graph's folder in the cache, for readable output."""
+
+    def source(self, graph: Graph) -> str:
+        """What this backend would run for `graph`, as text (debug.dump_ir "backend")."""
+        return to_text(graph)
 
 
 _registry: dict[str, Callable[[], Backend]] = {}

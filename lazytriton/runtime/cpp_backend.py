@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import metrics
-from ..codegen.cpp import generate_translation_unit
+from ..codegen.cpp import CTYPE, generate_translation_unit
 from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
 from ..lowering import Lowering
@@ -49,6 +49,7 @@ class CppBackend(Backend):
     def __init__(self):
         self.device = torch.device("cpu")
         self._warned: set[str] = set()  # fallback reasons already reported
+        self.check = os.environ.get("LAZYTRITON_CHECK", "")  # "bounds": checked accesses
 
     @classmethod
     def is_available(cls) -> bool:
@@ -75,13 +76,19 @@ class CppBackend(Backend):
                       f"reported again). Generated files: {artifacts}", RuntimeWarning,
                       stacklevel=3)
 
-    def _compile(self, graph: Graph, artifacts: Path) -> CppProgram:
+    def source(self, graph: Graph) -> str:
         lowering = Lowering(graph)
+        sched = schedule(lowering.steps, lowering.outputs(), _extern_reads(lowering))
+        kernels = [s for s in sched.steps if isinstance(s, Kernel)]
+        return generate_translation_unit(kernels, checked=self.check == "bounds")[0]
+
+    def _compile(self, graph: Graph, artifacts: Path) -> CppProgram:
+        lowering = Lowering(graph, kernel_dtypes=CTYPE)
         outputs = lowering.outputs()
         sched = schedule(lowering.steps, outputs, _extern_reads(lowering))
         kernels = [s for s in sched.steps if isinstance(s, Kernel)]
-        source, emitted = generate_translation_unit(kernels)
-        writer = WrapperWriter(lowering, sched, emitted)
+        source, emitted = generate_translation_unit(kernels, checked=self.check == "bounds")
+        writer = WrapperWriter(lowering, sched, emitted, str(artifacts / "kernels.cpp"))
         wrapper_source = writer.generate()
         atomic_write(artifacts / "kernels.cpp", source)
         atomic_write(artifacts / "wrapper.py", _wrapper_file(wrapper_source))
@@ -103,6 +110,8 @@ def _ctypes_signature(cpp) -> list:
              for _, arg in cpp.args.scalars.values()]
     if cpp.args.uses_err:
         args.append(ctypes.c_void_p)
+    if cpp.args.checked:
+        args += [ctypes.c_int64] * len(cpp.args.buffers) + [ctypes.c_void_p]
     return args
 
 

@@ -123,10 +123,11 @@ def _cpu_fingerprint() -> str:
 
 def cache_key(source: str, name: str = "kernels", cxx: Sequence[str] | None = None) -> str:
     """sha256 over everything that changes the binary: source, name, lazytriton version,
-    compiler version, flags and host CPU."""
+    compiler command and version, flags and host CPU."""
     cxx = tuple(cxx) if cxx is not None else tuple(compiler_command())
-    parts = (source, name, __version__, _compiler_version(cxx), " ".join(CXX_FLAGS),
-             _cpu_fingerprint())
+    # the command's own words too: "g++ -fsanitize=address" reports plain g++'s version
+    parts = (source, name, __version__, shlex.join(cxx), _compiler_version(cxx),
+             " ".join(CXX_FLAGS), _cpu_fingerprint())
     h = hashlib.sha256()
     for part in parts:
         h.update(part.encode())

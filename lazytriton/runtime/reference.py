@@ -2,7 +2,8 @@
 
 It is the test oracle and the fallback path. Compiling means planning: each node becomes a step
 reading and writing numbered slots, intermediates are dropped after their last use, and random
-ops get a generator seeded from their seed input.
+ops get a generator seeded from their seed input — except those the code generators lower,
+which run lazytriton's Philox kernels on the seed itself, so every backend draws the same.
 """
 from __future__ import annotations
 
@@ -11,11 +12,19 @@ from typing import Any
 
 import torch
 
+from .. import philox
 from ..graph import Graph
 from ..ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta
+from ..tracing import native_dropout_seeded
 from .backend import Backend, register_backend
 
-_LAYOUT_SENSITIVE = {torch.ops.aten.as_strided.default, torch.ops.aten.as_strided_scatter.default}
+aten = torch.ops.aten
+_LAYOUT_SENSITIVE = {aten.as_strided.default, aten.as_strided_scatter.default}
+# random ops the code generators lower: run with Philox on the seed (an int), not a generator
+PHILOX_KERNELS = {aten.uniform.default: philox.uniform,
+                  aten.normal_functional.default: philox.normal_functional,
+                  aten.bernoulli.p: philox.bernoulli_p,
+                  native_dropout_seeded: native_dropout_seeded}
 
 
 def restride(t: torch.Tensor, meta: TensorMeta) -> torch.Tensor:
@@ -52,27 +61,29 @@ class ReferenceProgram:
             if node.is_leaf:
                 continue
             ins = [slot[graph.position(v)] for v in node.inputs]
-            args = tuple((name, self._plan_arg(enc, ins)) for name, enc in node.args)
+            seed_kind = "seed_value" if node.op in PHILOX_KERNELS else "seed"
+            args = tuple((name, self._plan_arg(enc, ins, seed_kind)) for name, enc in node.args)
             outs = list(range(next_slot, next_slot + len(node.outputs)))
             for k, s in enumerate(outs):
                 slot[(pos, k)] = s
             next_slot += len(outs)
             layout = node.inputs[0].meta if node.op in _LAYOUT_SENSITIVE else None
-            self.steps.append(_Step(node.op, args, outs, [], layout))
+            op = PHILOX_KERNELS.get(node.op, node.op)
+            self.steps.append(_Step(op, args, outs, [], layout))
         self.n_slots = next_slot
         self.outputs = [slot[graph.position(v)] for v in graph.outputs]
         self.output_metas = [v.meta for v in graph.outputs]
         self._plan_frees(set(self.outputs))
 
-    def _plan_arg(self, enc, ins: list[int]):
+    def _plan_arg(self, enc, ins: list[int], seed_kind: str):
         if isinstance(enc, InputRef):
             return ("slot", ins[enc.index])
         if isinstance(enc, SeedRef):
-            return ("seed", ins[enc.index])
+            return (seed_kind, ins[enc.index])
         if enc is LAZY_DEVICE:
             return ("const", self.device)
         if isinstance(enc, tuple):
-            return ("list", tuple(self._plan_arg(e, ins) for e in enc))
+            return ("list", tuple(self._plan_arg(e, ins, seed_kind) for e in enc))
         return ("const", enc)
 
     def _plan_frees(self, keep: set[int]) -> None:
@@ -87,7 +98,7 @@ class ReferenceProgram:
 
     def _resolve(self, planned, values: list):
         kind, x = planned
-        if kind == "slot":
+        if kind in ("slot", "seed_value"):
             return values[x]
         if kind == "const":
             return x
@@ -117,7 +128,7 @@ def _slots_read(args) -> list[int]:
 
 def _collect(planned, found: list[int]) -> None:
     kind, x = planned
-    if kind in ("slot", "seed"):
+    if kind in ("slot", "seed", "seed_value"):
         found.append(x)
     elif kind == "list":
         for p in x:
