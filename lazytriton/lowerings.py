@@ -591,19 +591,21 @@ def _cat(lowering, node, tensors, dim=0):
     for t in tensors:
         starts.append(acc)
         acc = acc + t.sizes[dim]
+    starts.append(acc)
 
     def inner(ops, index):
-        result = None
-        for k in reversed(range(len(tensors))):  # last segment first: where-chain
-            own = list(index)
+        if len(tensors) == 1:
+            return loaders[0](ops, list(index))
+        pos = ops.index_expr(index[dim], torch.int64)
+        result = _value(ops, 0, dtype)  # never kept: every position is in one segment
+        for k, load in enumerate(loaders):  # each loads only in its segment: elsewhere its
+            own = list(index)  # index is out of bounds
             own[dim] = index[dim] - starts[k]
-            value = loaders[k](ops, own)
-            if result is None:
-                result = value
-            else:
-                inside = ops.lt(ops.index_expr(index[dim], torch.int64),
-                                ops.index_expr(starts[k + 1], torch.int64))
-                result = ops.masked(inside, lambda v=value: v, result)
+            after = ops.ge(pos, ops.index_expr(starts[k], torch.int64))
+            before = ops.lt(pos, ops.index_expr(starts[k + 1], torch.int64))
+            inside = before if k == 0 else after if k == len(loaders) - 1 else \
+                ops.logical_and(after, before)
+            result = ops.masked(inside, lambda load=load, own=own: load(ops, own), result)
         return result
     return Pointwise(dtype, sizes, inner=inner)
 

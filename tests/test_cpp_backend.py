@@ -345,3 +345,14 @@ def test_permuted_slice_of_a_computation_is_indexed_without_division(tmp_path):
     (source,) = [p.read_text() for p in (cache_dir / "graphs").glob("*/kernels.cpp")]
     loads = [line for line in source[source.index('extern "C"'):].splitlines() if "p0[" in line]
     assert loads and not any("/" in line or "%" in line for line in loads), loads
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_cat_loads_each_input_only_in_its_segment(tmp_path, monkeypatch, dim):
+    """Each element of a cat reads one input; reading the others too (then discarding them)
+    indexes them out of bounds, which the bounds-checked mode reports (a U-Net's skip joins)."""
+    monkeypatch.setenv("LAZYTRITON_CHECK", "bounds")
+    lazytriton.init("cpp", cache_dir=tmp_path)
+    a, b, c = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)
+    got = torch.cat([a.to("lazy") * 2, b.to("lazy") + 1, c.to("lazy").exp()], dim=dim)
+    torch.testing.assert_close(got.cpu(), torch.cat([a * 2, b + 1, c.exp()], dim=dim))

@@ -17,7 +17,7 @@ from lazytriton import metrics
 from lazytriton.testing.models import (AttentionClassifier, BatchNormCNN, RecurrentTagger,
                                        TiedLM, TinyUNet, lm_loss)
 
-pytestmark = pytest.mark.differential  # once per backend (conftest.py)
+pytestmark = [pytest.mark.differential, pytest.mark.bounds_checked]  # once per backend (conftest.py)
 
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]  # (model inputs, target)
 
