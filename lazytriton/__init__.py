@@ -19,6 +19,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from . import debug, metrics
 from .device import register_lazy_kernels
 from .ir import LazyExecutionError
+from .modules import keep_shared_tensors_on_conversion
 from .runtime import cpp_backend as _cpp_backend  # noqa: F401  (registers "cpp")
 from .runtime import reference as _reference  # noqa: F401  (registers the "aten" backend)
 from .runtime import triton_backend as _triton_backend  # noqa: F401  (registers "triton")
@@ -40,6 +41,7 @@ def init(backend: str | None = None, cache_dir: str | os.PathLike | None = None)
     backend = backend or os.environ.get("LAZYTRITON_BACKEND") or "auto"
     _session.start(backend, Path(cache_dir) if cache_dir else None)
     register_lazy_kernels()  # at init, not import: importing must not take the device over
+    keep_shared_tensors_on_conversion()
 
 
 def backend_name() -> str:

@@ -353,11 +353,37 @@ def _as_strided(lowering, node, self, size, stride, storage_offset=0):
     base_sizes = list(self.sizes)
     base_strides = _dense_strides_of(lowering, self, node)
     load = self.loader()
+    walks = _walked_dims(lowering, base_sizes, base_strides, size, stride, storage_offset)
+    if walks is not None:  # a permutation or selection of the base's dims: index them directly
+        def inner(ops, index):
+            own = [sympy.Integer(0)] * len(base_sizes)
+            for k, d in enumerate(walks):
+                if d is not None:
+                    own[d] = index[k]
+            return load(ops, own)
+        return View(self.dtype, sizes, inner, base=self, strided=(strides, offset, base_strides))
 
     def inner(ops, index):
         flat = flat_index(index, strides, offset)
         return load(ops, _unflatten_strided(flat, base_sizes, base_strides))
     return View(self.dtype, sizes, inner, base=self, strided=(strides, offset, base_strides))
+
+
+def _walked_dims(lowering, base_sizes, base_strides, size, stride, offset) -> list | None:
+    """For each dim of an as_strided view starting where its base starts, the base dim it walks
+    (same stride, no longer; None for a size-1 dim), or None if the view is not such a
+    selection (a permutation, a leading slice). Then loads need no flat index to unflatten,
+    whose FloorDiv/Mod algebra costs sympy much time in deep chains of views."""
+    if offset:
+        return None
+    ev = lowering.sizevars.evaluate
+    by_stride = {ev(st): d for d, (n, st) in enumerate(zip(base_sizes, base_strides))
+                 if ev(n) != 1}  # distinct: the base layout is dense
+    walks = [None if n == 1 else by_stride.get(st, -1) for n, st in zip(size, stride)]
+    if any(d == -1 or (d is not None and n > ev(base_sizes[d])) for d, n in zip(walks, size)):
+        return None
+    used = [d for d in walks if d is not None]
+    return walks if len(set(used)) == len(used) else None
 
 
 def _is_storage_layout(lowering, buf, meta) -> bool:
@@ -565,18 +591,21 @@ def _cat(lowering, node, tensors, dim=0):
     for t in tensors:
         starts.append(acc)
         acc = acc + t.sizes[dim]
+    starts.append(acc)
 
     def inner(ops, index):
-        result = None
-        for k in reversed(range(len(tensors))):  # last segment first: where-chain
-            own = list(index)
+        if len(tensors) == 1:
+            return loaders[0](ops, list(index))
+        pos = ops.index_expr(index[dim], torch.int64)
+        result = _value(ops, 0, dtype)  # never kept: every position is in one segment
+        for k, load in enumerate(loaders):  # each loads only in its segment: elsewhere its
+            own = list(index)  # index is out of bounds
             own[dim] = index[dim] - starts[k]
-            if result is None:
-                result = loaders[k](ops, own)
-            else:  # load only inside the segment: elsewhere the address may be out of bounds
-                inside = ops.lt(ops.index_expr(index[dim], torch.int64),
-                                ops.index_expr(starts[k + 1], torch.int64))
-                result = ops.masked(inside, lambda k=k, own=own: loaders[k](ops, own), result)
+            after = ops.ge(pos, ops.index_expr(starts[k], torch.int64))
+            before = ops.lt(pos, ops.index_expr(starts[k + 1], torch.int64))
+            inside = before if k == 0 else after if k == len(loaders) - 1 else \
+                ops.logical_and(after, before)
+            result = ops.masked(inside, lambda load=load, own=own: load(ops, own), result)
         return result
     return Pointwise(dtype, sizes, inner=inner)
 
@@ -775,6 +804,13 @@ _DECOMPOSE = [
     aten.reshape.default, aten.unsqueeze.default, aten.squeeze.dim, aten.permute.default,
     aten.expand.default, aten.slice.Tensor, aten.select.int, aten.alias.default,
     aten.detach.default,
+    # what the model zoo reaches (tests/test_models.py): GRU/LSTM gates (unsafe_split),
+    # slicing backwards, per-pixel losses, upsampling, masked attention
+    aten.unsafe_split.Tensor, aten.unsafe_split_with_sizes.default,
+    aten.slice_backward.default, aten.slice_scatter.default, aten.select_backward.default,
+    aten.select_scatter.default, aten._unsafe_masked_index.default,
+    aten.nll_loss2d_forward.default, aten.nll_loss2d_backward.default,
+    aten.upsample_nearest2d.default, aten.upsample_bilinear2d.default, aten._safe_softmax.default,
 ]
 
 DECOMPOSITIONS = {op: decomposition_table[op] for op in _DECOMPOSE
@@ -783,5 +819,6 @@ DECOMPOSITIONS = {op: decomposition_table[op] for op in _DECOMPOSE
 
 # lowerings kept in their own modules register themselves into LOWERINGS on import
 from . import lowerings_optim, lowerings_prims, lowerings_scatter  # noqa: E402,F401
+from .decompositions import DECOMPOSITIONS as _OWN  # noqa: E402  (ops torch._decomp lacks)
 
-DECOMPOSITIONS = {op: fn for op, fn in DECOMPOSITIONS.items() if op not in LOWERINGS}
+DECOMPOSITIONS = {op: fn for op, fn in (DECOMPOSITIONS | _OWN).items() if op not in LOWERINGS}

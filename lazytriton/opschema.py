@@ -165,6 +165,11 @@ def _candidates(op: torch._ops.OpOverload):
     if name.endswith("_") and not name.endswith("__"):
         yield _overload(name[:-1], overload)
         yield _overload(name[:-1] + "_functional", "default")
+        base = getattr(torch.ops.aten, name[:-1], None)
+        if base is not None:  # a restride named otherwise: transpose_.default -> transpose.int
+            for other in base.overloads():
+                if op_info(getattr(base, other)).is_view:
+                    yield getattr(base, other)
     yield _overload(name + "_functional", "default")
     packet = getattr(torch.ops.aten, name, None)
     if packet is not None:  # out= variants: same op, the overload without the out arguments

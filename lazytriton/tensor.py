@@ -128,7 +128,11 @@ class LazyTensor(torch.Tensor):
         return self.detach().cpu().__reduce_ex__(protocol)
 
     def __deepcopy__(self, memo):
-        copied = self.detach().clone().requires_grad_(self.requires_grad)
+        copied = self.detach().clone()
+        if isinstance(self, torch.nn.Parameter):  # a lazy Parameter is a LazyTensor marked so
+            copied = torch.nn.Parameter(copied, self.requires_grad)
+        else:
+            copied.requires_grad_(self.requires_grad)
         memo[id(self)] = copied
         return copied
 

@@ -11,6 +11,7 @@ materialized inputs and the trace continues; each is counted as `aten::<op>`.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from typing import Any, Callable
 
@@ -304,8 +305,20 @@ def _trace_functional(call: _Call):
     metas = _call_meta(call.info.op, call)
     flat = _flat_metas(metas)
     outputs = record(op, tuple(call.inputs), call.encoded + extra_args, flat)
-    tensors = iter([None if m is None else fresh_tensor(v) for v, m in zip(outputs, flat)])
+    tensors = iter([None if m is None else _fresh(v) for v, m in zip(outputs, flat)])
     return _assemble([_fill(m, tensors) for m in _per_return(call.info.op, metas)])
+
+
+def _fresh(value: Value) -> LazyTensor:
+    """A new storage holding `value`, which must be a whole buffer at offset 0 (tensor.py).
+    An op that returns views without saying so in its schema (unsafe_split, which nn.GRU and
+    nn.LSTM cells split their gates with, then update in place) gets a dense copy: its contract
+    lets the outputs be independent of the input."""
+    meta = value.meta
+    if meta.storage_offset != 0 or meta.storage_numel != math.prod(meta.shape):
+        dense = TensorMeta(meta.shape, ir.contiguous_strides(meta.shape), meta.dtype)
+        value = record(aten.clone.default, (value,), (("self", InputRef(0)),), (dense,))[0]
+    return fresh_tensor(value)
 
 
 # --- mutations ----------------------------------------------------------------------------
@@ -329,7 +342,7 @@ def _trace_mutation(call: _Call):
     flat = _flat_metas(metas)
     outputs = list(record(op, tuple(call.inputs), encoded + extra_args, flat))
     n_fresh = sum(1 for w in info.returns_written if w is None)
-    fresh = iter([None if v.meta is None else fresh_tensor(v) for v in outputs[:n_fresh]])
+    fresh = iter([None if v.meta is None else _fresh(v) for v in outputs[:n_fresh]])
     new_values = iter(outputs[n_fresh:])
     for index in info.mutated:
         _write_back(call.values[index], new_values)

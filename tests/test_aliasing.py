@@ -2,6 +2,8 @@
 CPU and on the lazy device, and every tensor it returns must agree."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -93,6 +95,46 @@ def test_program_matches_eager(program, shape):
         assert g.device.type == "lazy"
         assert g.shape == e.shape and g.stride() == e.stride()
         torch.testing.assert_close(g.cpu(), e)
+
+
+def test_unsafe_split_outputs_written_in_place():
+    """unsafe_split/unsafe_chunk return views their schemas do not declare; nn.GRU and nn.LSTM
+    cells update their gates in place through them. Each output must hold its own values."""
+    def program(x, y):
+        a, b, c = torch.unsafe_split(x * 1, 4, dim=1)
+        b.add_(y).sigmoid_()
+        d, e = (x + 1).unsafe_chunk(2, dim=0)
+        e.mul_(2)
+        return a * 1, b * 1, c * 1, d * 1, e * 1
+    x, y = torch.randn(4, 12), torch.randn(4, 4)
+    expected = program(x, y)
+    got = program(x.to("lazy"), y.to("lazy"))
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g.cpu(), e)
+
+
+def test_batch_norm_running_statistics_update_is_traced():
+    """native_batch_norm writes the running statistics without its schema saying so: the write
+    must be in the trace (read before any mark_step), not a side effect of running the graph."""
+    eager = torch.nn.BatchNorm2d(3)
+    lazy = copy.deepcopy(eager).to("lazy")
+    x = torch.randn(4, 3, 5, 5)
+    eager(x), lazy(x.to("lazy"))
+    torch.testing.assert_close(lazy.running_mean.cpu(), eager.running_mean)
+    torch.testing.assert_close(lazy.running_var.cpu(), eager.running_var)
+    assert int(lazy.num_batches_tracked.cpu()) == 1
+
+
+def test_transpose_in_place_restrides_without_a_copy():
+    """transpose_'s out-of-place twin is transpose.int (another overload name): it restrides
+    like t_ and unsqueeze_ (nn.GRU's batch_first output goes through it)."""
+    x = torch.randn(3, 4, 2)
+    lazy = x.to("lazy")
+    x.transpose_(0, 1)
+    lazy.transpose_(0, 1)
+    assert lazy.shape == x.shape and lazy.stride() == x.stride()
+    assert "clone_and_call" not in lazytriton.debug.dump_ir([lazy * 1])
+    torch.testing.assert_close(lazy.cpu(), x)
 
 
 def test_view_written_after_mark_step_still_aliases():

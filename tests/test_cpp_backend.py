@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,33 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(cache_dir, monkeypat
     with pytest.warns(RuntimeWarning, match="reference executor instead.*graphs"):
         got = (x.to("lazy").tan() + 3).cpu()
     torch.testing.assert_close(got, x.tan() + 3)
+    assert metrics.counter_value("FallbackGraph") == 1
+
+
+def test_codegen_failure_is_counted_per_graph_and_warned_once_per_reason(cache_dir,
+                                                                           monkeypatch):
+    from lazytriton.codegen import cpp
+    monkeypatch.delenv("LAZYTRITON_STRICT", raising=False)
+    reason = ["no C++ for this kernel"]
+
+    def broken(kernels, *args, **kwargs):
+        raise NotImplementedError(reason[0])
+    monkeypatch.setattr(cpp, "generate_translation_unit", broken)
+    x = torch.randn(7)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ops = [torch.exp, torch.sin, torch.cos]
+        got = [op(x.to("lazy")).cpu() for op in ops]  # three graphs, one reason
+        reason[0] = "another cause"
+        (x.to("lazy") - 1).cpu()
+    for op, g in zip(ops, got):
+        torch.testing.assert_close(g, op(x))
+    assert metrics.counter_value("FallbackGraph") == 4
+    texts = [str(w.message) for w in caught if "FallbackGraph" in str(w.message)]
+    assert len(texts) == 2, texts
+    assert "NotImplementedError: no C++ for this kernel" in texts[0]
+    assert "another cause" in texts[1]
+    assert all(str(cache_dir / "graphs") in t for t in texts)  # names the graph's folder
 
 
 def test_index_out_of_range_raises_like_eager():
@@ -304,3 +332,27 @@ def test_matmul_takes_a_transposed_computation_without_a_copy(tmp_path):
     folder = [p.parent for p in (cache_dir / "graphs").glob("*/ir.txt")
               if "mm.default" in p.read_text()][-1]
     assert ".as_strided((" in (folder / "wrapper.py").read_text()
+
+
+def test_permuted_slice_of_a_computation_is_indexed_without_division(tmp_path):
+    """A view that walks its base's dims (a permutation, a leading slice) loads by those dims:
+    no flat index divided back into dims (slow sympy in deep view chains, slow C++)."""
+    cache_dir = tmp_path / "cache"
+    lazytriton.init("cpp", cache_dir=cache_dir)
+    x = torch.randn(6, 10)
+    got = ((x.to("lazy") * 2).permute(1, 0)[:4] + 1).cpu()
+    torch.testing.assert_close(got, (x * 2).permute(1, 0)[:4] + 1)
+    (source,) = [p.read_text() for p in (cache_dir / "graphs").glob("*/kernels.cpp")]
+    loads = [line for line in source[source.index('extern "C"'):].splitlines() if "p0[" in line]
+    assert loads and not any("/" in line or "%" in line for line in loads), loads
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_cat_loads_each_input_only_in_its_segment(tmp_path, monkeypatch, dim):
+    """Each element of a cat reads one input; reading the others too (then discarding them)
+    indexes them out of bounds, which the bounds-checked mode reports (a U-Net's skip joins)."""
+    monkeypatch.setenv("LAZYTRITON_CHECK", "bounds")
+    lazytriton.init("cpp", cache_dir=tmp_path)
+    a, b, c = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)
+    got = torch.cat([a.to("lazy") * 2, b.to("lazy") + 1, c.to("lazy").exp()], dim=dim)
+    torch.testing.assert_close(got.cpu(), torch.cat([a * 2, b + 1, c.exp()], dim=dim))

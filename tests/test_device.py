@@ -109,6 +109,61 @@ def test_module_to_lazy_keeps_parameters():
         torch.testing.assert_close(v.cpu(), expected[k])
 
 
+class _Shared(torch.nn.Module):
+    """GPT-2's tie (the head reuses the embedding's weight), a Parameter shared by two
+    submodules of different parents, and a buffer registered in two modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(10, 4)
+        self.head = torch.nn.Linear(4, 10, bias=False)
+        self.head.weight = self.emb.weight
+        shared = torch.nn.Linear(4, 4)
+        self.a = torch.nn.Sequential(shared, torch.nn.ReLU())
+        self.b = torch.nn.Sequential(torch.nn.Tanh(), shared)
+        mask = torch.arange(6.0)
+        self.emb.register_buffer("mask", mask)
+        self.head.register_buffer("mask", mask)
+
+
+def test_module_to_lazy_keeps_shared_parameters_and_buffers():
+    model = _Shared()
+    expected = model.emb.weight.detach().clone()
+    alive = model.a(model.emb.weight)  # an autograd graph holding the weights (swap would fail)
+    model.to("lazy")
+    weight = model.emb.weight
+    assert model.head.weight is weight
+    assert isinstance(weight, torch.nn.Parameter) and weight.device.type == "lazy"
+    assert model.a[0] is model.b[1] and model.a[0].weight.device.type == "lazy"
+    assert model.emb.mask is model.head.mask and model.emb.mask.device.type == "lazy"
+    assert len(list(model.parameters())) == 3  # emb/head weight, shared weight and bias
+    torch.testing.assert_close(weight.cpu(), expected)
+    model.double()  # a conversion on the lazy device keeps them shared too
+    assert model.head.weight is model.emb.weight and model.emb.weight.dtype == torch.float64
+    assert model.emb.mask is model.head.mask and model.emb.mask.dtype == torch.float64
+    model.cpu()  # and so does the way back
+    assert model.head.weight is model.emb.weight and model.emb.weight.device.type == "cpu"
+    assert model.emb.mask is model.head.mask and model.a[0] is model.b[1]
+    assert alive.grad_fn is not None
+
+
+def test_module_to_lazy_keeps_shared_gradients():
+    model = _Shared()
+    model.head(model.emb(torch.tensor([1, 2]))).sum().backward()
+    expected = model.emb.weight.grad.clone()
+    model.to("lazy")
+    grad = model.emb.weight.grad
+    assert grad is model.head.weight.grad and grad.device.type == "lazy"
+    torch.testing.assert_close(grad.cpu(), expected)
+
+
+def test_deepcopy_of_lazy_model_keeps_parameters_and_ties():
+    import copy
+    model = copy.deepcopy(_Shared().to("lazy"))
+    assert isinstance(model.emb.weight, torch.nn.Parameter) and model.emb.weight.requires_grad
+    assert model.head.weight is model.emb.weight and model.emb.mask is model.head.mask
+
+
 def test_save_state_dict_of_lazy_model_and_load_into_lazy_model():
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     model.to("lazy")

@@ -1049,6 +1049,25 @@ def test_pool_noncontiguous(name):
     check_grad(lambda x: POOL[name](x.transpose(2, 3)), rnd(2, 3, 9, 7))
 
 
+UPSAMPLE = {  # U-Nets and FPNs: every mode and way to give the size, up and down
+    "nearest_size": lambda x: F.interpolate(x, size=(9, 13), mode="nearest"),
+    "nearest_x2": lambda x: F.interpolate(x, scale_factor=2, mode="nearest"),
+    "nearest_down": lambda x: F.interpolate(x, scale_factor=0.6, mode="nearest"),
+    "bilinear_size": lambda x: F.interpolate(x, size=(9, 13), mode="bilinear"),
+    "bilinear_x1_7": lambda x: F.interpolate(x, scale_factor=1.7, mode="bilinear"),
+    "bilinear_align_corners": lambda x: F.interpolate(x, size=(4, 13), mode="bilinear",
+                                                      align_corners=True),
+}
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("name", UPSAMPLE)
+def test_upsample(name, dtype):
+    metrics.reset()
+    check_grad(UPSAMPLE[name], rnd(2, 3, 5, 7, dtype=dtype), atol=1e-5, rtol=1e-5)
+    assert not [n for n in metrics.counter_names() if n.startswith("aten::")]  # lowered
+
+
 # --- losses ---------------------------------------------------------------------------------
 
 LOSSES = {  # name: fn(logits, target, class weights, reduction)

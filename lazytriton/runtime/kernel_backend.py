@@ -32,6 +32,9 @@ from .disk_cache import atomic_write
 from .reference import ReferenceProgram
 
 
+_warned: set[tuple[str, str]] = set()  # (backend, fallback reason) already reported
+
+
 class KernelCodegen(Protocol):
     parallel_inner: bool  # inner loops of a kernel without an outer loop run in parallel
     kernel_dtypes: frozenset  # dtypes kernels can hold; ops on others stay aten calls
@@ -69,11 +72,20 @@ class KernelBackend(Backend):
         except Exception as e:  # noqa: BLE001 -- any compiler failure must not lose the step
             if os.environ.get("LAZYTRITON_STRICT"):
                 raise
-            metrics.counter_inc("FallbackGraph")  # tests check no graph took this path
-            warnings.warn(f"lazytriton: compiling this graph for {self.name} failed ({e}); it "
-                          f"runs on the reference executor instead. Generated files: {artifacts}",
-                          RuntimeWarning, stacklevel=2)
+            self._report_fallback(f"{type(e).__name__}: {e}", artifacts)
             return ReferenceProgram(graph, self.device)
+
+    def _report_fallback(self, reason: str, artifacts: Path) -> None:
+        """Count every graph run uncompiled; warn once per reason, so a cause that hits many
+        graphs is seen without flooding the log."""
+        metrics.counter_inc("FallbackGraph")
+        if (self.name, reason) in _warned:
+            return
+        _warned.add((self.name, reason))
+        warnings.warn(f"lazytriton: compiling a graph for {self.name} failed ({reason}); it runs "
+                      f"on the reference executor instead (counted as FallbackGraph; this reason "
+                      f"is not reported again). Generated files: {artifacts}", RuntimeWarning,
+                      stacklevel=3)
 
     def source(self, graph: Graph) -> str:
         """The kernel sources this backend generates for `graph` (debug.dump_ir "backend")."""

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TutorialNet", "MLP", "TransformerBlock", "lm_loss"]
+__all__ = ["TutorialNet", "MLP", "TransformerBlock", "TiedLM", "lm_loss", "BatchNormCNN", "TinyUNet",
+           "RecurrentTagger", "AttentionClassifier"]
 
 
 class TutorialNet(nn.Module):
@@ -123,6 +124,127 @@ class TransformerBlock(nn.Module):
         return self.head(self.ln_f(x))
 
 
+class TiedLM(TransformerBlock):
+    """TransformerBlock whose output projection is the token embedding, as in GPT-2: one
+    Parameter in two modules, whose gradient sums both uses."""
+
+    def __init__(self, vocab: int = 64, dim: int = 32, heads: int = 4, seq: int = 16) -> None:
+        super().__init__(vocab, dim, heads, seq)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.tok_emb.weight
+
+
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Next-token cross entropy over every position: logits [B, T, V], targets int64 [B, T]."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+class BatchNormCNN(nn.Module):
+    """Conv-BatchNorm-ReLU blocks, max and global average pooling, BatchNorm1d before the head.
+
+    In train mode a step normalizes with batch statistics and writes the running ones (buffers
+    updated in place); in eval mode it reads them: both must match eager.
+    """
+
+    def __init__(self, in_channels: int = 3, classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width),
+            nn.ReLU())
+        self.norm = nn.BatchNorm1d(2 * width)
+        self.head = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+        return self.head(self.norm(x))
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU())
+
+
+class TinyUNet(nn.Module):
+    """A two-level U-Net for per-pixel classification: down by strided convolutions, up by a
+    transposed convolution (inner level) and by interpolation (`mode`: "nearest" or
+    "bilinear", outer level), each joined to its skip connection by torch.cat.
+
+    Upsampling targets the skip's size, so odd image sizes work (as in real U-Nets with
+    padding), which makes every level's shape depend on the input's.
+    """
+
+    def __init__(self, in_channels: int = 1, classes: int = 3, width: int = 4,
+                 mode: str = "bilinear") -> None:
+        super().__init__()
+        self.mode = mode
+        self.enc = _conv_block(in_channels, width)
+        self.down1 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.down2 = nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1)
+        # the inverse of down2's shape map: output_size picks its output padding
+        self.up1 = nn.ConvTranspose2d(4 * width, 2 * width, 3, stride=2, padding=1)
+        self.dec1 = _conv_block(4 * width, 2 * width)
+        self.dec2 = _conv_block(3 * width, width)
+        self.out = nn.Conv2d(width, classes, 1)
+
+    def _upsample(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        if self.mode == "nearest":
+            return F.interpolate(x, size=size, mode="nearest")
+        return F.interpolate(x, size=size, mode=self.mode, align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, in_channels, H, W] -> logits [N, classes, H, W]."""
+        skip0 = self.enc(x)
+        skip1 = F.relu(self.down1(skip0))
+        bottom = F.relu(self.down2(skip1))
+        x = self.up1(bottom, output_size=skip1.shape[-2:])
+        x = self.dec1(torch.cat([x, skip1], dim=1))
+        x = self._upsample(x, skip0.shape[-2:])
+        x = self.dec2(torch.cat([x, skip0], dim=1))
+        return self.out(x)
+
+
+class RecurrentTagger(nn.Module):
+    """nn.GRU or nn.LSTM (batch_first) over a feature sequence, a label per step read from the
+    outputs plus the final hidden state: [N, T, features] -> logits [N, T, classes]."""
+
+    def __init__(self, cell: str = "lstm", features: int = 6, hidden: int = 8, layers: int = 2,
+                 classes: int = 4, bidirectional: bool = False) -> None:
+        super().__init__()
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = rnn(features, hidden, num_layers=layers, batch_first=True,
+                       bidirectional=bidirectional)
+        directions = 2 if bidirectional else 1
+        self.head = nn.Linear(directions * hidden, classes)
+        self.from_state = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, state = self.rnn(x)
+        h = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c); GRU: h
+        return self.head(out) + self.from_state(h[-1]).unsqueeze(1)
+
+
+class AttentionClassifier(nn.Module):
+    """A sequence classifier around torch.nn.MultiheadAttention (batch_first), with a causal
+    attention mask and a key padding mask; `need_weights` picks the attention path eager takes
+    (False: scaled_dot_product_attention; True: explicit softmax, averaged weights returned)."""
+
+    def __init__(self, features: int = 6, dim: int = 16, heads: int = 4, classes: int = 3,
+                 need_weights: bool = False) -> None:
+        super().__init__()
+        self.need_weights = need_weights
+        self.embed = nn.Linear(features, dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """x: [N, T, features]; padding: bool [N, T], True at padded steps (never step 0)."""
+        t = x.shape[1]
+        causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), diagonal=1)
+        h = self.embed(x)
+        a, _ = self.attn(h, h, h, attn_mask=causal, key_padding_mask=padding,
+                         need_weights=self.need_weights)
+        h = self.norm(h + a)
+        keep = (~padding).unsqueeze(-1).to(h.dtype)
+        return self.head((h * keep).sum(1) / keep.sum(1))  # mean over the real steps
