@@ -33,7 +33,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         backends = list(DIFFERENTIAL_BACKENDS)
         if marker("bounds_checked") and "cpp" in backends:
             backends.append("cpp:bounds")
-        metafunc.parametrize("test_backend", backends, scope="module")
+        skipped = marker("skip_backends")
+        reasons = skipped.kwargs if skipped else {}
+        params = [pytest.param(b, marks=pytest.mark.skip(reason=reasons[b])) if b in reasons
+                  else b for b in backends]
+        metafunc.parametrize("test_backend", params, scope="module")
 
 
 @pytest.fixture(scope="session")
