@@ -21,6 +21,8 @@ def exact_quotient(term: Expr, divisor: Expr) -> Expr | None:
     polynomial division, never sympy.simplify: this runs for every index expression.)"""
     if divisor == 1:
         return term
+    if divisor == 0:  # a stride over a zero-size dim: nothing divides by it
+        return None
     if term.is_Integer and divisor.is_Integer:
         return sympy.Integer(int(term) // int(divisor)) if int(term) % int(divisor) == 0 else None
     try:

@@ -374,7 +374,7 @@ class TritonKernel:
     def _reduce(self, value, rtype: str, src_dtype, rng: _Range, looped: bool):
         acc_dtype = _acc_dtype(src_dtype, rtype)
         work = torch.int8 if acc_dtype == torch.bool else acc_dtype  # bool reduces as int8
-        init = _init(rtype, work)
+        init = _init(rtype, acc_dtype if acc_dtype == torch.bool else work)
         v = self.ops._tensor(self.ops.to_dtype(value, work))
         masked = f"tl.where({rng.name('mask')}, {v}, {init})"
         combine = _COMBINE[rtype]
@@ -547,6 +547,8 @@ def _init(rtype: str, dtype: torch.dtype) -> str:
     if rtype == "prod":
         return literal(1, dtype)
     high = rtype in ("max", "any")
+    if dtype == torch.bool:  # as int8: any/max of nothing is False, all/min of nothing True
+        return "0" if high else "1"
     if dtype.is_floating_point:
         return literal(float("-inf") if high else float("inf"), dtype)
     info = torch.iinfo(dtype)
