@@ -193,6 +193,10 @@ class TritonOps:
         if a.dtype.is_floating_point:
             return self._apply(_FLOAT_DIVISION[name], a.dtype, self._tensor(a), self._tensor(b))
         if b.is_literal and b.literal != 0:
+            # floordiv_int/remainder_int broadcast their operands: a Triton value each, typed
+            # as `a` (the interpreter's tl.broadcast has no Python int form: "'int' object has
+            # no attribute 'type'")
+            b = self._tensor(self.to_dtype(b, a.dtype))
             return self._apply(_INT_DIVISION[name], a.dtype, self._tensor(a), b)
         zero = self._apply("({0} == 0)", torch.bool, self._tensor(b))
         self.k.flag_error(zero, 2)  # ZeroDivisionError
