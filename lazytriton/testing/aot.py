@@ -7,9 +7,7 @@ every kernel the CPU interpreter ran also compiles for sm_90.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,19 +34,8 @@ def param_types(params: list[dict], index_dtype: str) -> dict[str, str]:
 
 def load_compiled(path: Path):
     """The kernel module at `path` with real @triton.jit functions (not interpreted)."""
-    import triton  # noqa: F401  (imported before TRITON_INTERPRET is touched)
-    spec = importlib.util.spec_from_file_location(f"lazytriton_aot.{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    saved = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "0"
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if saved is None:
-            del os.environ["TRITON_INTERPRET"]
-        else:
-            os.environ["TRITON_INTERPRET"] = saved
-    return module
+    from ..runtime.triton_backend import _execute
+    return _execute(path, f"lazytriton_aot.{path.stem}", interpret=False)
 
 
 def compile_kernel(folder: Path, entry: dict, arch: int = 90) -> list[dict]:
