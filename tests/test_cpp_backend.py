@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import lazytriton
 from lazytriton import metrics
 from lazytriton.runtime.cpp_build import compiler_command
-from lazytriton.testing.models import MLP
+from lazytriton.testing.models import MLP, pointwise_chain
 
 from cpp_targets import AVX2, NATIVE, Target, is_gcc, no_simd_reason, simd_isa
 
@@ -39,17 +39,10 @@ def _kernels_of(cache_dir, op_text: str) -> list[dict]:
     return json.loads((matching[-1] / "kernels.json").read_text())
 
 
-def _chain(x):
-    y = x
-    for k in range(10):  # ten pointwise ops of several kinds
-        y = [torch.sin, torch.exp, torch.tanh, torch.relu, torch.sigmoid][k % 5](y) * 1.5 + 0.25
-    return y
-
-
 def test_ten_op_pointwise_chain_is_one_kernel(cache_dir):
     x = torch.randn(33, 17)
-    got = _chain(x.to("lazy")).cpu()
-    torch.testing.assert_close(got, _chain(x), rtol=1e-5, atol=1e-6)
+    got = pointwise_chain(x.to("lazy")).cpu()
+    torch.testing.assert_close(got, pointwise_chain(x), rtol=1e-5, atol=1e-6)
     kernels = _kernels_of(cache_dir, "sigmoid.default")
     assert len(kernels) == 1
     assert {"sin.default", "exp.default", "tanh.default", "relu.default",
@@ -78,7 +71,7 @@ def chain_and_softmax_graphs(tmp_path_factory) -> list[Path]:
     cache_dir = tmp_path_factory.mktemp("vectorize-cache")
     lazytriton.init("cpp", cache_dir=cache_dir)  # only these graphs
     x = torch.randn(16, 64)
-    _chain(x.to("lazy")).cpu()
+    pointwise_chain(x.to("lazy")).cpu()
     torch.sigmoid(torch.relu(torch.tanh(x.to("lazy")) - 0.5)).cpu()
     torch.softmax(x.to("lazy") * 2, -1).cpu()
     folders = [p.parent for p in (cache_dir / "graphs").glob("*/kernels.cpp")]

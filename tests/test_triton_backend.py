@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import lazytriton
 from lazytriton import metrics
 from lazytriton.runtime import triton_backend
+from lazytriton.testing.models import pointwise_chain
 
 pytestmark = pytest.mark.skipif(not triton_backend.triton_installed(), reason="needs triton")
 
@@ -42,16 +43,10 @@ def _source(folder, entry) -> str:
     return (folder / entry["source"]).read_text()
 
 
-def _chain(x):
-    y = x
-    for k in range(10):  # ten pointwise ops of several kinds
-        y = [torch.sin, torch.exp, torch.tanh, torch.relu, torch.sigmoid][k % 5](y) * 1.5 + 0.25
-    return y
-
-
 def test_ten_op_pointwise_chain_is_one_flat_kernel(triton_device):
     x = torch.randn(33, 17)
-    torch.testing.assert_close(_chain(x.to("lazy")).cpu(), _chain(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pointwise_chain(x.to("lazy")).cpu(), pointwise_chain(x),
+                               rtol=1e-5, atol=1e-5)
     folder, kernels = _graph(triton_device, "sigmoid.default")
     assert len(kernels) == 1 and kernels[0]["kernel"].startswith("triton_poi_")
     source = _source(folder, kernels[0])
@@ -263,7 +258,7 @@ def _representative_graphs():
     torch.manual_seed(0)
     x = torch.randn(6, 40)
     lx = x.to("lazy")
-    _chain(lx).cpu()
+    pointwise_chain(lx).cpu()
     torch.softmax(lx * 2, -1).cpu()
     w = torch.randn(40).to("lazy").requires_grad_()
     xg = lx.detach().requires_grad_()

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TutorialNet", "MLP", "TransformerBlock", "TiedLM", "lm_loss", "BatchNormCNN", "TinyUNet",
-           "RecurrentTagger", "AttentionClassifier"]
+__all__ = ["pointwise_chain", "TutorialNet", "MLP", "TransformerBlock", "TiedLM", "lm_loss",
+           "BatchNormCNN", "TinyUNet", "RecurrentTagger", "AttentionClassifier"]
 
 
 class TutorialNet(nn.Module):
@@ -248,3 +248,11 @@ class AttentionClassifier(nn.Module):
         h = self.norm(h + a)
         keep = (~padding).unsqueeze(-1).to(h.dtype)
         return self.head((h * keep).sum(1) / keep.sum(1))  # mean over the real steps
+
+
+def pointwise_chain(x: torch.Tensor) -> torch.Tensor:
+    """Ten pointwise ops of several kinds: what a fusing backend must turn into one kernel."""
+    y = x
+    for k in range(10):
+        y = [torch.sin, torch.exp, torch.tanh, torch.relu, torch.sigmoid][k % 5](y) * 1.5 + 0.25
+    return y
