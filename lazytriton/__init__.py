@@ -7,8 +7,6 @@
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import os
 from pathlib import Path
 from typing import Callable, Iterable
@@ -17,6 +15,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from . import debug, metrics
+from ._version import __version__
 from .device import register_lazy_kernels
 from .ir import LazyExecutionError
 from .modules import keep_shared_tensors_on_conversion

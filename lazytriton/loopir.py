@@ -163,3 +163,30 @@ def input_buffer(index: int, dtype: torch.dtype, sizes: list[Expr], strides: lis
 
 def contiguous_buffer(name: str, dtype, sizes) -> ComputedBuffer:
     return ComputedBuffer(name, dtype, list(sizes), contiguous_strides(sizes))
+
+
+@dataclass(frozen=True, eq=False)
+class ScalarArg:
+    """A Python number that is a graph input: a kernel argument, not a constant."""
+    name: str
+    input_index: int
+    value: Any
+
+    @property
+    def dtype(self) -> torch.dtype:
+        if isinstance(self.value, bool):
+            return torch.bool
+        return torch.int64 if isinstance(self.value, int) else torch.float64
+
+
+@dataclass(eq=False)
+class StridedView(TensorBox):
+    """A view of a buffer by sizes/strides/offset: loads re-index it; externs get it uncopied."""
+    base: Buffer
+    dtype: torch.dtype
+    sizes: list
+    strides: list
+    offset: Any
+
+    def loader(self):
+        return self.base.strided_loader(self.sizes, self.strides, self.offset).loader()

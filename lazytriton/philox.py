@@ -98,3 +98,13 @@ def native_dropout(input: torch.Tensor, p: float, train: bool | None,
     keep = uniform01(generator, input.shape, input.device) >= torch.tensor(p, dtype=torch.float32)
     scale = 1.0 / (1.0 - p) if p < 1 else 0.0
     return torch.where(keep, input * scale, torch.zeros((), dtype=input.dtype)), keep
+
+
+def native_dropout_seeded(input, p, train, generator):
+    """aten.native_dropout with an explicit seed (the aten op takes no generator): the graph op
+    the tracer records for it, lowered by every backend to this same Philox draw."""
+    return native_dropout(input, p, train, generator)
+
+
+# aten random ops without a generator argument -> their twins taking the seed explicitly
+SEEDED_TWINS = {torch.ops.aten.native_dropout.default: native_dropout_seeded}

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 import sympy
 
-from .codegen.common import simplify_index
-from .loopir import Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction, Scatter
-from .lowering import StridedView
-from .sizevars import flat_index, index_symbol
+from .loopir import (Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction, Scatter,
+                     StridedView)
+from .sizevars import flat_index, index_symbol, simplify_index
 
 
 @dataclass(eq=False)

@@ -195,3 +195,70 @@ class SizeVars:
                 result += constants[j:k]
                 i, j = i + 1, k
         return result
+
+
+# --- simplification with loop ranges ------------------------------------------------------
+
+def _max_value(expr, ranges: dict) -> sympy.Expr | None:
+    """Upper bound of a sum of non-negative terms, each a size or (size * loop var); None if
+    the expression has another form."""
+    expr = sympy.expand(expr)
+    total = sympy.Integer(0)
+    for term in (expr.args if isinstance(expr, sympy.Add) else (expr,)):
+        coeff, rest = term.as_coeff_Mul()
+        loop_vars = [s for s in rest.free_symbols if s in ranges]
+        if coeff < 0 or len(loop_vars) > 1:
+            return None
+        if not loop_vars:
+            total += term  # sizes are positive
+            continue
+        scale = sympy.cancel(rest / loop_vars[0])
+        if scale.free_symbols & set(ranges):
+            return None
+        total += coeff * scale * (ranges[loop_vars[0]] - 1)
+    return total
+
+
+def _less(a, b) -> bool:
+    """a < b provably (sizes are positive symbols); False when unsure."""
+    return bool(sympy.expand(b - a).is_positive)
+
+
+def simplify_index(expr, ranges: dict):
+    """Remove FloorDiv/ModularIndexing made redundant by the loop ranges."""
+    expr = sympy.sympify(expr)
+    if not expr.has(FloorDiv, ModularIndexing):
+        return sympy.expand(expr)
+    relevant = frozenset((k, v) for k, v in ranges.items() if k in expr.free_symbols)
+    return _simplify_index(expr, relevant)
+
+
+@functools.lru_cache(maxsize=65536)
+def _simplify_index(expr, relevant: frozenset):
+    ranges = dict(relevant)
+
+    def fix(e):
+        if isinstance(e, ModularIndexing):
+            base, div, mod = (fix(a) for a in e.args)
+            top = _max_value(base, ranges) if base.is_nonnegative else None
+            if top is not None:
+                if _less(top, div):
+                    return sympy.Integer(0)
+                if _less(top, div * mod):
+                    return FloorDiv(base, div) if div != 1 else base
+            return ModularIndexing(base, div, mod)
+        if isinstance(e, FloorDiv):
+            base, div = (fix(a) for a in e.args)
+            top = _max_value(base, ranges) if base.is_nonnegative else None
+            if top is not None and _less(top, div):
+                return sympy.Integer(0)
+            return FloorDiv(base, div)
+        if e.args:
+            return e.func(*[fix(a) for a in e.args])
+        return e
+    for _ in range(4):  # a rewrite can expose another (x*s + r) // s -> x + r // s -> x
+        simpler = sympy.expand(fix(expr))
+        if simpler == expr:
+            break
+        expr = simpler
+    return expr

@@ -442,19 +442,10 @@ def _seed_random(call: _Call, op=None):
         if gen_index is None:
             raise _NeedsRealData()
         return op, (("generator", seed_ref),)
-    seeded = _SEEDED_TWINS.get(call.info.op)
+    seeded = philox.SEEDED_TWINS.get(call.info.op)
     if seeded is None:
         raise _NeedsRealData()
     return seeded, (("generator", seed_ref),)
-
-
-def native_dropout_seeded(input, p, train, generator):
-    """aten.native_dropout with an explicit seed (the aten op takes no generator): the mask is
-    Philox's draw >= p, the same on every backend."""
-    return philox.native_dropout(input, p, train, generator)
-
-
-_SEEDED_TWINS = {aten.native_dropout.default: native_dropout_seeded}
 
 
 # --- ops needing real data ----------------------------------------------------------------

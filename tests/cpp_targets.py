@@ -45,9 +45,9 @@ def macros(target: Target) -> frozenset[str] | None:
 
 
 def simd_isa(target: Target) -> str | None:
-    """The vector instruction set `target` compiles for, if cpp_vecmath.h vectorizes on it.
+    """The vector instruction set `target` compiles for, if vecmath.h vectorizes on it.
 
-    Every cpp_vecmath.h function must vectorize on each ISA named here. All need a hardware
+    Every vecmath.h function must vectorize on each ISA named here. All need a hardware
     fused multiply-add: without one (x86 before AVX2/FMA) std::fma is a libm call, and a call
     keeps a loop scalar."""
     m = macros(target)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import lazytriton
 from lazytriton import metrics
-from lazytriton.runtime.cpp_build import compiler_command
+from lazytriton.runtime.cpp_build import compiler_command, include_flags
 from lazytriton.testing.models import MLP, pointwise_chain
 
 from cpp_targets import AVX2, NATIVE, Target, is_gcc, no_simd_reason, simd_isa
@@ -55,7 +55,7 @@ def _vectorized_loops(source: str, target: Target, tmp_path) -> tuple[int, list[
     path.write_text(source)
     first = source[:source.index('extern "C"')].count("\n") + 1
     flags = [f for f in target.flags if f != "-shared"]
-    report = subprocess.run([*compiler_command(), *flags, "-c", str(path), "-o", os.devnull,
+    report = subprocess.run([*compiler_command(), *flags, *include_flags(), "-c", str(path), "-o", os.devnull,
                              "-fopt-info-vec-optimized", "-fopt-info-vec-missed"],
                             capture_output=True, text=True, timeout=300).stderr
     lines = [ln for ln in report.splitlines()

@@ -1,4 +1,4 @@
-"""codegen/cpp_vecmath.h: the vectorizable float32 math that generated C++ kernels call.
+"""templates/cpp/vecmath.h: the vectorizable float32 math that generated C++ kernels call.
 
 One shared library exposes `apply_<f>` loops over each function, compiled with the backend's own
 flags (no -ffast-math) and, on a machine with AVX-512, also for AVX2 only. Results are checked
@@ -21,10 +21,11 @@ import pytest
 import torch
 
 from lazytriton.runtime.cpp_build import compiler_command
+from lazytriton.templates import CPP_INCLUDE_DIR
 
 from cpp_targets import AVX2, NATIVE, Target, is_gcc, no_simd_reason, runnable_targets, simd_isa
 
-HEADER = Path(__file__).resolve().parents[1] / "lazytriton" / "codegen" / "cpp_vecmath.h"
+HEADER = CPP_INCLUDE_DIR / "vecmath.h"
 FUNCS = ["exp", "expm1", "log", "log1p", "log2", "tanh", "sigmoid", "erf", "sin", "cos"]
 MAX_ULP = 2.0
 INF, NAN = math.inf, math.nan

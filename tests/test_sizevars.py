@@ -14,10 +14,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lazytriton.codegen.common import CppPrinter, PythonPrinter, simplify_index
-from lazytriton.lowerings import _conv_dim
+from lazytriton.codegen.common import CppPrinter, PythonPrinter
+from lazytriton.lowering.externs import _conv_dim
 from lazytriton.sizevars import (FloorDiv, ModularIndexing, SizeVars, exact_quotient,
-                                 flat_index, index_symbol, size_symbol, unflatten)
+                                 flat_index, index_symbol, simplify_index, size_symbol, unflatten)
 
 SIZES = [size_symbol(k) for k in range(4)]
 LOOPS = [index_symbol("x", k) for k in range(2)]
@@ -260,8 +260,9 @@ def test_cpp_semantics_emulation_matches_gcc(tmp_path):
     cases = [{**{s: rng.randint(2, 40) for s in SIZES},
               **{x: rng.randint(0, 30) for x in LOOPS}} for _ in range(5)]
     printer = CppPrinter()
-    from lazytriton.codegen.cpp import PRELUDE
-    lines = [PRELUDE, "#include <cstdio>", "int main() {"]
+    from lazytriton.codegen.cpp import PRELUDE_INCLUDE
+    from lazytriton.runtime.cpp_build import include_flags
+    lines = [PRELUDE_INCLUDE, "#include <cstdio>", "int main() {"]
     for case in cases:
         lines.append("{" + " ".join(f"int64_t {k} = {v};" for k, v in case.items()))
         for e in exprs:
@@ -271,7 +272,7 @@ def test_cpp_semantics_emulation_matches_gcc(tmp_path):
     source = tmp_path / "check.cpp"
     source.write_text("\n".join(lines))
     binary = tmp_path / "check"
-    subprocess.run(["g++", "-O1", "-fopenmp", "-std=c++17", str(source), "-o", str(binary)],
+    subprocess.run(["g++", "-O1", "-fopenmp", "-std=c++17", *include_flags(), str(source), "-o", str(binary)],
                    check=True, capture_output=True)
     got = [int(v) for v in subprocess.run([str(binary)], check=True, capture_output=True,
                                           text=True).stdout.split()]

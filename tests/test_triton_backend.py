@@ -231,13 +231,13 @@ def test_floor_helpers_match_python_on_negative_dividends(tmp_path):
 
 
 def test_ops_handlers_answer_every_element_op():
-    from lazytriton import lowerings
+    from lazytriton.lowering import pointwise
     from lazytriton.codegen.common import ELEMENT_OPS, missing_ops
     from lazytriton.codegen.cpp import CppOps
     from lazytriton.codegen.triton_ops import TritonOps
     assert missing_ops(CppOps(None)) == [] and missing_ops(TritonOps(None)) == []
-    used = set(lowerings._UNARY.values()) | set(lowerings._BINARY.values()) | \
-        set(lowerings._COMPARE.values())
+    used = set(pointwise._UNARY.values()) | set(pointwise._BINARY.values()) | \
+        set(pointwise._COMPARE.values())
     assert used <= ELEMENT_OPS
 
 

@@ -32,16 +32,32 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from .. import __version__, metrics
+from .. import metrics
+from .._version import __version__
+from ..templates import CPP_INCLUDE_DIR
 from .disk_cache import atomic_write
 
 __all__ = ["CXX_FLAGS", "CppCompileError", "CppLibrary", "build_library", "cache_key",
-           "compiler_command"]
+           "compiler_command", "include_flags"]
 
 # No -ffast-math: generated kernels must keep IEEE NaN/Inf semantics to match eager PyTorch.
 CXX_FLAGS: tuple[str, ...] = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC",
                               "-std=c++17")
 _STDERR_LINES = 40
+
+
+def include_flags() -> list[str]:
+    """Where generated sources find the headers they include (prelude.h, vecmath.h)."""
+    return [f"-I{CPP_INCLUDE_DIR}"]
+
+
+@functools.cache
+def _headers_digest() -> str:
+    # The headers' text, not their path: a cache shared by two installs of one version hits.
+    h = hashlib.sha256()
+    for header in sorted(CPP_INCLUDE_DIR.glob("*.h")):
+        h.update(header.name.encode() + b"\0" + header.read_bytes() + b"\0")
+    return h.hexdigest()
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
@@ -122,11 +138,11 @@ def _cpu_fingerprint() -> str:
 
 
 def cache_key(source: str, name: str = "kernels", cxx: Sequence[str] | None = None) -> str:
-    """sha256 over everything that changes the binary: source, name, lazytriton version,
-    compiler command and version, flags and host CPU."""
+    """sha256 over everything that changes the binary: source, the headers it includes, name,
+    lazytriton version, compiler command and version, flags and host CPU."""
     cxx = tuple(cxx) if cxx is not None else tuple(compiler_command())
     # the command's own words too: "g++ -fsanitize=address" reports plain g++'s version
-    parts = (source, name, __version__, shlex.join(cxx), _compiler_version(cxx),
+    parts = (source, _headers_digest(), name, __version__, shlex.join(cxx), _compiler_version(cxx),
              " ".join(CXX_FLAGS), _cpu_fingerprint())
     h = hashlib.sha256()
     for part in parts:
@@ -196,7 +212,7 @@ def _warn_discard(entry_dir: Path, cache_dir: Path, reason: str) -> None:
 
 def _run_compiler(cxx: list[str], work: Path, name: str) -> subprocess.CompletedProcess:
     # Relative paths in cwd=work keep the compiler's messages short ("kernels.cpp:3:5: ...").
-    cmd = [*cxx, *CXX_FLAGS, f"{name}.cpp", "-o", f"{name}.so"]
+    cmd = [*cxx, *CXX_FLAGS, *include_flags(), f"{name}.cpp", "-o", f"{name}.so"]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)

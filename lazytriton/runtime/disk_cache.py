@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 
 
 def default_cache_dir() -> Path:

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from .. import philox
+from ..philox import native_dropout_seeded
 from ..graph import Graph
 from ..ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta
-from ..tracing import native_dropout_seeded
 from .backend import Backend, register_backend
 
 aten = torch.ops.aten

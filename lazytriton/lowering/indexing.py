@@ -1,4 +1,5 @@
-"""Lowerings of indexed writes and advanced-indexing reads.
+"""Indexing lowerings: gathers (embedding, index_select, gather, index.Tensor), cat and
+constant_pad, and indexed writes.
 
 scatter, scatter_add, index_put and as_strided_scatter become Scatter nodes: a copy of the base,
 then one write (or accumulation) per source element at a computed position. index.Tensor (x[idx]
@@ -12,13 +13,124 @@ from typing import Sequence
 import sympy
 import torch
 
-from .loopir import Pointwise, Scatter
-from .lowerings import (broadcast_sizes, is_tensor, operand_loader, out_dtype, register,
-                        symbolic_view)
-from .sizevars import contiguous_strides
+from ..loopir import Pointwise, Scatter
+from ..sizevars import contiguous_strides
+from .operands import broadcast_sizes, is_tensor, operand_loader, out_dtype, scalar_value
+from .registry import register
+from .views import symbolic_view
 
 aten = torch.ops.aten
 _INDEX_DTYPES = (torch.int64, torch.int32)
+
+
+@register(aten.embedding.default)
+def _embedding(lowering, node, weight, indices, padding_idx=-1, scale_grad_by_freq=False,
+               sparse=False):
+    sizes = list(indices.sizes) + [weight.sizes[1]]
+    wload, iload = weight.loader(), indices.loader()
+    rows = weight.sizes[0]
+
+    def inner(ops, index):
+        row = ops.indirect(iload(ops, index[:-1]), rows)
+        return wload(ops, [row, index[-1]])
+    return Pointwise(weight.dtype, sizes, inner=inner)
+
+
+@register(aten.index_select.default)
+def _index_select(lowering, node, self, dim, index):
+    if self.ndim == 0:
+        return _index_select_scalar(self, index)
+    dim %= self.ndim
+    sizes = list(self.sizes)
+    sizes[dim] = index.sizes[0] if index.ndim else sympy.Integer(1)
+    load, iload = self.loader(), index.loader()
+
+    def inner(ops, idx):
+        own = list(idx)
+        own[dim] = ops.indirect(iload(ops, [idx[dim]] if index.ndim else []), self.sizes[dim])
+        return load(ops, own)
+    return Pointwise(self.dtype, sizes, inner=inner)
+
+
+def _index_select_scalar(self, index):
+    """A 0-dim self: eager checks the (one) index against size 1 and returns self."""
+    load, iload = self.loader(), index.loader()
+
+    def inner(ops, idx):
+        ops.indirect(iload(ops, [sympy.Integer(0)] * index.ndim), sympy.Integer(1))
+        return load(ops, [])
+    return Pointwise(self.dtype, [], inner=inner)
+
+
+@register(aten.gather.default)
+def _gather(lowering, node, self, dim, index, sparse_grad=False):
+    dim %= max(self.ndim, 1)
+    load, iload = self.loader(), index.loader()
+
+    def inner(ops, idx):
+        own = list(idx)
+        own[dim] = ops.indirect(iload(ops, idx), self.sizes[dim])
+        return load(ops, own)
+    return Pointwise(self.dtype, list(index.sizes), inner=inner)
+
+
+@register(aten.cat.default)
+def _cat(lowering, node, tensors, dim=0):
+    tensors = [t for t in tensors if not (t.ndim == 1 and t.sizes[0] == 0)]
+    dim %= tensors[0].ndim
+    sizes = list(tensors[0].sizes)
+    sizes[dim] = sum((t.sizes[dim] for t in tensors), sympy.Integer(0))
+    dtype = out_dtype(node)
+    loaders = [operand_loader(t, t.sizes, dtype) for t in tensors]
+    starts, acc = [], sympy.Integer(0)
+    for t in tensors:
+        starts.append(acc)
+        acc = acc + t.sizes[dim]
+    starts.append(acc)
+
+    def inner(ops, index):
+        if len(tensors) == 1:
+            return loaders[0](ops, list(index))
+        pos = ops.index_expr(index[dim], torch.int64)
+        result = scalar_value(ops, 0, dtype)  # never kept: every position is in one segment
+        for k, load in enumerate(loaders):  # each loads only in its segment: elsewhere its
+            own = list(index)  # index is out of bounds
+            own[dim] = index[dim] - starts[k]
+            after = ops.ge(pos, ops.index_expr(starts[k], torch.int64))
+            before = ops.lt(pos, ops.index_expr(starts[k + 1], torch.int64))
+            inside = before if k == 0 else after if k == len(loaders) - 1 else \
+                ops.logical_and(after, before)
+            result = ops.masked(inside, lambda load=load, own=own: load(ops, own), result)
+        return result
+    return Pointwise(dtype, sizes, inner=inner)
+
+
+@register(aten.constant_pad_nd.default)
+def _constant_pad(lowering, node, self, pad, value=0):
+    sizes = list(self.sizes)
+    pads = list(pad)
+    load = self.loader()
+    dtype = out_dtype(node)
+    bounds = []
+    for k in range(len(pads) // 2):
+        d = self.ndim - 1 - k
+        lo, hi = pads[2 * k], pads[2 * k + 1]
+        sizes[d] = sizes[d] + lo + hi
+        bounds.append((d, lo))
+
+    def inner(ops, index):
+        own = list(index)
+        inside = None
+        for d, lo in bounds:
+            own[d] = index[d] - lo
+            i = ops.index_expr(index[d] - lo, torch.int64)
+            ok = ops.logical_and(ops.ge(i, ops.constant(0, torch.int64)),
+                                 ops.lt(i, ops.index_expr(self.sizes[d], torch.int64)))
+            inside = ok if inside is None else ops.logical_and(inside, ok)
+        if inside is None:
+            return load(ops, own)
+        return ops.masked(inside, lambda: load(ops, own), scalar_value(ops, value, dtype))
+    return Pointwise(dtype, sizes, inner=inner)
 
 
 def scatter_along(node, self, dim: int, index, value, accumulate: bool) -> Scatter | None:

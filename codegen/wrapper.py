@@ -13,10 +13,11 @@ from typing import Any
 import sympy
 import torch
 
-from ..ir import LAZY_DEVICE
-from ..loopir import Buffer, ComputedBuffer, ExternBuffer, ExternKernel, InputBuffer
-from ..lowering import Lowering, ScalarArg, StridedView
-from ..scheduler import Kernel, Schedule, extern_reads, kernel_reads
+from lazytriton.ir import LAZY_DEVICE
+from lazytriton.loopir import (Buffer, ComputedBuffer, ExternBuffer, ExternKernel, InputBuffer,
+                              ScalarArg, StridedView)
+from lazytriton.lowering import Lowering
+from lazytriton.scheduler import Kernel, Schedule, extern_reads, kernel_reads
 from .common import PythonPrinter
 from .signature import BOUNDS, BUFFER, ERR, EXTENT, SCALAR, SIZE, GeneratedKernel, Param
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sympy
 import torch
 
-from ..loopir import Scatter
-from ..scheduler import store_index
-from ..sizevars import flat_index
+from lazytriton.loopir import Scatter
+from lazytriton.scheduler import store_index
+from lazytriton.sizevars import flat_index
 from .common import KernelBody
 from .triton import used_definitions
 from .triton_config import Launch, cdiv, pointwise_config

@@ -1,5 +1,8 @@
 // lazytriton C++ kernel prelude: helpers with eager PyTorch's semantics (NaN propagation,
 // Python-style integer division and remainder, half/bfloat16 storage) and a counter-based RNG.
+#pragma once
+#include "vecmath.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -10,7 +13,7 @@
 
 namespace lt {
 
-// bit casts: vecmath::bits / vecmath::from_bits (cpp_vecmath.h comes first in every source)
+// bit casts: vecmath::bits / vecmath::from_bits (vecmath.h)
 static inline float bf16_to_float(uint16_t v) {
   return vecmath::from_bits(static_cast<uint32_t>(v) << 16);
 }

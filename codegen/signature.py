@@ -12,7 +12,7 @@ from typing import Any
 import sympy
 import torch
 
-from ..loopir import Buffer
+from lazytriton.loopir import Buffer
 
 # what a parameter is, in the order a kernel takes them
 BUFFER, SIZE, SCALAR, ERR, EXTENT, BOUNDS = "buffer", "size", "scalar", "err", "extent", "bounds"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sympy
 import torch
 
-from .loopir import Pointwise
-from .lowerings import LOWERINGS, _value, out_dtype, pointwise, register
-from .lowerings_scatter import scatter_along
+from ..loopir import Pointwise
+from .indexing import scatter_along
+from .operands import out_dtype, pointwise, scalar_value
+from .registry import LOWERINGS, register
 
 aten = torch.ops.aten
 
@@ -62,7 +63,7 @@ def _scatter(lowering, node, **args):
         at = list(idx)
         at[dim] = sympy.Integer(0)
         hit = ops.eq(iload(ops, at), ops.index_expr(idx[dim], torch.int64))
-        return ops.where(hit, _value(ops, value, dtype), ops.to_dtype(load(ops, idx), dtype))
+        return ops.where(hit, scalar_value(ops, value, dtype), ops.to_dtype(load(ops, idx), dtype))
     return Pointwise(dtype, list(self.sizes), inner=inner)
 
 

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import sympy
 import torch
 
-from ..loopir import Buffer, Reduction, Scatter
-from ..scheduler import Kernel, Member, kernel_reads, store_index
-from ..sizevars import FloorDiv, ModularIndexing, SizeVars, index_symbol, product
-from .common import ExprPrinter, KernelBody, simplify_index
+from lazytriton.loopir import Buffer, Reduction, Scatter
+from lazytriton.scheduler import Kernel, Member, kernel_reads, store_index
+from lazytriton.sizevars import (FloorDiv, ModularIndexing, SizeVars, index_symbol, product,
+                                 simplify_index)
+from .common import ExprPrinter, KernelBody
 from .signature import SCALAR, SIZE, GeneratedCode, GeneratedKernel, KernelSignature
 from .triton_config import (INT32_LIMIT, Launch, cdiv, persistent, pointwise_config,
                             row_config)
@@ -569,7 +570,7 @@ def kernel_name(kernel: Kernel, kind: str, number: int) -> str:
     (softmax, not amax/sub/exp/sum/div), else the first few ops fused."""
     global _COMPOSITE
     if _COMPOSITE is None:
-        from ..lowerings import DECOMPOSITIONS
+        from lazytriton.lowering.registry import DECOMPOSITIONS
         _COMPOSITE = {str(op).split(".", 1)[1].split(".")[0].lstrip("_") for op in DECOMPOSITIONS}
     ops = [o.split(".")[0].lstrip("_") for o in kernel.origins]
     ops = list(dict.fromkeys(o for o in ops if o not in _PLUMBING)) or ["copy"]

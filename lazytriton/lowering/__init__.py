@@ -1,6 +1,10 @@
 """Lowering: a captured Graph becomes loop IR (loopir.py) with symbolic sizes (sizevars.py).
 
-Per node: a lowering from `lowerings.py` if there is one; else a decomposition from PyTorch's
+This module is the context (`Lowering`); the table is `registry.py`, filled by one module per
+family of ops: pointwise, reductions, views, indexing (gathers, cat, scatter/index_put), random,
+externs, prims, optim (optimizer and foreach arithmetic) and decompositions.
+
+Per node: a lowering from the table if there is one; else a decomposition from PyTorch's
 own tables (`torch._decomp`), re-traced through lazytriton's tracer into smaller ops that are
 lowered in turn; else an extern kernel that calls the aten op on realized inputs (counted as
 `aten::<op>`, so nothing unlowered is silent). Every derived size is checked against the size
@@ -10,47 +14,27 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 from typing import Any, Container
 
 import sympy
 import torch
 
-from . import metrics
-from .graph import Graph
-from .ir import LAZY_DEVICE, InputRef, Node, ScalarNode, SeedRef, TensorMeta, Value
-from .loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, ExternBuffer,
-                     ExternKernel,
-                     Pointwise, Reduction, Scatter, TensorBox, View, input_buffer,
-                     new_name)
-from .sizevars import SizeVars, contiguous_strides, product
+from .. import metrics
+from ..graph import Graph
+from ..ir import LAZY_DEVICE, InputRef, Node, ScalarNode, SeedRef, TensorMeta, Value
+from ..loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, ExternBuffer,
+                      ExternKernel, Pointwise, Reduction, ScalarArg, Scatter, StridedView,
+                      TensorBox, View, input_buffer, new_name)
+from ..sizevars import SizeVars, contiguous_strides, product
+from ..tensor import fresh_tensor, untracked, value_of
+# each family module registers its ops into the table as it is imported
+from . import (decompositions, externs, indexing, optim, pointwise, prims,  # noqa: F401
+               random, reductions, views)
+from .externs import extern_output_sizes
+from .operands import symbolic_strides
+from .registry import DECOMPOSITIONS, LOWERINGS, drop_lowered_decompositions
 
-
-@dataclass(frozen=True, eq=False)
-class ScalarArg:
-    """A Python number that is a graph input: a kernel argument, not a constant."""
-    name: str
-    input_index: int
-    value: Any
-
-    @property
-    def dtype(self) -> torch.dtype:
-        if isinstance(self.value, bool):
-            return torch.bool
-        return torch.int64 if isinstance(self.value, int) else torch.float64
-
-
-@dataclass(eq=False)
-class StridedView(TensorBox):
-    """A view of a buffer by sizes/strides/offset: loads re-index it; externs get it uncopied."""
-    base: Buffer
-    dtype: torch.dtype
-    sizes: list
-    strides: list
-    offset: Any
-
-    def loader(self):
-        return self.base.strided_loader(self.sizes, self.strides, self.offset).loader()
+drop_lowered_decompositions()
 
 
 class Lowering:
@@ -106,7 +90,6 @@ class Lowering:
         return buf
 
     def _lower_node(self, node: Node) -> None:
-        from .lowerings import DECOMPOSITIONS, LOWERINGS
         # inputs first, iteratively: decompositions can make chains deeper than Python's stack
         for v in node.inputs:
             if id(v) not in self.env and not v.node.is_leaf:
@@ -188,8 +171,6 @@ class Lowering:
 
     # --- decompositions ---------------------------------------------------------------------
     def _decompose(self, node: Node):
-        from .lowerings import DECOMPOSITIONS
-        from .tensor import untracked, value_of
         with untracked():
             args = _positional_call(node, lambda enc: self._decomp_arg(node, enc))
             out = DECOMPOSITIONS[node.op](*args[0], **args[1])
@@ -197,7 +178,6 @@ class Lowering:
         return [self.lower(value_of(t)) if isinstance(t, torch.Tensor) else t for t in flat]
 
     def _decomp_arg(self, node: Node, enc):
-        from .tensor import fresh_tensor
         if isinstance(enc, InputRef):
             v = node.inputs[enc.index]
             if isinstance(v.node, ScalarNode):
@@ -268,7 +248,6 @@ class Lowering:
         return StridedView(buf, box.dtype, list(box.sizes), list(strides), buf.offset + offset)
 
     def _extern_sizes(self, node: Node, index: int, args: dict) -> list:
-        from .lowerings import extern_output_sizes
         meta = node.outputs[index].meta
         sizes = extern_output_sizes(self, node, index, args)
         if sizes is not None and [self.sizevars.evaluate(s) for s in sizes] == list(meta.shape):
@@ -347,22 +326,6 @@ def _probe(op, signature) -> Exception | None:
     except (NotImplementedError, RuntimeError, TypeError) as e:
         return e
     return None
-
-
-def symbolic_strides(sizes: list, meta: TensorMeta) -> list:
-    """Strides in terms of the sizes when the layout is dense (any dim order), else constants."""
-    order = sorted(range(len(sizes)), key=lambda d: (meta.stride[d], -d), reverse=True)
-    expected, acc = {}, 1
-    for d in reversed(order):
-        expected[d] = acc
-        acc *= meta.shape[d]
-    if all(meta.stride[d] == expected[d] or meta.shape[d] == 1 for d in range(len(sizes))):
-        strides, acc_sym = [None] * len(sizes), sympy.Integer(1)
-        for d in reversed(order):
-            strides[d] = acc_sym if meta.shape[d] != 1 else sympy.Integer(meta.stride[d])
-            acc_sym = acc_sym * sizes[d]
-        return strides
-    return [sympy.Integer(s) for s in meta.stride]
 
 
 def _same_layout(lowering: Lowering, box: Buffer, meta: TensorMeta) -> bool:

@@ -4,10 +4,12 @@ from __future__ import annotations
 import sympy
 import torch
 
-from .loopir import Pointwise, View
-from .lowerings import (COMPARE_NAMES, LOWERINGS, _reduction, _where, out_dtype, pointwise,
-                        promote, reduced_dims, register)
-from .sizevars import product
+from ..loopir import Pointwise, View
+from ..sizevars import product
+from .operands import out_dtype, pointwise, promote
+from .pointwise import COMPARE_NAMES, lower_where
+from .reductions import lower_reduction, reduced_dims
+from .registry import LOWERINGS, register
 
 aten = torch.ops.aten
 
@@ -61,22 +63,22 @@ def _prim_convert(lowering, node, a, dtype):
 
 @register(prims.where.default)
 def _prim_where(lowering, node, pred, a, b):
-    return _where(lowering, node, pred, a, b)
+    return lower_where(lowering, node, pred, a, b)
 
 
 @register(prims.sum.default)
 def _prim_sum(lowering, node, inp, dims, output_dtype=None):
-    return _reduction(lowering, node, inp, dims, False, "sum", src_dtype=out_dtype(node))
+    return lower_reduction(lowering, node, inp, dims, False, "sum", src_dtype=out_dtype(node))
 
 
 @register(prims.amax.default)
 def _prim_amax(lowering, node, inp, dims, output_dtype=None):
-    return _reduction(lowering, node, inp, dims, False, "max")
+    return lower_reduction(lowering, node, inp, dims, False, "max")
 
 
 @register(prims.amin.default)
 def _prim_amin(lowering, node, inp, dims, output_dtype=None):
-    return _reduction(lowering, node, inp, dims, False, "min")
+    return lower_reduction(lowering, node, inp, dims, False, "min")
 
 
 @register(prims.var.default)
@@ -85,7 +87,7 @@ def _prim_var(lowering, node, inp, dims, correction, output_dtype=None):
     dtype = out_dtype(node)
     dims = reduced_dims(dims, inp.ndim)
     count = product(inp.sizes[d] for d in dims)
-    total = lowering.realize(_reduction(lowering, node, inp, dims, True, "sum", dtype, dtype))
+    total = lowering.realize(lower_reduction(lowering, node, inp, dims, True, "sum", dtype, dtype))
     load_x, load_total = inp.loader(), total.loader()
 
     def deviation(ops, index):
@@ -94,7 +96,7 @@ def _prim_var(lowering, node, inp, dims, correction, output_dtype=None):
         diff = ops.sub(ops.to_dtype(load_x(ops, index), dtype), mean)
         return ops.mul(diff, diff)
     squares = View(dtype, list(inp.sizes), deviation)
-    summed = lowering.realize(_reduction(lowering, node, squares, dims, False, "sum", dtype,
+    summed = lowering.realize(lower_reduction(lowering, node, squares, dims, False, "sum", dtype,
                                          dtype))
     correction = lowering.specialize(correction)
     load_sum = summed.loader()

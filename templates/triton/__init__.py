@@ -1,0 +1,1 @@
+"""Triton kernel templates (package data) that the code generator fills in."""
