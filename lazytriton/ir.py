@@ -9,6 +9,7 @@ only has to combine small ints with the wiring.
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -119,7 +120,7 @@ def intern_signature(sig: tuple) -> int:
 
 
 class Value:
-    __slots__ = ("node", "index", "meta")
+    __slots__ = ("node", "index", "meta", "__weakref__")
 
     def __init__(self, node: "Node", index: int, meta: TensorMeta | None):
         self.node = node
@@ -131,17 +132,49 @@ class Value:
 
 
 class Node:
-    """One op call. `args` holds the encoded arguments: (name, kwarg_only, encoded value)."""
+    """One op call. `args` holds the encoded arguments: (name, encoded value) pairs.
 
-    __slots__ = ("op", "inputs", "args", "outputs", "sig", "__weakref__")
+    A node holds its outputs weakly: a Value refers to its node, and a node referring back
+    would make every node a reference cycle, kept alive (with the buffers its leaves hold)
+    until the cyclic garbage collector runs, so a training loop's memory would grow between
+    collections. `outputs` hands out the same Value object for as long as anything holds it.
+    """
+
+    __slots__ = ("op", "inputs", "args", "out_metas", "sig", "_out_refs", "_kept", "__weakref__")
 
     def __init__(self, op: Callable[..., Any], inputs: tuple[Value, ...], args: tuple,
-                 out_metas: tuple[TensorMeta | None, ...]):
+                 out_metas: tuple[TensorMeta | None, ...], sig: int | None = None):
         self.op = op
         self.inputs = inputs
         self.args = args
-        self.outputs = tuple(Value(self, i, m) for i, m in enumerate(out_metas))
-        self.sig = intern_signature((op, args, out_metas))
+        self.out_metas = out_metas
+        self._out_refs: list | None = None
+        self._kept: list[Value] | None = None
+        # a caller that knows the signature's number (a cached trace plan) passes it
+        self.sig = intern_signature((op, args, out_metas)) if sig is None else sig
+
+    @property
+    def outputs(self) -> tuple[Value, ...]:
+        refs = self._out_refs
+        if refs is None:  # first use: the tracer takes the values into tensors
+            values = tuple([Value(self, i, m) for i, m in enumerate(self.out_metas)])
+            self._out_refs = [weakref.ref(v) for v in values]
+            return values
+        values = tuple([ref() for ref in refs])
+        if None in values:
+            values = self._revive(values)
+        return values
+
+    def _revive(self, values: tuple) -> tuple[Value, ...]:
+        """Outputs nobody held any more (a compiler asks for all of them): made again and kept
+        by the node from now on, so their identity holds while the compiler works."""
+        revived = list(values)
+        for i, v in enumerate(values):
+            if v is None:
+                revived[i] = Value(self, i, self.out_metas[i])
+                self._out_refs[i] = weakref.ref(revived[i])
+                self._kept = (self._kept or []) + [revived[i]]
+        return tuple(revived)
 
     @property
     def op_name(self) -> str:
