@@ -12,7 +12,9 @@ Per model, both measurements run in this process on the same op stream: one trai
   any Python tracer pays: the dispatcher, autograd, the Python call and the output wrappers.
 - lazytriton: the same step traced (the clock stops before mark_step; the graph runs between
   timed steps, on the "aten" backend by default, which does not change the trace).
-Per-op figures divide by the number of top-level __torch_dispatch__ calls of each.
+Per-op figures divide by the number of top-level __torch_dispatch__ calls of each. Times are
+the tracing thread's CPU time (time.thread_time), so that other processes sharing the cores
+do not count; the graphs' execution runs on another thread, between timed steps.
 """
 from __future__ import annotations
 
@@ -140,9 +142,9 @@ def measure_floor(model: str, args: argparse.Namespace) -> tuple[float, int]:
     times = []
     for _ in range(args.steps):
         _script.start_step(recording=False)
-        start = time.perf_counter()
+        start = time.thread_time()
         _step(w)
-        times.append(time.perf_counter() - start)
+        times.append(time.thread_time() - start)
     return statistics.median(times), _script.calls
 
 
@@ -157,9 +159,9 @@ def measure_lazy(model: str, args: argparse.Namespace) -> tuple[float, int]:
         lazytriton.mark_step(wait=True)
     times = []
     for _ in range(args.steps):
-        start = time.perf_counter()
+        start = time.thread_time()
         _step(w)
-        times.append(time.perf_counter() - start)
+        times.append(time.thread_time() - start)
         lazytriton.mark_step(wait=True)
     return statistics.median(times), _count_top_level_ops(LazyTensor, lambda: _step(w))
 

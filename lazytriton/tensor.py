@@ -82,14 +82,16 @@ class LazyTensor(torch.Tensor):
     """The Python object behind every tensor on the lazy device."""
 
     _lt_storage: LazyStorage
+    _lt_layout: TensorMeta  # this view's (shape, stride, dtype, offset), read by the tracer
 
     @staticmethod
     def __new__(cls, storage: LazyStorage, shape, stride, offset: int, dtype: torch.dtype,
-                requires_grad: bool = False):
+                requires_grad: bool = False, layout: TensorMeta | None = None):
         t = torch.Tensor._make_wrapper_subclass(
             cls, shape, strides=stride, storage_offset=offset, dtype=dtype,
             device=LAZY_TORCH_DEVICE, requires_grad=requires_grad)
         t._lt_storage = storage
+        t._lt_layout = layout or TensorMeta(tuple(shape), tuple(stride), dtype, offset)
         return t
 
     __torch_function__ = torch._C._disabled_torch_function_impl
@@ -138,9 +140,8 @@ class LazyTensor(torch.Tensor):
 
 
 def is_identity_view(t: LazyTensor, storage: LazyStorage) -> bool:
-    meta = storage.meta
-    return (t.storage_offset() == 0 and tuple(t.shape) == meta.shape
-            and tuple(t.stride()) == meta.stride and t.dtype == meta.dtype)
+    layout, meta = t._lt_layout, storage.value.meta
+    return layout is meta or layout == meta
 
 
 def view_key(t: torch.Tensor) -> tuple:
@@ -230,14 +231,16 @@ def _bitcast(flat: Value, dtype: torch.dtype, numel: int) -> Value:
 
 
 def fresh_tensor(value: Value) -> LazyTensor:
-    """A tensor owning a new storage that holds `value`."""
+    """A tensor owning a new storage that holds `value` (a whole buffer: offset 0)."""
     meta = value.meta
-    return LazyTensor(LazyStorage(value), meta.shape, meta.stride, 0, meta.dtype)
+    return LazyTensor(LazyStorage(value), meta.shape, meta.stride, 0, meta.dtype,
+                      layout=None if meta.storage_offset else meta)
 
 
 def view_tensor(base: LazyTensor, meta: TensorMeta) -> LazyTensor:
     """A tensor sharing `base`'s storage with the layout `meta` (from the op's meta kernel)."""
-    return LazyTensor(base._lt_storage, meta.shape, meta.stride, meta.storage_offset, meta.dtype)
+    return LazyTensor(base._lt_storage, meta.shape, meta.stride, meta.storage_offset, meta.dtype,
+                      layout=meta)
 
 
 def alias_into(t: LazyTensor, source: LazyTensor) -> None:
@@ -247,3 +250,4 @@ def alias_into(t: LazyTensor, source: LazyTensor) -> None:
             f"cannot alias a lazy tensor to a tensor on {source.device}: move it with .to('lazy') first")
     torch._C.TensorBase.data.__set__(t, source)  # sizes, strides, offset and dtype of the TensorImpl
     t._lt_storage = source._lt_storage
+    t._lt_layout = source._lt_layout
