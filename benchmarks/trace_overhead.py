@@ -5,11 +5,14 @@ does nothing but hand back outputs it was given beforehand.
     python benchmarks/trace_overhead.py --models mlp --steps 50
 
 Per model, both measurements run in this process on the same op stream: one training step
-(zero_grad, forward, loss, backward, optimizer step) on a batch already on the device.
+(forward, loss, backward, optimizer step; zero_grad untimed) on a batch already on the device.
 - floor: `FloorTensor`, a wrapper subclass on the lazy device whose __torch_dispatch__ returns,
   for the k-th op of the step, wrappers made from the output metadata that op had when the step
   was first run on meta tensors (or the argument an in-place op returns). What remains is what
   any Python tracer pays: the dispatcher, autograd, the Python call and the output wrappers.
+  Between timed steps the same step runs eagerly on real data (untimed), as lazytriton's
+  executor runs it between its traced steps, so both start a step with the caches the real
+  computation left (that alone makes a step's Python about twice as slow as with warm caches).
 - lazytriton: the same step traced (the clock stops before mark_step; the graph runs between
   timed steps, on the "aten" backend by default, which does not change the trace).
 Per-op figures divide by the number of top-level __torch_dispatch__ calls of each. Times are
@@ -128,9 +131,18 @@ def floor_workload(model: str, batch: int) -> train.Workload:
 # --- timing ---------------------------------------------------------------------------------
 
 def _step(w: train.Workload) -> None:
-    w.optimizer.zero_grad(set_to_none=True)
     w.loss_fn(w.model(w.x), w.y).backward()
     w.optimizer.step()
+
+
+def _timed_step(w: train.Workload) -> float:
+    """Thread CPU seconds of one step. zero_grad runs before the clock starts: for lazytriton
+    it frees the last step's gradient buffers, real memory returned to the allocator (eager
+    pays that too), which is not tracing and which the floor has none of."""
+    w.optimizer.zero_grad(set_to_none=True)
+    start = time.thread_time()
+    _step(w)
+    return time.thread_time() - start
 
 
 def measure_floor(model: str, args: argparse.Namespace) -> tuple[float, int]:
@@ -138,14 +150,22 @@ def measure_floor(model: str, args: argparse.Namespace) -> tuple[float, int]:
     w = floor_workload(model, args.batch_size)
     for _ in range(3):  # the optimizer's state exists from the second step on
         _script.start_step(recording=True)
+        w.optimizer.zero_grad(set_to_none=True)
         _step(w)
+    real = train.make_workload(model, args.batch_size, "cpu")
     times = []
     for _ in range(args.steps):
         _script.start_step(recording=False)
-        start = time.thread_time()
-        _step(w)
-        times.append(time.thread_time() - start)
+        times.append(_timed_step(w))
+        _step_eagerly(real)
     return statistics.median(times), _script.calls
+
+
+def _step_eagerly(w: train.Workload) -> None:
+    """The step on real data, untimed, as lazytriton's executor runs it between traced steps:
+    it leaves the CPU caches as cold for the floor's next step as for lazytriton's."""
+    w.optimizer.zero_grad(set_to_none=True)
+    _step(w)
 
 
 def measure_lazy(model: str, args: argparse.Namespace) -> tuple[float, int]:
@@ -155,14 +175,13 @@ def measure_lazy(model: str, args: argparse.Namespace) -> tuple[float, int]:
     w = train.make_workload(model, args.batch_size, "lazy")
     w.x, w.y = w.x.to("lazy"), w.y.to("lazy")
     for _ in range(3):
-        _step(w)
+        _timed_step(w)
         lazytriton.mark_step(wait=True)
     times = []
     for _ in range(args.steps):
-        start = time.thread_time()
-        _step(w)
-        times.append(time.thread_time() - start)
+        times.append(_timed_step(w))
         lazytriton.mark_step(wait=True)
+    w.optimizer.zero_grad(set_to_none=True)
     return statistics.median(times), _count_top_level_ops(LazyTensor, lambda: _step(w))
 
 
@@ -190,6 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", type=train._names, default=["mlp", "tutorial", "transformer"],
                         help="comma-separated: mlp, tutorial, transformer (default: all three)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="floor and lazytriton measured alternately this many times; the "
+                             "lowest median of each is reported (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     parser.add_argument("--backend", default="aten",
                         help="lazytriton backend running the graphs between timed steps "
@@ -206,8 +228,12 @@ def main(argv: list[str] | None = None) -> None:
              f" {'lazy trace ms/step':>18}"
     print(header)
     for model in args.models:
-        floor_s, floor_ops = measure_floor(model, args)
-        lazy_s, lazy_ops = measure_lazy(model, args)
+        floors, lazies = [], []
+        for _ in range(args.rounds):  # alternating, so both see the same load on the machine
+            floors.append(measure_floor(model, args))
+            lazies.append(measure_lazy(model, args))
+        floor_s, floor_ops = min(floors)
+        lazy_s, lazy_ops = min(lazies)
         floor_us, lazy_us = 1e6 * floor_s / floor_ops, 1e6 * lazy_s / lazy_ops
         print(f"{model:<12} {lazy_ops:>8} {floor_us:>11.1f} {lazy_us:>10.1f} "
               f"{lazy_us / floor_us:>5.2f}x {1e3 * lazy_s:>18.2f}", flush=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -22,6 +22,15 @@ class TensorMeta:
     stride: tuple[int, ...]
     dtype: torch.dtype
     storage_offset: int = 0
+    # the tracer hashes layouts for every op (plans.py): computed once per object
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if h is None:
+            h = hash((self.shape, self.stride, self.dtype, self.storage_offset))
+            object.__setattr__(self, "_hash", h)
+        return h
 
     @staticmethod
     def of(t: torch.Tensor) -> "TensorMeta":
@@ -157,6 +166,10 @@ class Node:
     def outputs(self) -> tuple[Value, ...]:
         refs = self._out_refs
         if refs is None:  # first use: the tracer takes the values into tensors
+            if len(self.out_metas) == 1:
+                value = Value(self, 0, self.out_metas[0])
+                self._out_refs = [weakref.ref(value)]
+                return (value,)
             values = tuple([Value(self, i, m) for i, m in enumerate(self.out_metas)])
             self._out_refs = [weakref.ref(v) for v in values]
             return values
@@ -176,13 +189,11 @@ class Node:
                 self._kept = (self._kept or []) + [revived[i]]
         return tuple(revived)
 
+    is_leaf = False  # a class attribute, not a property: read for every storage update
+
     @property
     def op_name(self) -> str:
         return getattr(self.op, "__name__", str(self.op))
-
-    @property
-    def is_leaf(self) -> bool:
-        return False
 
 
 class DataNode(Node):
@@ -193,11 +204,10 @@ class DataNode(Node):
     def __init__(self, data: DeviceData, meta: TensorMeta, on_cpu: bool = False):
         self.data = data
         self.on_cpu = on_cpu  # a CPU scalar tensor mixed into device ops, as eager allows
-        super().__init__("data", (), ("cpu" if on_cpu else "device",), (meta,))
+        super().__init__("data", (), ("cpu" if on_cpu else "device",), (meta,),
+                         _leaf_signature(on_cpu, meta))
 
-    @property
-    def is_leaf(self) -> bool:
-        return True
+    is_leaf = True
 
 
 class ScalarNode(Node):
@@ -207,11 +217,25 @@ class ScalarNode(Node):
 
     def __init__(self, value: int | float | complex):
         self.value = value
-        super().__init__("scalar", (), (type(value).__name__,), (None,))
+        super().__init__("scalar", (), (type(value).__name__,), (None,),
+                         _leaf_signature(type(value), None))
 
-    @property
-    def is_leaf(self) -> bool:
-        return True
+    is_leaf = True
+
+
+_leaf_signatures: dict[tuple, int] = {}
+
+
+def _leaf_signature(kind, meta: TensorMeta | None) -> int:
+    """Leaves are made every step (a learning rate, each step's outputs): one lookup each."""
+    found = _leaf_signatures.get((kind, meta))
+    if found is None:
+        if meta is None:  # a scalar of Python type `kind`
+            sig = ("scalar", (kind.__name__,), (None,))
+        else:
+            sig = ("data", ("cpu" if kind else "device",), (meta,))
+        found = _leaf_signatures[(kind, meta)] = intern_signature(sig)
+    return found
 
 
 def data_value(tensor: torch.Tensor, meta: TensorMeta | None = None, on_cpu: bool = False) -> Value:

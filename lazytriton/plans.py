@@ -56,33 +56,27 @@ class Plan:
 
 # --- the argument signature -------------------------------------------------------------------
 
-def signature(info: OpInfo, args: tuple, kwargs: dict) -> tuple:
-    """The plan cache's key for this call; raises Uncacheable."""
-    specs = info.args
-    if len(args) > len(specs):
-        raise Uncacheable()
-    key: list[Any] = [info.op]
-    for spec, value in zip(specs, args):
-        key.append(_SIGNATURE_OF_KIND[spec.kind](value))
-    if kwargs:
-        kinds = _kinds_by_name(info)
-        for name, value in kwargs.items():
-            kind = kinds.get(name)
-            if kind is None:
-                raise Uncacheable()
-            key.append(name)
-            key.append(_SIGNATURE_OF_KIND[kind](value))
-    return tuple(key)
+class Signature:
+    """Computes an op's plan-cache key: per argument, its signature by the argument's kind."""
 
+    def __init__(self, info: OpInfo):
+        self.positional = tuple(_SIGNATURE_OF_KIND[a.kind] for a in info.args)
+        self.by_name = {a.name: _SIGNATURE_OF_KIND[a.kind] for a in info.args}
 
-_KINDS: dict[Any, dict[str, ArgKind]] = {}
-
-
-def _kinds_by_name(info: OpInfo) -> dict[str, ArgKind]:
-    kinds = _KINDS.get(info.op)
-    if kinds is None:
-        kinds = _KINDS[info.op] = {a.name: a.kind for a in info.args}
-    return kinds
+    def __call__(self, args: tuple, kwargs: dict) -> tuple:
+        """Raises Uncacheable; a key holding an unhashable constant raises TypeError where
+        it is looked up."""
+        if len(args) > len(self.positional):
+            raise Uncacheable()
+        key = [sig(value) for sig, value in zip(self.positional, args)]
+        if kwargs:
+            for name, value in kwargs.items():
+                sig = self.by_name.get(name)
+                if sig is None:
+                    raise Uncacheable()
+                key.append(name)
+                key.append(sig(value))
+        return tuple(key)
 
 
 def tensor_signature(t) -> Any:
@@ -111,13 +105,8 @@ def _number_signature(value) -> Any:
 
 
 def _constant(value) -> Any:
-    if isinstance(value, (list, tuple)):
-        return tuple([_constant(v) for v in value])
-    try:
-        hash(value)
-    except TypeError:
-        raise Uncacheable() from None
-    return value
+    """Lists of ints (sizes, dims) as tuples; a nested list stays unhashable: uncached."""
+    return tuple(value) if type(value) is list else value
 
 
 def _generator(value) -> Any:
@@ -136,21 +125,42 @@ _SIGNATURE_OF_KIND: dict[ArgKind, Callable[[Any], Any]] = {
 
 
 # --- getters: where a plan finds an argument, and how it becomes an input value ---------------
+# One closure per input, made for the common cases directly: a plan runs them for every op.
 
-def argument(position: int | None, name: str) -> Getter:
-    if position is not None:
-        return lambda args, kwargs: args[position]
-    return lambda args, kwargs: kwargs[name]
+class Source:
+    """An argument's place in the call: positional index or keyword, then list element."""
+
+    __slots__ = ("position", "name", "element")
+
+    def __init__(self, position: int | None, name: str, element: int | None = None):
+        self.position, self.name, self.element = position, name, element
+
+    def at(self, element: int) -> "Source":
+        return Source(self.position, self.name, element)
+
+    def getter(self) -> Getter:
+        position, name, element = self.position, self.name, self.element
+        if element is None:
+            if position is not None:
+                return lambda args, kwargs: args[position]
+            return lambda args, kwargs: kwargs[name]
+        if position is not None:
+            return lambda args, kwargs: args[position][element]
+        return lambda args, kwargs: kwargs[name][element]
 
 
-def element(get: Getter, index: int) -> Getter:
-    return lambda args, kwargs: get(args, kwargs)[index]
-
-
-def whole_storage_value(get: Getter) -> Getter:
+def whole_storage_value(source: Source) -> Getter:
     """The tensor is its whole storage (its layout is the storage's): the storage's value."""
+    position = source.position
+    if position is not None and source.element is None:
+        return lambda args, kwargs: args[position]._lt_storage.value
+    get = source.getter()
     return lambda args, kwargs: get(args, kwargs)._lt_storage.value
 
 
-def mapped(get: Getter, fn: Callable[[Any], Value]) -> Getter:
+def mapped(source: Source, fn: Callable[[Any], Value]) -> Getter:
+    position = source.position
+    if position is not None and source.element is None:
+        return lambda args, kwargs: fn(args[position])
+    get = source.getter()
     return lambda args, kwargs: fn(get(args, kwargs))

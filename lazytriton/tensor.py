@@ -9,6 +9,7 @@ in-place optimizer updates therefore all see each other's writes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import weakref
 
@@ -30,9 +31,10 @@ class LazyStorage:
 
     def __init__(self, value: Value):
         self.id = next(_storage_ids)
-        self.views: dict[tuple, Value] = {}
+        self.views: dict[TensorMeta, Value] = {}  # by the view's layout
         self.value = value
-        self._track()
+        if _tracking and not value.node.is_leaf:
+            _pending[self.id] = weakref.ref(self, _forget(self.id))
 
     @property
     def meta(self) -> TensorMeta:
@@ -44,17 +46,24 @@ class LazyStorage:
 
     def set_value(self, value: Value) -> None:
         self.value = value
-        self.views.clear()  # cached views read the old value
-        self._track()
-
-    def _track(self) -> None:
+        if self.views:
+            self.views.clear()  # cached views read the old value
         if not _tracking:
             return
-        if self.is_pending:
+        if not value.node.is_leaf:
             if self.id not in _pending:
                 _pending[self.id] = weakref.ref(self, _forget(self.id))
         else:
             _pending.pop(self.id, None)
+
+
+def _dispatch(func, args: tuple, kwargs: dict):
+    """Every aten op on a lazy tensor: tracing.dispatch, bound on first use (tracing imports
+    this module)."""
+    global _dispatch
+    from .tracing import dispatch
+    _dispatch = dispatch
+    return dispatch(func, args, kwargs)
 
 
 def _forget(storage_id: int):
@@ -98,8 +107,7 @@ class LazyTensor(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        from .tracing import dispatch
-        return dispatch(func, args, kwargs or {})
+        return _dispatch(func, args, kwargs or {})
 
     # --- what bypasses the dispatcher -------------------------------------------------------
     @property
@@ -153,11 +161,11 @@ def value_of(t: LazyTensor) -> Value:
     storage = t._lt_storage
     if is_identity_view(t, storage):
         return storage.value
-    key = view_key(t) + (t.dtype,)
+    key = t._lt_layout
     found = storage.views.get(key)
     if found is None:
         if t.dtype == storage.meta.dtype:
-            found = _as_strided(storage.value, view_key(t), t.dtype)
+            found = _as_strided(storage.value, (key.shape, key.stride, key.storage_offset), t.dtype)
         else:
             flat = _reinterpret(storage, t.dtype)
             whole = view_key(t) == (flat.meta.shape, (1,), 0)
@@ -175,7 +183,9 @@ def write(t: LazyTensor, new: Value) -> None:
             and new.meta.storage_offset == 0:
         storage.set_value(new)
     else:
-        storage.set_value(_as_strided_scatter(storage.value, new, view_key(t)))
+        layout = t._lt_layout
+        key = (layout.shape, layout.stride, layout.storage_offset)
+        storage.set_value(_as_strided_scatter(storage.value, new, key))
 
 
 # --- views that reinterpret the dtype (view_as_complex, view_as_real, view(dtype)) -----------
@@ -204,24 +214,40 @@ def _write_reinterpreted(t: LazyTensor, storage: LazyStorage, new: Value) -> Non
 
 
 def _record(op, inputs: tuple[Value, ...], args: tuple, meta: TensorMeta) -> Value:
-    from .tracing import record
-    return record(op, inputs, args, (meta,))[0]
+    return ir.Node(op, inputs, args, (meta,)).outputs[0]
+
+
+# Reading and writing views happens every step for the same layouts: their nodes' arguments,
+# metadata and interned signatures are made once per layout.
+
+@functools.lru_cache(maxsize=None)
+def _as_strided_node(key: tuple, dtype: torch.dtype) -> tuple:
+    shape, stride, offset = key
+    args = (("self", ir.InputRef(0)), ("size", shape), ("stride", stride),
+            ("storage_offset", offset))
+    metas = (TensorMeta(shape, stride, dtype, offset),)
+    op = torch.ops.aten.as_strided.default
+    return op, args, metas, ir.intern_signature((op, args, metas))
+
+
+@functools.lru_cache(maxsize=None)
+def _as_strided_scatter_node(key: tuple, base: TensorMeta) -> tuple:
+    shape, stride, offset = key
+    args = (("self", ir.InputRef(0)), ("src", ir.InputRef(1)), ("size", shape),
+            ("stride", stride), ("storage_offset", offset))
+    metas = (TensorMeta(base.shape, base.stride, base.dtype),)
+    op = torch.ops.aten.as_strided_scatter.default
+    return op, args, metas, ir.intern_signature((op, args, metas))
 
 
 def _as_strided(value: Value, key: tuple, dtype: torch.dtype) -> Value:
-    shape, stride, offset = key
-    return _record(torch.ops.aten.as_strided.default, (value,),
-                   (("self", ir.InputRef(0)), ("size", shape), ("stride", stride),
-                    ("storage_offset", offset)), TensorMeta(shape, stride, dtype, offset))
+    op, args, metas, sig = _as_strided_node(key, dtype)
+    return ir.Node(op, (value,), args, metas, sig).outputs[0]
 
 
 def _as_strided_scatter(base: Value, src: Value, key: tuple) -> Value:
-    shape, stride, offset = key
-    old = base.meta
-    return _record(torch.ops.aten.as_strided_scatter.default, (base, src),
-                   (("self", ir.InputRef(0)), ("src", ir.InputRef(1)), ("size", shape),
-                    ("stride", stride), ("storage_offset", offset)),
-                   TensorMeta(old.shape, old.stride, old.dtype))
+    op, args, metas, sig = _as_strided_scatter_node(key, base.meta)
+    return ir.Node(op, (base, src), args, metas, sig).outputs[0]
 
 
 def _bitcast(flat: Value, dtype: torch.dtype, numel: int) -> Value:

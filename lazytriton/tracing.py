@@ -41,63 +41,63 @@ class _Call:
     input comes from is a getter, so the encoding serves every later call of the same
     signature (plans.py)."""
 
-    __slots__ = ("info", "values", "getters", "inputs", "encoded")
+    __slots__ = ("info", "values", "sources", "getters", "inputs", "encoded")
 
     def __init__(self, info: OpInfo, args: tuple, kwargs: dict):
         self.info = info
-        self.values, self.getters = [], []
+        self.values, self.sources = [], []
         for i, spec in enumerate(info.args):
             positional = not spec.kwarg_only and i < len(args)
             self.values.append(args[i] if positional else kwargs.get(spec.name, _MISSING))
-            self.getters.append(plans.argument(i if positional else None, spec.name))
+            self.sources.append(plans.Source(i if positional else None, spec.name))
+        self.getters = [source.getter() for source in self.sources]  # the raw arguments
         self.inputs: list[plans.Getter] = []
         encoded = []
-        for spec, value, get in zip(info.args, self.values, self.getters):
+        for spec, value, source in zip(info.args, self.values, self.sources):
             if value is _MISSING or spec.kind is ArgKind.GENERATOR:
                 continue  # random ops get a seed input instead of a generator (_seed_random)
-            encoded.append((spec.name, self._encode(spec, value, get)))
+            encoded.append((spec.name, self._encode(spec, value, source)))
         self.encoded = tuple(encoded)
 
     def _input(self, get: plans.Getter) -> InputRef:
         self.inputs.append(get)
         return InputRef(len(self.inputs) - 1)
 
-    def _encode(self, spec, value, get: plans.Getter) -> Any:
+    def _encode(self, spec, value, source: plans.Source) -> Any:
         kind = spec.kind
         if kind is ArgKind.TENSOR:
-            return self._encode_tensor(spec, value, get)
+            return self._encode_tensor(spec, value, source)
         if kind is ArgKind.TENSOR_LIST:
-            return tuple(self._encode_tensor(spec, v, plans.element(get, i))
-                         for i, v in enumerate(value))
+            return tuple(self._encode_tensor(spec, v, source.at(i)) for i, v in enumerate(value))
         if kind is ArgKind.SCALAR:
-            return self._encode_scalar(value, get)
+            return self._encode_scalar(value, source)
         if kind is ArgKind.SCALAR_LIST:
-            return tuple(self._encode_scalar(v, plans.element(get, i)) for i, v in enumerate(value))
+            return tuple(self._encode_scalar(v, source.at(i)) for i, v in enumerate(value))
         if kind is ArgKind.DEVICE:
             return _lazy_or_device(value)
         return _freeze(value)
 
-    def _encode_tensor(self, spec, t, get: plans.Getter) -> Any:
+    def _encode_tensor(self, spec, t, source: plans.Source) -> Any:
         if t is None:
             return None
         if isinstance(t, (int, float, complex)):  # a wrapped Python scalar (x * 2)
-            return self._encode_scalar(t, get)
+            return self._encode_scalar(t, source)
         if spec.name == "indices" and isinstance(t, torch.Tensor) and t.device.type == "cpu":
             # x[cpu_index]: eager on an accelerator copies indices over too
-            return self._input(plans.mapped(get, lambda t: value_of(_uploaded(t))))
+            return self._input(plans.mapped(source, lambda t: value_of(_uploaded(t))))
         if isinstance(t, LazyTensor):
-            if t._lt_layout is t._lt_storage.value.meta:
-                return self._input(plans.whole_storage_value(get))
-            return self._input(plans.mapped(get, value_of))
+            if t._lt_layout is t._lt_storage.value.meta:  # as plans.tensor_signature tells
+                return self._input(plans.whole_storage_value(source))
+            return self._input(plans.mapped(source, value_of))
         if isinstance(t, torch.Tensor) and t.dim() == 0 and t.device.type == "cpu":
             # eager lets a CPU scalar tensor join ops on any device; snapshot it as a graph input
-            return self._input(plans.mapped(get, _cpu_scalar))
+            return self._input(plans.mapped(source, _cpu_scalar))
         raise _device_mismatch(self.info, spec.name, t)
 
-    def _encode_scalar(self, value, get: plans.Getter) -> Any:
+    def _encode_scalar(self, value, source: plans.Source) -> Any:
         if isinstance(value, (bool, type(None))) or not isinstance(value, (int, float, complex)):
             return value
-        return self._input(plans.mapped(get, ir.scalar_value))
+        return self._input(plans.mapped(source, ir.scalar_value))
 
     # --- back to call arguments --------------------------------------------------------------
     def meta_args(self, drop_out: bool = False) -> dict[str, Any]:
@@ -186,13 +186,13 @@ def _dense_only(t: torch.Tensor) -> torch.Tensor:
 # --- entry point --------------------------------------------------------------------------
 
 def dispatch(func, args: tuple, kwargs: dict):
-    route = _routes.get(func)
+    route = _routes.get(id(func))  # ops live as long as torch: their ids name them
     if route is None:
-        route = _routes[func] = _route(func)
+        route = _routes[id(func)] = _route(func)
     return route(args, kwargs)
 
 
-_routes: dict[Any, Callable[[tuple, dict], Any]] = {}
+_routes: dict[int, Callable[[tuple, dict], Any]] = {}
 
 
 def _route(func) -> Callable[[tuple, dict], Any]:
@@ -205,7 +205,10 @@ def _route(func) -> Callable[[tuple, dict], Any]:
             result = func.decompose(*args, **kwargs)
             return trace_op(func, args, kwargs) if result is NotImplemented else result
         return decompose
-    return functools.partial(_trace_op, op_info(func))
+    info = op_info(func)
+    if not info.returns_tensors:
+        return lambda args, kwargs: run_eagerly(func, args, kwargs)
+    return _tracer(info)
 
 
 def _is_composite(func) -> bool:
@@ -215,37 +218,54 @@ def _is_composite(func) -> bool:
 
 def trace_op(func, args: tuple, kwargs: dict):
     """Record `func` on lazy tensors (also factories with device="lazy")."""
-    return _trace_op(op_info(func), args, kwargs)
-
-
-def _trace_op(info: OpInfo, args: tuple, kwargs: dict):
+    info = op_info(func)
     if not info.returns_tensors:
-        return run_eagerly(info.op, args, kwargs)
-    start = time.perf_counter()
-    try:
-        return _trace(info, args, kwargs)
-    finally:
-        metrics.add_time("trace", time.perf_counter() - start, locked=False)
+        return run_eagerly(func, args, kwargs)
+    return _tracer(info)(args, kwargs)
+
+
+def _trace(info: OpInfo, args: tuple, kwargs: dict):
+    return _tracer(info)(args, kwargs)
 
 
 class _NeedsRealData(Exception):
     """The op's output shape depends on values: run it eagerly."""
 
 
-# Plans by argument signature (plans.py). Bounded by the distinct signatures a program traces.
-_plans: dict[tuple, plans.Plan] = {}
+class _OpTracer:
+    """The one path every traced op takes: find the plan for the call's argument signature
+    (making it the first time), run it."""
+
+    def __init__(self, info: OpInfo):
+        self.info = info
+        self.signature = plans.Signature(info)
+        self.plans: dict[tuple, plans.Plan] = {}  # bounded by the signatures a program traces
+
+    def __call__(self, args: tuple, kwargs: dict):
+        start = time.perf_counter()
+        try:
+            try:
+                key = self.signature(args, kwargs)
+                plan = self.plans.get(key)
+            except (plans.Uncacheable, TypeError):  # TypeError: an unhashable constant
+                key = plan = None
+            if plan is None:
+                plan = _make_plan(self.info, args, kwargs)
+                if key is not None:
+                    self.plans[key] = plan
+            return plan.run(args, kwargs)
+        finally:
+            metrics.add_time("trace", time.perf_counter() - start, locked=False)
 
 
-def _trace(info: OpInfo, args: tuple, kwargs: dict):
-    """The one path every traced op takes: find (or make) its plan, run it."""
-    try:
-        key = plans.signature(info, args, kwargs)
-    except plans.Uncacheable:
-        return _make_plan(info, args, kwargs).run(args, kwargs)
-    plan = _plans.get(key)
-    if plan is None:
-        plan = _plans[key] = _make_plan(info, args, kwargs)
-    return plan.run(args, kwargs)
+_tracers: dict[int, _OpTracer] = {}  # by id(op), as _routes
+
+
+def _tracer(info: OpInfo) -> _OpTracer:
+    tracer = _tracers.get(id(info.op))
+    if tracer is None:
+        tracer = _tracers[id(info.op)] = _OpTracer(info)
+    return tracer
 
 
 def _make_plan(info: OpInfo, args: tuple, kwargs: dict) -> plans.Plan:
