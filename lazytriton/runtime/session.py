@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from .. import metrics
 from ..graph import Graph, build_graph, to_text
 from ..ir import DataNode, DeviceData
 from ..tensor import LazyStorage, pending_storages
-from .async_runner import AsyncRunner
+from .async_runner import AsyncRunner, overlap_pays
 from .backend import Backend, CompiledGraph, create_backend
 from .disk_cache import atomic_write, content_key, default_cache_dir
 
@@ -24,7 +26,7 @@ class Session:
         self.backend = backend
         self.device = backend.device
         self.cache_dir = cache_dir
-        self.runner = AsyncRunner()
+        self.runner = AsyncRunner(overlap_pays(torch.device(backend.device)))
         # key -> programs; each holds for the scalar values its `guards` name (if any)
         self._compiled: dict[tuple, list[CompiledGraph]] = {}
         self._closures: list[tuple[Callable, tuple, bool]] = []
