@@ -8,84 +8,29 @@ in-place optimizer updates therefore all see each other's writes.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import itertools
-import weakref
 
 import torch
 
 from . import ir
 from .ir import TensorMeta, Value
+from .storage import LazyStorage
 
 LAZY_TORCH_DEVICE = torch.device("lazy", 0)
 
-_storage_ids = itertools.count()
-_tracking = True  # off while a compiler re-traces a decomposition: its tensors are not the user's
-# Storages whose value is still a computation, by creation order: mark_step's outputs.
-_pending: dict[int, weakref.ref] = {}
+
+def _untraced(func, args, kwargs):
+    raise RuntimeError("lazy tensors need the tracer: import lazytriton and call lazytriton.init()")
 
 
-class LazyStorage:
-    __slots__ = ("id", "value", "views", "__weakref__")
-
-    def __init__(self, value: Value):
-        self.id = next(_storage_ids)
-        self.views: dict[TensorMeta, Value] = {}  # by the view's layout
-        self.value = value
-        if _tracking and not value.node.is_leaf:
-            _pending[self.id] = weakref.ref(self, _forget(self.id))
-
-    @property
-    def meta(self) -> TensorMeta:
-        return self.value.meta
-
-    @property
-    def is_pending(self) -> bool:
-        return not self.value.node.is_leaf
-
-    def set_value(self, value: Value) -> None:
-        self.value = value
-        if self.views:
-            self.views.clear()  # cached views read the old value
-        if not _tracking:
-            return
-        if not value.node.is_leaf:
-            if self.id not in _pending:
-                _pending[self.id] = weakref.ref(self, _forget(self.id))
-        else:
-            _pending.pop(self.id, None)
+# Every aten call on a LazyTensor goes here: tracing.dispatch, which the tracer installs when it
+# is imported (the tracer builds on this module, not the other way round).
+_dispatch = _untraced
 
 
-def _dispatch(func, args: tuple, kwargs: dict):
-    """Every aten op on a lazy tensor: tracing.dispatch, bound on first use (tracing imports
-    this module)."""
+def set_dispatch(dispatch) -> None:
     global _dispatch
-    from .tracing import dispatch
     _dispatch = dispatch
-    return dispatch(func, args, kwargs)
-
-
-def _forget(storage_id: int):
-    return lambda _ref: _pending.pop(storage_id, None)
-
-
-@contextlib.contextmanager
-def untracked():
-    """Tensors made inside are compiler scratch: mark_step must not pick them up."""
-    global _tracking
-    previous, _tracking = _tracking, False
-    try:
-        yield
-    finally:
-        _tracking = previous
-
-
-def pending_storages() -> list[LazyStorage]:
-    """Live storages with unexecuted IR, in creation order (stable across identical steps)."""
-    alive = (ref() for ref in list(_pending.values()))
-    return [s for s in alive if s is not None and s.is_pending]
-
 
 class LazyTensor(torch.Tensor):
     """The Python object behind every tensor on the lazy device."""

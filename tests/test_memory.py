@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import lazytriton
-from lazytriton import ir, tensor, tracing
+from lazytriton import ir, storage, tracing
 
 
 def _live_nodes() -> int:
@@ -19,7 +19,7 @@ def _live_nodes() -> int:
 def _sizes() -> dict[str, int]:
     return {"live IR nodes": _live_nodes(), "signatures": len(ir._signatures),
             "plans": sum(len(t.plans) for t in tracing._tracers.values()),
-            "pending storages": len(tensor._pending)}
+            "pending storages": len(storage._pending)}
 
 
 def test_a_training_loop_holds_live_ir_and_caches_flat():
