@@ -11,11 +11,12 @@ read only inside its kernel never touches memory: it stays in a register.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import sympy
 
 from .loopir import (Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction, Scatter,
-                     StridedView)
+                     StridedView, collecting_origins)
 from .sizevars import flat_index, index_symbol, simplify_index
 
 
@@ -33,6 +34,18 @@ class Member:
     def is_reduction(self) -> bool:
         return isinstance(self.node, Reduction)
 
+    @cached_property
+    def origins(self) -> list[str]:
+        """The aten ops this member's loops compute: its own, and those of the computations it
+        inlines (deepest first) -- not those of the buffers it loads."""
+        node = self.node
+        index = _outer_vars(len(node.sizes))
+        rindex = [index_symbol("r", k) for k in range(len(node.reduction_sizes))] \
+            if isinstance(node, Reduction) else None
+        with collecting_origins() as inlined:
+            reads_of(node, index, rindex)
+        return list(dict.fromkeys(inlined + node.origins))
+
     @property
     def inner_sizes(self) -> list:
         node = self.node
@@ -49,7 +62,7 @@ class Kernel:
 
     @property
     def origins(self) -> list[str]:
-        return [o for m in self.members for o in m.node.origins]
+        return list(dict.fromkeys(o for m in self.members for o in m.origins))
 
 
 @dataclass

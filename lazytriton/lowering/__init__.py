@@ -24,7 +24,7 @@ from ..graph import Graph
 from ..ir import LAZY_DEVICE, InputRef, Node, ScalarNode, SeedRef, TensorMeta, Value
 from ..loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, ExternBuffer,
                       ExternKernel, Pointwise, Reduction, ScalarArg, Scatter, StridedView,
-                      TensorBox, View, input_buffer, new_name)
+                      TensorBox, input_buffer, new_name)
 from ..sizevars import SizeVars, contiguous_strides, product
 from ..tensor import fresh_tensor, untracked, value_of
 # each family module registers its ops into the table as it is imported
@@ -114,7 +114,7 @@ class Lowering:
         else:
             result = self.extern(node, args, fallback=True)
         results = result if isinstance(result, (list, tuple)) else [result]
-        _record_origins(node.op_name, args, _flatten(results))
+        _record_origins(node.op_name, _flatten(results), self._realized)
         results = [self.realize(r) if isinstance(r, (Reduction, Scatter)) else r
                    for r in _flatten(results)]
         for out, box in zip(node.outputs, results):
@@ -202,14 +202,14 @@ class Lowering:
         if isinstance(box, (Reduction, Scatter)):  # computed only into memory
             node = box
         else:  # a computation, a view, or a buffer needing another layout: a pointwise loop
-            node = Pointwise(box.dtype, list(box.sizes), list(getattr(box, "origins", [])),
-                             inner=box.loader())
+            node = Pointwise(box.dtype, list(box.sizes), inner=box.loader())  # notes origins
         layout = strides if strides is not None else contiguous_strides(node.sizes)
         buf = ComputedBuffer(new_name(), node.dtype, list(node.sizes), list(layout), node=node)
         self.steps.append(buf)
         if strides is None and isinstance(box, Pointwise):
             # readers lowered from now on load the buffer instead of computing it again
             box.inner = buf.loader()
+            box.origins = []  # so they do not claim its ops (earlier readers still compute it)
             self._realized[id(box)] = buf
             self._keep.append(box)
         return buf
@@ -273,18 +273,12 @@ class Lowering:
         return result
 
 
-def _record_origins(op_name: str, args: dict, results: list) -> None:
-    """Which aten ops a computation inlines: the kernel index names them."""
-    inherited: list[str] = []
-    for value in _flatten(list(args.values())):
-        box = value
-        while isinstance(box, View) and box.base is not None:
-            box = box.base
-        if isinstance(box, Pointwise):
-            inherited += box.origins
+def _record_origins(op_name: str, results: list, realized: dict) -> None:
+    """Name the op on the computations it returned (a decomposed op's on its final result);
+    what a kernel inlines from upstream is noted where its loaders run (loopir.Pointwise)."""
     for box in results:
-        if isinstance(box, Computation):
-            box.origins = list(dict.fromkeys(inherited + box.origins + [op_name]))
+        if isinstance(box, Computation) and id(box) not in realized:
+            box.origins = list(dict.fromkeys(box.origins + [op_name]))
 
 
 def check_eager_dtype_support(node: Node, args: dict) -> None:
