@@ -5,7 +5,6 @@ syncs every pending storage, a read syncs just the storage it needs.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +15,9 @@ from ..ir import DataNode, DeviceData
 from ..tensor import LazyStorage, pending_storages
 from .async_runner import AsyncRunner
 from .backend import Backend, CompiledGraph, create_backend
-from .disk_cache import atomic_write, content_key, default_cache_dir
+from .cache_index import compiling, graph_folder
+from .compile_log import CompileLog
+from .disk_cache import default_cache_dir
 
 
 class Session:
@@ -28,6 +29,7 @@ class Session:
         # key -> programs; each holds for the scalar values its `guards` name (if any)
         self._compiled: dict[tuple, list[CompiledGraph]] = {}
         self._closures: list[tuple[Callable, tuple, bool]] = []
+        self._log = CompileLog(cache_dir, backend.name)  # records, index, LAZYTRITON_LOGS
 
     # --- cutting and running graphs --------------------------------------------------------
     def sync(self, storages: list[LazyStorage]) -> None:
@@ -52,25 +54,19 @@ class Session:
             if _guards_hold(program, graph):
                 metrics.counter_inc("CachedCompile")
                 return program
-        with metrics.timed("compile"):  # timed(): a progress display can see it running
-            program = self.backend.compile(graph, self._write_artifacts(graph))
+        start = time.perf_counter()
+        # timed(): a progress display can see it running; compiling(): `cache clear` waits
+        with metrics.timed("compile"), compiling(self.cache_dir):
+            folder = self._write_artifacts(graph)
+            program = self.backend.compile(graph, folder)
+        self._log.compiled(graph, folder, program, time.perf_counter() - start, candidates)
         candidates.append(program)
         metrics.counter_inc("UncachedCompile")
         return program
 
     def _write_artifacts(self, graph: Graph) -> Path:
-        """The graph's folder in the cache: its IR and a small index, for people to read."""
-        text = to_text(graph)
-        folder = self.cache_dir / "graphs" / content_key(self.backend.name, text)
-        if not (folder / "ir.txt").exists():
-            atomic_write(folder / "ir.txt", text)
-            atomic_write(folder / "index.json", json.dumps({
-                "backend": self.backend.name,
-                "nodes": len(graph.nodes),
-                "inputs": len(graph.inputs),
-                "outputs": [str(v.meta) for v in graph.outputs],
-            }, indent=1))
-        return folder
+        """The graph's folder in the cache, graphs/<backend>-<ops>-<key>: its IR and record."""
+        return graph_folder(self.cache_dir, self.backend.name, graph, to_text(graph))
 
     # --- steps -----------------------------------------------------------------------------
     def mark_step(self) -> None:
