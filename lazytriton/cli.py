@@ -92,7 +92,7 @@ def cmd_list(cache_dir: Path, args) -> None:
     rows += [(_when(r.get("last_used") or r.get("created")), str(r.get("ops", "?")),
               _kernels(r), _seconds(r.get("compile_s")), r["name"]) for r in records]
     print(_table(rows, right={1, 2, 3}))
-    print(f"{len(records)} graphs in {cache_dir / cache_index.GRAPHS}")
+    print(f"{_count(len(records), 'graph')} in {cache_dir / cache_index.GRAPHS}")
 
 
 def _kernels(record: dict) -> str:
@@ -130,7 +130,7 @@ def cmd_show(cache_dir: Path, args) -> None:
         print("no kernels: " + ("the reference executor (aten) runs ir.txt node by node"
                                 if r.get("backend") == "aten" else "see wrapper.py"))
         return
-    print(f"{len(kernels)} kernels, in the order wrapper.py calls them:")
+    print(f"{_count(len(kernels), 'kernel')}, in the order wrapper.py calls them:")
     for k in kernels:
         print(f"  {k.get('kernel')}  {k.get('source')}:{k.get('line', 0)}  {_loops(k)}")
         ops = ", ".join(op.split(".")[0] for op in k.get("fused_ops", [])) or "copy"
@@ -165,9 +165,10 @@ def cmd_stats(cache_dir: Path, args) -> None:
     if indexed is None:
         index = "missing or unreadable (rebuilt from the folders at the next compile)"
     elif names - set(indexed):
-        index = f"lists {len(indexed)} graphs, {len(names - set(indexed))} newer not yet in it"
+        index = (f"lists {_count(len(indexed), 'graph')}, {len(names - set(indexed))} newer not "
+                 "yet in it")
     else:
-        index = f"lists {len(indexed)} graphs, up to date"
+        index = f"lists {_count(len(indexed), 'graph')}, up to date"
     rows = [
         ("cache dir", f"{cache_dir} ({_size(cache_index.disk_usage(cache_dir))})"),
         ("graphs", f"{len(records)}" + (": " + ", ".join(f"{b} {n}" for b, n in
@@ -192,7 +193,8 @@ def cmd_stats(cache_dir: Path, args) -> None:
 
 def cmd_clear(cache_dir: Path, args) -> None:
     removed = cache_index.clear(cache_dir)
-    print(f"removed {removed['graphs']} graphs and {removed['libraries']} C++ libraries "
+    print(f"removed {_count(removed['graphs'], 'graph')} and {removed['libraries']} C++ "
+          f"{'library' if removed['libraries'] == 1 else 'libraries'} "
           f"({_size(removed['bytes'])}) from {cache_dir}")
 
 
@@ -206,6 +208,10 @@ def _table(rows: list[tuple[str, ...]], right: set[int]) -> str:
                  for i, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _when(iso: str | None) -> str:

@@ -102,7 +102,7 @@ def graph_folder(cache_dir: Path, backend: str, graph, ir_text: str) -> Path:
             "description": describe(graph),
             "nodes": len(graph.nodes), "ops": len(ops), "inputs": len(graph.inputs),
             "outputs": [str(v.meta) for v in graph.outputs],
-            "top_ops": Counter(ops).most_common(8),
+            "top_ops": Counter(o for o in ops if o not in _PLUMBING).most_common(8),
             "created": _now()})
     return folder
 
@@ -182,7 +182,8 @@ def kernel_entries(folder: Path) -> list[dict]:
                 sources[source] = (folder / source).read_text(encoding="utf-8").splitlines()
             except OSError:
                 sources[source] = []
-        pattern = re.compile(rf"\b(void|def)\s+{re.escape(entry.get('kernel', ''))}\w*\s*\(")
+        # "<name>(", or "<name>_<part>(" for a Triton kernel of several functions (scatter)
+        pattern = re.compile(rf"\b(void|def)\s+{re.escape(entry.get('kernel', ''))}(_\w+)?\s*\(")
         entry["line"] = next((n for n, text in enumerate(sources[source], 1)
                               if pattern.search(text)), 0)
     return entries

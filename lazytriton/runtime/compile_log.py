@@ -37,7 +37,8 @@ class CompileLog:
 def output_code(folder: Path, record: dict) -> str:
     """The new graph's folder, then per kernel its source file and line and the ops it fuses."""
     kernels = cache_index.kernel_entries(folder)
-    head = (f"{folder.name}: {record.get('ops', '?')} ops, {len(kernels)} kernels, compiled in "
+    head = (f"{folder.name}: {_count(record.get('ops', '?'), 'op')}, "
+            f"{_count(len(kernels), 'kernel')}, compiled in "
             f"{record.get('compile_s', 0):.2f} s\n  folder   {folder}")
     if record.get("fallback"):
         return head + "\n  code generation failed: it runs on the reference executor"
@@ -59,7 +60,7 @@ def output_code(folder: Path, record: dict) -> str:
 # --- recompiles -------------------------------------------------------------------------------
 
 def explain_recompile(graph, folder: Path, same_key: list, history: list[Path]) -> str:
-    head = f"compiling {folder.name} ({sum(not n.is_leaf for n in graph.nodes)} ops)"
+    head = f"compiling {folder.name} ({_count(sum(not n.is_leaf for n in graph.nodes), 'op')})"
     if same_key:
         return head + ": " + _failed_guards(graph, same_key[-1])
     lines = _ir_lines(folder)
@@ -68,9 +69,11 @@ def explain_recompile(graph, folder: Path, same_key: list, history: list[Path]) 
         if earlier == folder:
             continue
         other = _ir_lines(earlier)
-        overlap = sum((Counter(lines) & Counter(other)).values())
-        if overlap > score:
-            nearest, score = (earlier, other), overlap
+        # shared lines over both sizes: a big graph containing this one is not nearest
+        shared = sum((Counter(lines) & Counter(other)).values())
+        similarity = 2 * shared / max(len(lines) + len(other), 1)
+        if similarity > score:
+            nearest, score = (earlier, other), similarity
     if nearest is None:
         return head + ": no other graph compiled before in this process is in the cache now"
     earlier, other = nearest
@@ -115,6 +118,10 @@ def _describe_line_change(new: str, old: str) -> str:
     if a["meta"] != b["meta"]:
         return f"{where} ({kind}): shape/dtype {a['meta']} here, {b['meta']} there"
     return f"{where} ({kind}): arguments {a['args']} here, {b['args']} there"
+
+
+def _count(n, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _ir_lines(folder: Path) -> list[str]:
