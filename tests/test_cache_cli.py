@@ -328,3 +328,37 @@ def test_readers_tolerate_a_missing_or_torn_index(own_cache, capsys):
     cache_index.index_writer(own_cache).flush()  # rebuilt from the folders, then merged
     index = json.loads((own_cache / "index.json").read_text())["graphs"]
     assert set(index) == {f.name for f in cache_index.graph_folders(own_cache)} and len(index) == 2
+
+
+def _merge_many(cache: str, worker: int, count: int) -> None:
+    for i in range(count):
+        name = f"aten-w{worker}_{i}-{worker:012d}{i:012d}"
+        (Path(cache) / "graphs" / name).mkdir(parents=True)
+        cache_index.merge_into_index(Path(cache), {name: {"backend": "aten", "ops": i}})
+
+
+def test_concurrent_index_merges_lose_no_update(tmp_path):
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")  # plain file work in the children: fork is safe
+    workers = [ctx.Process(target=_merge_many, args=(str(tmp_path), w, 25)) for w in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+        assert w.exitcode == 0
+    index = cache_index.read_index(tmp_path)
+    assert len(index) == 100 and set(index) == {f.name for f in cache_index.graph_folders(tmp_path)}
+    assert all("ops" in entry for entry in index.values())  # each merge's own record, kept
+    assert len(list(tmp_path.glob(".*.tmp"))) == 0  # every write finished by a rename
+
+
+def test_folders_from_before_names_are_still_listed_and_shown(tmp_path, capsys):
+    key = "0123456789abcdef01234567"
+    legacy = tmp_path / "graphs" / key  # a bare key, with the old record's fields
+    legacy.mkdir(parents=True)
+    (legacy / "ir.txt").write_text("%0 = data : float32[3]\nreturn %0\n")
+    (legacy / "index.json").write_text(json.dumps({"backend": "aten", "nodes": 1, "inputs": 1,
+                                                   "outputs": ["float32[3]"]}))
+    assert key in _cli(capsys, "cache", "list", "--dir", str(tmp_path))
+    shown = _cli(capsys, "cache", "show", "--dir", str(tmp_path), key[:6])
+    assert shown.startswith(f"graph     {key}\n") and "outputs float32[3]" in shown

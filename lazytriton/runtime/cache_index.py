@@ -12,9 +12,10 @@ key; a record per graph; an index and a README at the root; clearing it while ot
 The key (a hash of the backend, lazytriton's version and the IR text) is what finding a graph
 trusts; the words before it are for people. The records in the graph folders are the truth:
 the root index.json is a summary merged into under a file lock and written atomically (readers
-never see half a file), and rebuilt from the folders when it is missing or unreadable. Root
-updates are batched (at most one write per second per process, and one at exit), so a test
-suite compiling thousands of graphs does not rewrite it thousands of times.
+never see half a file); each merge also adds the folders it lacks, so a missing or torn index,
+or an update lost where there are no locks, heals at the next. Root updates are batched (at
+most one write per second per process, and one at exit), so a test suite compiling thousands
+of graphs does not rewrite it thousands of times.
 """
 from __future__ import annotations
 
@@ -260,16 +261,16 @@ class IndexWriter:
 
 
 def merge_into_index(cache_dir: Path, records: dict[str, dict]) -> dict:
-    """Under the index lock: read the root index (rebuilt from the folders if missing or
-    unreadable), add these records, drop graphs whose folder is gone, write both root files."""
+    """Under the index lock: read the root index, add these records, add the folders it lacks
+    (it was missing, torn, or lost an update where there are no locks) from their own records,
+    drop graphs whose folder is gone, write both root files."""
     cache_dir = Path(cache_dir)
     with _file_lock(cache_dir / _INDEX_LOCK, exclusive=True):
-        graphs = read_index(cache_dir)
-        if graphs is None:
-            graphs = {r["name"]: summary(r) for r in scan(cache_dir)}
+        graphs = read_index(cache_dir) or {}
         graphs.update(records)
-        graphs = {name: r for name, r in graphs.items()
-                  if (cache_dir / GRAPHS / name).is_dir()}
+        folders = {f.name: f for f in graph_folders(cache_dir)}
+        graphs = {name: graphs.get(name) or summary(read_record(folder))
+                  for name, folder in folders.items()}
         write_index(cache_dir, graphs)
     return graphs
 
@@ -384,6 +385,8 @@ def clear(cache_dir: Path) -> dict:
     cache_dir = Path(cache_dir)
     removed = {"graphs": len(graph_folders(cache_dir)), "libraries": len(_cpp_libraries(cache_dir)),
                "bytes": 0}
+    if not cache_dir.is_dir():
+        return removed  # nothing to clear: do not create the dir for its lock
     trash = cache_dir / f".trash-{uuid.uuid4().hex}"
     with _file_lock(cache_dir / _COMPILE_LOCK, exclusive=True):
         for name in (GRAPHS, "kernels", ROOT_INDEX, ROOT_README):
