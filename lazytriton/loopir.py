@@ -126,8 +126,8 @@ class Computation(TensorBox):
     """Common to Pointwise and Reduction: what a kernel loop computes."""
     dtype: torch.dtype
     sizes: list[Expr]
-    # the aten ops whose results this computation is (not those it loads or inlines): the
-    # kernel index names them; a realized Pointwise's move to the loaders that compute it
+    # the aten ops whose result this computation is (not those it loads or inlines), for the
+    # kernel index; a realized Pointwise hands them to the loop that fills its buffer
     origins: list[str] = field(default_factory=list)
 
 

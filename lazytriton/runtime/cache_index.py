@@ -95,7 +95,7 @@ def graph_folder(cache_dir: Path, backend: str, graph, ir_text: str) -> Path:
     """The graph's folder, created with its IR and first record if new."""
     key = content_key(backend, ir_text)
     folder = Path(cache_dir) / GRAPHS / folder_name(backend, graph, key)
-    if not (folder / "ir.txt").exists():
+    if not (folder / "ir.txt").exists() or not (folder / RECORD).exists():
         atomic_write(folder / "ir.txt", ir_text)
         ops = [_short(n.op_name) for n in graph.nodes if not n.is_leaf]
         write_record(folder, {
@@ -360,16 +360,23 @@ def flush_all() -> None:
 
 @contextlib.contextmanager
 def _file_lock(path: Path, exclusive: bool) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield
-        return
-    with open(path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    """An advisory lock on `path`; where the filesystem has none (some network mounts), the
+    block runs unlocked: writes stay atomic, only an index update may be lost."""
+    f = None
+    if fcntl is not None:
         try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+b")
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError:
+            if f is not None:
+                f.close()
+            f = None
+    try:
+        yield
+    finally:
+        if f is not None:
+            f.close()  # closing the last descriptor releases the lock
 
 
 def compiling(cache_dir: Path):
