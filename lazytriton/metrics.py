@@ -55,12 +55,24 @@ def counter_names() -> list[str]:
     return sorted(_counters)
 
 
-def add_time(name: str, seconds: float) -> None:
+def add_time(name: str, seconds: float, locked: bool = True) -> None:
+    """locked=False: for a timing only one thread records (the trace, once per op), where the
+    lock would cost more than the GIL already guarantees for its updates."""
+    if not locked:
+        _add(name, seconds)
+        return
     with _lock:
+        _add(name, seconds)
+
+
+def _add(name: str, seconds: float) -> None:
+    entry = _timings.get(name)
+    if entry is None:
         entry = _timings.setdefault(name, [0, 0.0, 0.0])
-        entry[0] += 1
-        entry[1] += seconds
-        entry[2] = max(entry[2], seconds)
+    entry[0] += 1
+    entry[1] += seconds
+    if seconds > entry[2]:
+        entry[2] = seconds
 
 
 @contextmanager

@@ -21,9 +21,10 @@ class LazyStorage:
 
     def __init__(self, value: Value):
         self.id = next(_storage_ids)
-        self.views: dict[tuple, Value] = {}
+        self.views: dict[TensorMeta, Value] = {}  # by the view's layout
         self.value = value
-        self._track()
+        if _tracking and not value.node.is_leaf:
+            _pending[self.id] = weakref.ref(self, _forget(self.id))
 
     @property
     def meta(self) -> TensorMeta:
@@ -35,13 +36,11 @@ class LazyStorage:
 
     def set_value(self, value: Value) -> None:
         self.value = value
-        self.views.clear()  # cached views read the old value
-        self._track()
-
-    def _track(self) -> None:
+        if self.views:
+            self.views.clear()  # cached views read the old value
         if not _tracking:
             return
-        if self.is_pending:
+        if not value.node.is_leaf:  # (inlined: this runs for every write the tracer records)
             if self.id not in _pending:
                 _pending[self.id] = weakref.ref(self, _forget(self.id))
         else:

@@ -16,7 +16,7 @@ from ..device_data import DeviceData
 from ..graph import Graph, build_graph, to_text
 from ..ir import DataNode
 from ..storage import LazyStorage, pending_storages
-from .async_runner import AsyncRunner
+from .async_runner import AsyncRunner, overlap_pays
 from .backend import Backend, CompiledGraph, create_backend
 from .cache_index import compiling, graph_folder
 from .compile_log import CompileLog
@@ -28,7 +28,7 @@ class Session:
         self.backend = backend
         self.device = backend.device
         self.cache_dir = cache_dir
-        self.runner = AsyncRunner()
+        self.runner = AsyncRunner(overlap_pays(torch.device(backend.device)))
         # key -> programs; each holds for the scalar values its `guards` name (if any)
         self._compiled: dict[tuple, list[CompiledGraph]] = {}
         self._closures: list[tuple[Callable, tuple, bool]] = []
