@@ -13,6 +13,7 @@ _lock = threading.Lock()  # the async runner records execute times from its thre
 _counters: dict[str, int] = {}
 _timings: dict[str, list[float]] = {}  # name -> [count, total seconds, max seconds]
 _running: dict[str, float] = {}  # name -> perf_counter() at its start, while it runs
+_recompiles: list[str] = []  # why each graph of an already seen structure was compiled
 
 COUNTER_HELP: dict[str, str] = {
     "MarkStep": "steps cut by mark_step()",
@@ -55,6 +56,16 @@ def counter_names() -> list[str]:
     return sorted(_counters)
 
 
+def note_recompile(reason: str) -> None:
+    """Record why a graph whose structure was compiled before was compiled again."""
+    with _lock:
+        _recompiles.append(reason)
+
+
+def recompile_reasons() -> list[str]:
+    return list(_recompiles)
+
+
 def add_time(name: str, seconds: float) -> None:
     with _lock:
         entry = _timings.setdefault(name, [0, 0.0, 0.0])
@@ -95,6 +106,7 @@ def reset() -> None:
     with _lock:
         _counters.clear()
         _timings.clear()
+        _recompiles.clear()
 
 
 def format_timing(name: str, count: int, total: float, longest: float) -> str:
@@ -110,6 +122,7 @@ def metrics_report() -> str:
     with _lock:
         counters = dict(_counters)
         timings = {k: list(v) for k, v in _timings.items()}
+        recompiles = list(_recompiles)
     lines = ["Counters:"]
     width = max(map(len, counters), default=0)
     lines += [f"  {name:<{width}}  {counters[name]:>6}  {describe_counter(name)}".rstrip()
@@ -121,4 +134,7 @@ def metrics_report() -> str:
     width = max(map(len, rows), default=0)
     for name, row in zip(names, rows):
         lines.append(f"  {row:<{width}}  {TIMING_HELP.get(name, '')}".rstrip())
+    if recompiles:
+        lines.append("Recompiles (a graph of a structure compiled before, and why):")
+        lines += [f"  {i}. {reason}" for i, reason in enumerate(recompiles, 1)]
     return "\n".join(lines)

@@ -38,12 +38,14 @@ drop_lowered_decompositions()
 
 
 class Lowering:
-    def __init__(self, graph: Graph, kernel_dtypes: Container[torch.dtype] | None = None):
+    def __init__(self, graph: Graph, kernel_dtypes: Container[torch.dtype] | None = None,
+                 symbols: dict[tuple[int, int], int] | None = None):
         self.graph = graph
         # dtypes the code generator's loops handle (None: all); an op on any other (complex)
         # runs as a counted extern aten call, so one such op never costs the whole graph
         self.kernel_dtypes = kernel_dtypes
-        self.sizevars = SizeVars()
+        # (input, dim) -> size symbol: the dims that vary (none: every size a constant)
+        self.sizevars = SizeVars(symbols or {})
         self.env: dict[int, Any] = {}  # id(Value) -> lowered
         self._keep: list = []  # every Value in env stays alive, so no id is ever reused
         self._realized: dict[int, ComputedBuffer] = {}  # id(Pointwise) -> its buffer

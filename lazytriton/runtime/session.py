@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import metrics
-from ..graph import Graph, build_graph, to_text
+from ..graph import Graph, build_graph, skeleton, structure, to_text
 from ..ir import DataNode, DeviceData
 from ..tensor import LazyStorage, pending_storages
 from .async_runner import AsyncRunner
 from .backend import Backend, CompiledGraph, create_backend
 from .disk_cache import atomic_write, content_key, default_cache_dir
+from .shapes import Family, assign_symbols, build_guard, changed_dims, describe_change
 
 
 class Session:
@@ -27,6 +28,7 @@ class Session:
         self.runner = AsyncRunner()
         # key -> programs; each holds for the scalar values its `guards` name (if any)
         self._compiled: dict[tuple, list[CompiledGraph]] = {}
+        self._families: dict[tuple, Family] = {}  # structure key -> its graphs (shapes.py)
         self._closures: list[tuple[Callable, tuple, bool]] = []
 
     # --- cutting and running graphs --------------------------------------------------------
@@ -52,18 +54,65 @@ class Session:
             if _guards_hold(program, graph):
                 metrics.counter_inc("CachedCompile")
                 return program
-        with metrics.timed("compile"):  # timed(): a progress display can see it running
-            program = self.backend.compile(graph, self._write_artifacts(graph))
+        program = self._generic_program(graph)
         candidates.append(program)
+        return program
+
+    def _generic_program(self, graph: Graph) -> CompiledGraph:
+        """A program of this graph's structure whose shape guard holds, else a new one: static
+        for the first graph of a structure, with the changed dims symbolic after that."""
+        now = structure(graph)
+        family = self._families.get(now.key)
+        if family is None:
+            self._families[now.key] = Family(skeleton(graph), now)
+            return self._compile(graph)
+        for guard, program in family.generic:
+            if guard.holds(now.ints) and _guards_hold(program, graph):
+                metrics.counter_inc("CachedCompile")
+                return program
+        changed = changed_dims(family.first_structure, now)
+        what = f"graph of {len(graph.nodes)} nodes, {describe_change(changed) or 'same sizes'}"
+        if family.static_reason or not getattr(self.backend, "dynamic_shapes", False):
+            reason = family.static_reason or f"the {self.backend.name} backend compiles sizes as given"
+            metrics.note_recompile(f"{what}: compiled for these sizes ({reason})")
+            return self._compile(graph)
+        return self._compile_generic(graph, family, now, changed, what)
+
+    def _compile_generic(self, graph, family, now, changed, what) -> CompiledGraph:
+        symbols = assign_symbols(changed)
+        guard = build_guard(family.first_structure, now, symbols) if changed else None
+        if guard is None:
+            family.static_reason = ("an integer changed that is no affine function of the sizes"
+                                    if changed else "only non-size integers changed")
+            metrics.note_recompile(f"{what}: compiled for these sizes ({family.static_reason})")
+            return self._compile(graph)
+        program = self._compile(graph, symbols)
+        if self.backend.fingerprint(family.first, symbols) == getattr(program, "fingerprint", None):
+            family.generic.append((guard, program))
+            metrics.note_recompile(f"{what}: compiled with the changed dims as size symbols; "
+                                   f"later sizes of them reuse it")
+        else:
+            family.static_reason = "its program depends on the sizes themselves (a size-derived " \
+                                   "constant, or a layout that changes with the sizes)"
+            metrics.note_recompile(f"{what}: compiled; {family.static_reason}, so later sizes "
+                                   f"compile again")
+        return program
+
+    def _compile(self, graph: Graph, symbols: dict | None = None) -> CompiledGraph:
+        with metrics.timed("compile"):  # timed(): a progress display can see it running
+            artifacts = self._write_artifacts(graph, symbols)
+            program = self.backend.compile(graph, artifacts, symbols) if symbols else \
+                self.backend.compile(graph, artifacts)
         metrics.counter_inc("UncachedCompile")
         return program
 
-    def _write_artifacts(self, graph: Graph) -> Path:
+    def _write_artifacts(self, graph: Graph, symbols: dict | None = None) -> Path:
         """The graph's folder in the cache: its IR and a small index, for people to read."""
         text = to_text(graph)
-        folder = self.cache_dir / "graphs" / content_key(self.backend.name, text)
+        dynamic = f"# size symbols (input, dim) -> s: {sorted(symbols.items())}\n" if symbols else ""
+        folder = self.cache_dir / "graphs" / content_key(self.backend.name, dynamic + text)
         if not (folder / "ir.txt").exists():
-            atomic_write(folder / "ir.txt", text)
+            atomic_write(folder / "ir.txt", dynamic + text)
             atomic_write(folder / "index.json", json.dumps({
                 "backend": self.backend.name,
                 "nodes": len(graph.nodes),
