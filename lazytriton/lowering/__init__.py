@@ -254,12 +254,15 @@ class Lowering:
         sizes = extern_output_sizes(self, node, index, args)
         if sizes is not None and [self.sizevars.evaluate(s) for s in sizes] == list(meta.shape):
             return sizes
-        for v in args.values():  # same shape as an input: take its symbolic sizes
-            for t in _flatten([v]):
-                if isinstance(t, TensorBox) and \
-                        [self.sizevars.evaluate(s) for s in t.sizes] == list(meta.shape):
-                    return list(t.sizes)
-        return [sympy.Integer(s) for s in meta.shape]
+        tensors = [t for v in args.values() for t in _flatten([v]) if isinstance(t, TensorBox)]
+        for t in tensors:  # same shape as an input: take its symbolic sizes
+            if [self.sizevars.evaluate(s) for s in t.sizes] == list(meta.shape):
+                return list(t.sizes)
+        # else dim by dim, the first input's where the sizes agree (a pool keeps batch and
+        # channels); the session's shape guard checks these against every later graph
+        first = tensors[0] if tensors and tensors[0].ndim == len(meta.shape) else None
+        return [first.sizes[d] if first is not None and self.sizevars.evaluate(first.sizes[d]) == s
+                else sympy.Integer(s) for d, s in enumerate(meta.shape)]
 
     # --- the whole graph --------------------------------------------------------------------
     def outputs(self) -> list[Buffer | StridedView]:
