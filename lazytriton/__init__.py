@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from . import debug, metrics
 from ._version import __version__
 from .device import register_lazy_kernels
-from .ir import LazyExecutionError
+from .device_data import LazyExecutionError
 from .modules import keep_shared_tensors_on_conversion
 from .runtime import cpp_backend as _cpp_backend  # noqa: F401  (registers "cpp")
 from .runtime import reference as _reference  # noqa: F401  (registers the "aten" backend)

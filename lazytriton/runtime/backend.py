@@ -17,6 +17,10 @@ from ..graph import Graph, to_text
 
 
 class CompiledGraph(Protocol):
+    # graph input index -> the scalar value the program was specialized to (a decomposition
+    # computed with it); the graph cache reuses the program only where these hold
+    guards: dict[int, Any]
+
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]: ...
 
 

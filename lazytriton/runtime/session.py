@@ -12,8 +12,9 @@ from typing import Any, Callable
 
 from .. import metrics
 from ..graph import Graph, build_graph, skeleton, structure, to_text
-from ..ir import DataNode, DeviceData
-from ..tensor import LazyStorage, pending_storages
+from ..device_data import DeviceData
+from ..ir import DataNode
+from ..storage import LazyStorage, pending_storages
 from .async_runner import AsyncRunner
 from .backend import Backend, CompiledGraph, create_backend
 from .disk_cache import atomic_write, content_key, default_cache_dir
@@ -146,8 +147,7 @@ class Session:
 
 def _guards_hold(program: CompiledGraph, graph: Graph) -> bool:
     """A program may have baked some scalar inputs in (a decomposition computed with them)."""
-    guards = getattr(program, "guards", None) or {}
-    return all(_same_scalar(graph.inputs[k].value, v) for k, v in guards.items())
+    return all(_same_scalar(graph.inputs[k].value, v) for k, v in program.guards.items())
 
 
 def _same_scalar(a, b) -> bool:
@@ -199,6 +199,3 @@ def current() -> Session:
             "lazytriton is not initialized: call lazytriton.init() before using the 'lazy' device")
     return _current
 
-
-def active() -> Session | None:
-    return _current
