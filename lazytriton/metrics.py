@@ -87,6 +87,20 @@ def timed(name: str) -> Iterator[None]:
         _running.pop(name, None)
 
 
+@contextmanager
+def uncounted() -> Iterator[None]:
+    """Counters moved inside the block are put back: work that is no compile (lowering a graph
+    only to compare programs) must not count as one, nor count its aten fallbacks again."""
+    with _lock:
+        saved = dict(_counters)
+    try:
+        yield
+    finally:
+        with _lock:
+            _counters.clear()
+            _counters.update(saved)
+
+
 def running_for(name: str) -> float | None:
     """Seconds the `timed(name)` block now running has taken, or None if none runs."""
     start = _running.get(name)

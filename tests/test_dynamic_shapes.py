@@ -109,3 +109,30 @@ def test_changing_batch_costs_one_compile(test_backend, tmp_path, name):
     assert kernels_from_29 == [kernels_from_29[0]] * len(kernels_from_29), counts
     assert counts[-1][0] <= fixed_counts[-1][0] + 1, (counts, fixed_counts)
     assert "compiled with the changed dims as size symbols" in metrics.metrics_report()
+
+
+def test_a_size_baked_into_the_program_keeps_the_structure_static(test_backend):
+    """A slice starting at half the batch: its start is a constant of the program, so the
+    second size's program differs from the first's and every size compiles its own (the shape
+    guard alone would accept 24 for a program reading from row 8)."""
+    for batch in (8, 16, 24, 16):
+        x = torch.randn(batch, 5)
+        start = batch // 2
+        got = (x.to("lazy") * 2)[start:start + 2] + 1  # the add reads the slice in the graph
+        torch.testing.assert_close(got.cpu(), (x * 2)[start:start + 2] + 1)
+    assert _counts()[0] == 3  # 8, 16, 24; the second 16 is the same graph as the first
+    report = metrics.metrics_report()
+    assert "its program depends on the sizes themselves" in report, report
+
+
+def test_a_batch_of_one_neither_uses_nor_spoils_the_symbolic_program(test_backend):
+    model = Stats()
+    for batch in (8, 16, 1, 24):
+        x = torch.randn(batch, 3, 6, 6)
+        got = [t.cpu() for t in model(x.to("lazy"))]
+        for g, e in zip(got, model(x)):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6, equal_nan=True)
+        if batch == 1:
+            kernels = _counts()[1]
+    assert _counts()[1] == kernels  # 24 reuses the program compiled for 16
+    assert "a size of 0 or 1 is never a symbol" in metrics.metrics_report()

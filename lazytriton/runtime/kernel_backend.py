@@ -93,11 +93,12 @@ class KernelBackend(Backend):
 
     def fingerprint(self, graph: Graph, symbols: dict) -> str | None:
         try:
-            lowering, sched = lower_and_schedule(graph, self.codegen, symbols)
-            kernels = [s for s in sched.steps if isinstance(s, Kernel)]
-            code = self.codegen.generate(kernels, lowering.sizevars)
-            writer = WrapperWriter(lowering, sched, code.kernels, self.device, "")
-            return program_fingerprint(lowering, code, writer.generate())
+            with metrics.uncounted():  # a comparison, not a compile
+                lowering, sched = lower_and_schedule(graph, self.codegen, symbols)
+                kernels = [s for s in sched.steps if isinstance(s, Kernel)]
+                code = self.codegen.generate(kernels, lowering.sizevars)
+                writer = WrapperWriter(lowering, sched, code.kernels, self.device, "")
+                return program_fingerprint(lowering, code, writer.generate())
         except Exception:  # noqa: BLE001 -- no fingerprint: the program stays size-specific
             return None
 

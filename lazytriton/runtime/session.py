@@ -73,6 +73,10 @@ class Session:
                 return program
         changed = changed_dims(family.first_structure, now)
         what = f"graph of {len(graph.nodes)} nodes, {describe_change(changed) or 'same sizes'}"
+        if any(min(pair) < 2 for pair in changed.values()):  # 0 and 1 change broadcasting
+            metrics.note_recompile(f"{what}: compiled for these sizes (a size of 0 or 1 is "
+                                   f"never a symbol)")
+            return self._compile(graph)
         if family.static_reason or not getattr(self.backend, "dynamic_shapes", False):
             reason = family.static_reason or f"the {self.backend.name} backend compiles sizes as given"
             metrics.note_recompile(f"{what}: compiled for these sizes ({reason})")
@@ -88,7 +92,8 @@ class Session:
             metrics.note_recompile(f"{what}: compiled for these sizes ({family.static_reason})")
             return self._compile(graph)
         program = self._compile(graph, symbols)
-        if self.backend.fingerprint(family.first, symbols) == getattr(program, "fingerprint", None):
+        made = getattr(program, "fingerprint", None)  # None: compiling failed, or no backend's
+        if made is not None and self.backend.fingerprint(family.first, symbols) == made:
             family.generic.append((guard, program))
             metrics.note_recompile(f"{what}: compiled with the changed dims as size symbols; "
                                    f"later sizes of them reuse it")
