@@ -57,6 +57,9 @@ def test_one_kernel_per_parameter_at_most(test_backend, name, foreach):
             nests = lazytriton.debug.dump_ir(pending, "loops")
             kernels = re.findall(r"^kernel\d+:", nests, flags=re.M)
             assert 0 < len(kernels) <= len(list(model.parameters())), nests
+            # parameters of one outer size share a kernel, all of their updates in it
+            outer_sizes = {p.shape[0] for p in model.parameters()}
+            assert len(kernels) <= len(outer_sizes), nests
         lazytriton.mark_step()
     for p, q in zip(model.parameters(), eager.parameters()):
         torch.testing.assert_close(p.cpu(), q, rtol=1e-5, atol=1e-6)
