@@ -136,3 +136,17 @@ def test_a_batch_of_one_neither_uses_nor_spoils_the_symbolic_program(test_backen
             kernels = _counts()[1]
     assert _counts()[1] == kernels  # 24 reuses the program compiled for 16
     assert "a size of 0 or 1 is never a symbol" in metrics.metrics_report()
+
+
+def test_a_dense_kernel_over_symbolic_sizes_indexes_simply(test_backend):
+    """Both dims change: the C++ kernel indexes `x[j + i*ks1]`, not a polynomial."""
+    for rows, cols in ((8, 5), (16, 7), (24, 9)):
+        x = torch.randn(rows, cols)
+        torch.testing.assert_close(torch.relu(x.to("lazy") * 2).cpu(), torch.relu(x * 2))
+    assert _counts()[0] == 2
+    if test_backend.startswith("cpp"):
+        (symbolic,) = [f.parent for f in lazytriton.cache_dir().glob("graphs/*/ir.txt")
+                       if f.read_text().startswith("# size symbols") and "relu" in f.read_text()
+                       and "data : float32[16, 7]" in f.read_text()]
+        source = (symbolic / "kernels.cpp").read_text()
+        assert "p0[(r0_0 + (x0 * ks1))]" in source, source
