@@ -247,7 +247,6 @@ def _child_env(threads: int, cache_root: Path, tag: str) -> dict[str, str]:
     env["OMP_NUM_THREADS"] = str(threads)  # generated OpenMP code uses what torch uses
     env["LAZYTRITON_CACHE_DIR"] = str(cache_root / tag / "lazytriton")
     env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root / tag / "inductor")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
 

@@ -133,10 +133,13 @@ def _collect(planned, found: list[int]) -> None:
 
 
 class AtenBackend(Backend):
+    """The reference executor: every op as traced, with aten, on the CPU or a GPU (the oracle
+    the compiling backends are tested against, on the device they run on)."""
     name = "aten"
+    device_types = ("cuda", "cpu")
 
-    def __init__(self):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    def __init__(self, device: torch.device | None = None):
+        self.device = device or self.default_device()
 
     def compile(self, graph: Graph, artifacts: Path) -> ReferenceProgram:
         return ReferenceProgram(graph, self.device)

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from .. import metrics
-from ..graph import Graph, build_graph, skeleton, structure, to_text
 from ..device_data import DeviceData
+from ..graph import Graph, build_graph, skeleton, structure, to_text
 from ..ir import DataNode
 from ..storage import LazyStorage, pending_storages
 from .async_runner import AsyncRunner
@@ -190,11 +192,13 @@ def _job(program: CompiledGraph, inputs: list[Any], outputs: list[DeviceData]):
 _current: Session | None = None
 
 
-def start(backend: str | None, cache_dir: str | Path | None) -> Session:
+def start(backend: str | None, cache_dir: str | Path | None,
+          device: str | torch.device | None = None) -> Session:
     global _current
+    chosen = create_backend(backend, device)  # a bad name or device leaves the old one running
     if _current is not None:
         _current.wait()
-    _current = Session(create_backend(backend), Path(cache_dir) if cache_dir else default_cache_dir())
+    _current = Session(chosen, Path(cache_dir) if cache_dir else default_cache_dir())
     return _current
 
 
