@@ -1,7 +1,9 @@
 """Counters and timings, named as DESIGN.md says: MarkStep, UncachedCompile, CachedCompile,
 KernelCompile, KernelCacheLoad, FallbackGraph and aten::<op> per op that fell back to eager;
 timings for trace, compile, cxx and execute. COUNTER_HELP and TIMING_HELP say what each means,
-for the report and for tools that print them (examples/mnist.py's --help)."""
+for the report and for tools that print them (examples/mnist.py's --help). The report ends with
+why each graph of an already seen structure was compiled again (note_recompile: the session's
+shape families, runtime/shapes.py)."""
 from __future__ import annotations
 
 import threading
