@@ -80,7 +80,8 @@ class Session:
                                    f"never a symbol)")
             return self._compile(graph)
         if family.static_reason or not getattr(self.backend, "dynamic_shapes", False):
-            reason = family.static_reason or f"the {self.backend.name} backend compiles sizes as given"
+            reason = family.static_reason or \
+                f"the {self.backend.name} backend compiles sizes as given"
             metrics.note_recompile(f"{what}: compiled for these sizes ({reason})")
             return self._compile(graph)
         return self._compile_generic(graph, family, now, changed, what)
@@ -117,7 +118,8 @@ class Session:
     def _write_artifacts(self, graph: Graph, symbols: dict | None = None) -> Path:
         """The graph's folder in the cache: its IR and a small index, for people to read."""
         text = to_text(graph)
-        dynamic = f"# size symbols (input, dim) -> s: {sorted(symbols.items())}\n" if symbols else ""
+        dynamic = f"# size symbols (input, dim) -> s: {sorted(symbols.items())}\n" \
+            if symbols else ""
         folder = self.cache_dir / "graphs" / content_key(self.backend.name, dynamic + text)
         if not (folder / "ir.txt").exists():
             atomic_write(folder / "ir.txt", dynamic + text)
