@@ -39,12 +39,14 @@ drop_lowered_decompositions()
 
 
 class Lowering:
-    def __init__(self, graph: Graph, kernel_dtypes: Container[torch.dtype] | None = None):
+    def __init__(self, graph: Graph, kernel_dtypes: Container[torch.dtype] | None = None,
+                 symbols: dict[tuple[int, int], int] | None = None):
         self.graph = graph
         # dtypes the code generator's loops handle (None: all); an op on any other (complex)
         # runs as a counted extern aten call, so one such op never costs the whole graph
         self.kernel_dtypes = kernel_dtypes
-        self.sizevars = SizeVars()
+        # (input, dim) -> size symbol: the dims that vary (none: every size a constant)
+        self.sizevars = SizeVars(symbols or {})
         self.env: dict[int, Any] = {}  # id(Value) -> lowered
         self._keep: list = []  # every Value in env stays alive, so no id is ever reused
         self._realized: dict[int, ComputedBuffer] = {}  # id(Pointwise) -> its buffer
@@ -253,12 +255,15 @@ class Lowering:
         sizes = extern_output_sizes(self, node, index, args)
         if sizes is not None and [self.sizevars.evaluate(s) for s in sizes] == list(meta.shape):
             return sizes
-        for v in args.values():  # same shape as an input: take its symbolic sizes
-            for t in flatten([v]):
-                if isinstance(t, TensorBox) and \
-                        [self.sizevars.evaluate(s) for s in t.sizes] == list(meta.shape):
-                    return list(t.sizes)
-        return [sympy.Integer(s) for s in meta.shape]
+        tensors = [t for v in args.values() for t in flatten([v]) if isinstance(t, TensorBox)]
+        for t in tensors:  # same shape as an input: take its symbolic sizes
+            if [self.sizevars.evaluate(s) for s in t.sizes] == list(meta.shape):
+                return list(t.sizes)
+        # else dim by dim, the first input's where the sizes agree (a pool keeps batch and
+        # channels); the session's shape guard checks these against every later graph
+        first = tensors[0] if tensors and tensors[0].ndim == len(meta.shape) else None
+        return [first.sizes[d] if first is not None and self.sizevars.evaluate(first.sizes[d]) == s
+                else sympy.Integer(s) for d, s in enumerate(meta.shape)]
 
     # --- the whole graph --------------------------------------------------------------------
     def outputs(self) -> list[Buffer | StridedView]:
