@@ -125,7 +125,10 @@ def _count(n, noun: str) -> str:
 
 
 def _ir_lines(folder: Path) -> list[str]:
+    """The IR's node lines; comments (the size symbols a shape-generic graph was compiled with)
+    are not the graph."""
     try:
-        return (folder / "ir.txt").read_text(encoding="utf-8").splitlines()
+        text = (folder / "ir.txt").read_text(encoding="utf-8")
     except OSError:
         return []
+    return [line for line in text.splitlines() if not line.startswith("#")]
