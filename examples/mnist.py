@@ -160,7 +160,8 @@ def setup_rows(args: argparse.Namespace, train_data: Dataset, test_data: Dataset
         ("backend", f"{lazytriton.backend_name()} "
                     f"(available: {', '.join(lazytriton.available_backends())})"),
         ("device", f"{DEVICE}, data on {lazytriton.backend_device()}"),
-        ("cache dir", str(Path(lazytriton.cache_dir()).resolve())),
+        ("cache dir", f"{Path(lazytriton.cache_dir()).resolve()} (what it holds: "
+                      "lazytriton cache list)"),
         ("dataset", f"{dataset}: {len(train_data[1])} train / {len(test_data[1])} test images"),
         ("training", f"{args.epochs} epoch{'s' if args.epochs != 1 else ''} x {steps} steps, "
                      f"batch {args.batch_size}, Adadelta lr {args.lr}, seed {args.seed}"),

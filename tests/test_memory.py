@@ -10,14 +10,21 @@ import torch.nn.functional as F
 
 import lazytriton
 from lazytriton import ir, storage, tracing
+from lazytriton.runtime import session
 
 
 def _live_nodes() -> int:
     return sum(1 for o in gc.get_objects() if issubclass(type(o), ir.Node))
 
 
+def _skeleton_nodes() -> int:
+    """Nodes of the data-free copy the session keeps of each graph structure's first graph
+    (what a later graph of that structure is compared with: runtime/shapes.py)."""
+    return sum(len(f.first.nodes) for f in session.current()._families.values())
+
+
 def _sizes() -> dict[str, int]:
-    return {"live IR nodes": _live_nodes(), "signatures": len(ir._signatures),
+    return {"live IR nodes": _live_nodes() - _skeleton_nodes(), "signatures": len(ir._signatures),
             "plans": sum(len(t.plans) for t in tracing._tracers.values()),
             "pending storages": len(storage._pending)}
 

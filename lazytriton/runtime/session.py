@@ -5,7 +5,6 @@ syncs every pending storage, a read syncs just the storage it needs.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,12 +13,15 @@ import torch
 
 from .. import metrics
 from ..device_data import DeviceData
-from ..graph import Graph, build_graph, to_text
+from ..graph import Graph, build_graph, skeleton, structure, to_text
 from ..ir import DataNode
 from ..storage import LazyStorage, pending_storages
 from .async_runner import AsyncRunner, overlap_pays
 from .backend import Backend, CompiledGraph, create_backend
-from .disk_cache import atomic_write, content_key, default_cache_dir
+from .cache_index import compiling, graph_folder
+from .compile_log import CompileLog
+from .disk_cache import default_cache_dir
+from .shapes import Family, assign_symbols, build_guard, changed_dims, describe_change
 
 
 class Session:
@@ -30,7 +32,9 @@ class Session:
         self.runner = AsyncRunner(overlap_pays(torch.device(backend.device)))
         # key -> programs; each holds for the scalar values its `guards` name (if any)
         self._compiled: dict[tuple, list[CompiledGraph]] = {}
+        self._families: dict[tuple, Family] = {}  # structure key -> its graphs (shapes.py)
         self._closures: list[tuple[Callable, tuple, bool]] = []
+        self._log = CompileLog(cache_dir, backend.name)  # records, index, LAZYTRITON_LOGS
 
     # --- cutting and running graphs --------------------------------------------------------
     def sync(self, storages: list[LazyStorage]) -> None:
@@ -55,25 +59,74 @@ class Session:
             if _guards_hold(program, graph):
                 metrics.counter_inc("CachedCompile")
                 return program
-        with metrics.timed("compile"):  # timed(): a progress display can see it running
-            program = self.backend.compile(graph, self._write_artifacts(graph))
+        program = self._generic_program(graph)
         candidates.append(program)
+        return program
+
+    def _generic_program(self, graph: Graph) -> CompiledGraph:
+        """A program of this graph's structure whose shape guard holds, else a new one: static
+        for the first graph of a structure, with the changed dims symbolic after that."""
+        now = structure(graph)
+        family = self._families.get(now.key)
+        if family is None:
+            self._families[now.key] = Family(skeleton(graph), now)
+            return self._compile(graph)
+        for guard, program in family.generic:
+            if guard.holds(now.ints) and _guards_hold(program, graph):
+                metrics.counter_inc("CachedCompile")
+                return program
+        changed = changed_dims(family.first_structure, now)
+        what = f"graph of {len(graph.nodes)} nodes, {describe_change(changed) or 'same sizes'}"
+        if any(min(pair) < 2 for pair in changed.values()):  # 0 and 1 change broadcasting
+            metrics.note_recompile(f"{what}: compiled for these sizes (a size of 0 or 1 is "
+                                   f"never a symbol)")
+            return self._compile(graph)
+        if family.static_reason or not getattr(self.backend, "dynamic_shapes", False):
+            reason = family.static_reason or \
+                f"the {self.backend.name} backend compiles sizes as given"
+            metrics.note_recompile(f"{what}: compiled for these sizes ({reason})")
+            return self._compile(graph)
+        return self._compile_generic(graph, family, now, changed, what)
+
+    def _compile_generic(self, graph, family, now, changed, what) -> CompiledGraph:
+        symbols = assign_symbols(changed)
+        guard = build_guard(family.first_structure, now, symbols) if changed else None
+        if guard is None:
+            family.static_reason = ("an integer changed that is no affine function of the sizes"
+                                    if changed else "only non-size integers changed")
+            metrics.note_recompile(f"{what}: compiled for these sizes ({family.static_reason})")
+            return self._compile(graph)
+        program = self._compile(graph, symbols)
+        made = getattr(program, "fingerprint", None)  # None: compiling failed, or no backend's
+        if made is not None and self.backend.fingerprint(family.first, symbols) == made:
+            family.generic.append((guard, program))
+            metrics.note_recompile(f"{what}: compiled with the changed dims as size symbols; "
+                                   f"later sizes of them reuse it")
+        else:
+            family.static_reason = "its program depends on the sizes themselves (a size-derived " \
+                                   "constant, or a layout that changes with the sizes)"
+            metrics.note_recompile(f"{what}: compiled; {family.static_reason}, so later sizes "
+                                   f"compile again")
+        return program
+
+    def _compile(self, graph: Graph, symbols: dict | None = None) -> CompiledGraph:
+        start = time.perf_counter()
+        # timed(): a progress display can see it running; compiling(): `cache clear` waits
+        with metrics.timed("compile"), compiling(self.cache_dir):
+            folder = self._write_artifacts(graph, symbols)
+            program = self.backend.compile(graph, folder, symbols) if symbols else \
+                self.backend.compile(graph, folder)
+        self._log.compiled(graph, folder, program, time.perf_counter() - start,
+                           self._compiled.get(graph.key, []))
         metrics.counter_inc("UncachedCompile")
         return program
 
-    def _write_artifacts(self, graph: Graph) -> Path:
-        """The graph's folder in the cache: its IR and a small index, for people to read."""
-        text = to_text(graph)
-        folder = self.cache_dir / "graphs" / content_key(self.backend.name, text)
-        if not (folder / "ir.txt").exists():
-            atomic_write(folder / "ir.txt", text)
-            atomic_write(folder / "index.json", json.dumps({
-                "backend": self.backend.name,
-                "nodes": len(graph.nodes),
-                "inputs": len(graph.inputs),
-                "outputs": [str(v.meta) for v in graph.outputs],
-            }, indent=1))
-        return folder
+    def _write_artifacts(self, graph: Graph, symbols: dict | None = None) -> Path:
+        """The graph's folder in the cache, graphs/<backend>-<ops>-<key>: its IR (with the size
+        symbols it was compiled with, if any) and record."""
+        dynamic = f"# size symbols (input, dim) -> s: {sorted(symbols.items())}\n" \
+            if symbols else ""
+        return graph_folder(self.cache_dir, self.backend.name, graph, dynamic + to_text(graph))
 
     # --- steps -----------------------------------------------------------------------------
     def mark_step(self) -> None:
