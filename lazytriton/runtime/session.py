@@ -34,7 +34,7 @@ class Session:
         self._compiled: dict[tuple, list[CompiledGraph]] = {}
         self._families: dict[tuple, Family] = {}  # structure key -> its graphs (shapes.py)
         self._closures: list[tuple[Callable, tuple, bool]] = []
-        self._log = CompileLog(cache_dir, backend.name)  # records, index, LAZYTRITON_LOGS
+        self._log = CompileLog(cache_dir, backend.artifact_name)  # records, index, logs
 
     # --- cutting and running graphs --------------------------------------------------------
     def sync(self, storages: list[LazyStorage]) -> None:
@@ -126,7 +126,8 @@ class Session:
         symbols it was compiled with, if any) and record."""
         dynamic = f"# size symbols (input, dim) -> s: {sorted(symbols.items())}\n" \
             if symbols else ""
-        return graph_folder(self.cache_dir, self.backend.name, graph, dynamic + to_text(graph))
+        return graph_folder(self.cache_dir, self.backend.artifact_name, graph,
+                            dynamic + to_text(graph))
 
     # --- steps -----------------------------------------------------------------------------
     def mark_step(self) -> None:
