@@ -4,6 +4,7 @@ first use), so the same fused loop nest prints the same source whatever the batc
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import sympy
@@ -455,8 +456,12 @@ class CppKernel:
             return f"{target} = {target} || {value};"
         return f"{target} += {value};"
 
-    def _loops(self, vars_, sizes, body, simd: bool, parallel: bool, extra: str = "") -> list[str]:
-        lines = []
+    def _loops(self, vars_, sizes, body, simd: bool, parallel: bool, extra: str = "",
+               hoist: bool = True) -> list[str]:
+        """Loops over vars_ around body; `hoist`: the body's declarations that depend on no
+        loop variable go before the loops (layer norm's 1/sqrt(var + eps): a call the compiler
+        may not move, which also keeps the loop from vectorizing)."""
+        lines, body = _hoisted(body, vars_) if hoist else ([], body)
         n = len(vars_)
         parallel = parallel and self.parallel_if is not None  # small work: serial loops
         if parallel:
@@ -581,7 +586,8 @@ class CppKernel:
         else:
             loops = ["  #pragma omp for schedule(static)" + (
                 f" collapse({len(rvars)})" if len(rvars) > 1 else "")] + [
-                "  " + line for line in self._loops(rvars, sizes, body, simd=False, parallel=False)]
+                "  " + line for line in self._loops(rvars, sizes, body, simd=False, parallel=False,
+                                                    hoist=False)]  # right after `omp for`
         return ([f"{ctype} {acc} = {init};",
                  f"std::vector<{part_type}> {acc}_parts(omp_get_max_threads(), {init});",
                  "#pragma omp parallel" + (self.parallel_if or " if(0)"), "{",
@@ -620,6 +626,32 @@ class CppLaunch:
 
     def __iter__(self):  # as Triton's launches: what a program fingerprint compares
         return iter(self.variants)
+
+
+_DECLARATION = re.compile(r"^[A-Za-z_][\w:<>]* (\w+) = (.*);$")
+_ASSIGNED = re.compile(r"\b([A-Za-z_]\w*)\s*(?:[-+*/|&^]?=)(?!=)")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _hoisted(body: list[str], loop_vars) -> tuple[list[str], list[str]]:
+    """(declarations that can run once before the loops, the rest of the body). A declaration
+    stays if it names a loop variable, a variable assigned in the loop or declared by a line
+    that stays, reads memory (`[`), or touches the error flag (a loop may run zero times)."""
+    varying = {str(v) for v in loop_vars}
+    for line in body:
+        if not _DECLARATION.match(line):
+            varying.update(m.group(1) for m in _ASSIGNED.finditer(line.replace("==", " ")))
+    before, rest = [], []
+    for line in body:
+        found = _DECLARATION.match(line)
+        if found and "[" not in line and "err" not in line and \
+                not (set(_NAME.findall(found.group(2))) & varying) and found.group(1) not in varying:
+            before.append(line)
+        else:
+            rest.append(line)
+            if found:
+                varying.add(found.group(1))
+    return before, rest
 
 
 def _row_invariant(node, inner_vars: set) -> bool:
