@@ -331,9 +331,17 @@ class CppKernel:
     def _parallel_for(self, n: int, simd: bool = False, extra: str = "") -> list[str]:
         """The pragma spreading `n` collapsed loops over threads (just simd when serial)."""
         if self.parallel_if is None:
-            return ["#pragma omp simd" + extra] if simd and n == 1 else []
+            return [self._simd() + extra] if simd and n == 1 else []
         return ["#pragma omp parallel for" + (f" collapse({n})" if n > 1 else "")
-                + (" simd" if simd and n == 1 else "") + extra + self.parallel_if]
+                + (" simd" + self._simdlen() if simd and n == 1 else "") + extra + self.parallel_if]
+
+    def _simd(self) -> str:
+        return "#pragma omp simd" + self._simdlen()
+
+    def _simdlen(self) -> str:
+        """config.width: lanes per vector iteration; twice the machine's vector gives a
+        reduction independent accumulators (its adds' latency no longer serializes it)."""
+        return f" simdlen({self.config.width})" if self.config.width else ""
 
     def _outer_loops(self, outer_vars, body_lines: list[str]) -> list[str]:
         if not outer_vars:
@@ -438,7 +446,8 @@ class CppKernel:
                                     node.accumulate)
         dims = sorted(range(len(src_vars)), key=lambda d: node.ordered[d])  # free dims first
         loops = self._loops([src_vars[d] for d in dims], [node.src_sizes[d] for d in dims],
-                            lines + [write], simd=False, parallel=False)
+                            lines + [write], simd=False, parallel=False,
+                            hoist=False)  # a pragma may go right before these loops
         free = node.ordered.count(False)
         if free:
             loops = self._parallel_for(free) + loops
@@ -468,7 +477,7 @@ class CppKernel:
             lines += self._parallel_for(n, simd, extra)
         for k, (var, size) in enumerate(zip(vars_, sizes)):
             if k == n - 1 and simd and not parallel:
-                lines.append("  " * k + "#pragma omp simd" + extra)
+                lines.append("  " * k + self._simd() + extra)
             lines.append("  " * k + f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)")
         lines.append("  " * n + "{")
         lines += ["  " * (n + 1) + line for line in body]
@@ -541,7 +550,7 @@ class CppKernel:
         last, extent = outer_vars[-1], self.index(self.kernel.outer[-1])
         slot = f"acc0[{last} - xb]"
         lines, value = self._capture(lambda: node.inner(self.ops, index, rvars))
-        accumulate = ["#pragma omp simd", f"for (int64_t {last} = xb; {last} < xe; {last}++)",
+        accumulate = [self._simd(), f"for (int64_t {last} = xb; {last} < xe; {last}++)",
                       "{", *["  " + line for line in lines],
                       f"  {slot} = {combine.format(acc=slot, v=value)};", "}"]
         reduce = self._loops(rvars, node.reduction_sizes, accumulate, simd=False, parallel=False)
@@ -580,7 +589,7 @@ class CppKernel:
                      f"  int64_t {acc}_chunk = ({size} + {acc}_n - 1) / {acc}_n;",
                      f"  int64_t {acc}_lo = {acc}_t * {acc}_chunk;",
                      f"  int64_t {acc}_hi = std::min<int64_t>({size}, {acc}_lo + {acc}_chunk);",
-                     f"  #pragma omp simd reduction({clause}:{acc})",
+                     f"  {self._simd()} reduction({clause}:{acc})",
                      f"  for (int64_t {var} = {acc}_lo; {var} < {acc}_hi; {var}++)", "  {"]
             loops = split + ["    " + line for line in body] + ["  }"]
         else:

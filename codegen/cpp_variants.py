@@ -9,7 +9,10 @@ A `LoopConfig` says how codegen/cpp.py prints one scheduled Kernel:
   eager's softmax does);
 - columns: a kernel that is one reduction over a dim that is not contiguous (a column sum)
   runs the reduced dims outside and a block of `columns` contiguous outputs inside, vectorized
-  over the outputs (0: the plain order, each output's reduction innermost).
+  over the outputs (0: the plain order, each output's reduction innermost);
+- width: `simdlen` of the vectorized loops (0: the compiler's choice); 16 or 32 float lanes are
+  two or four AVX2/AVX-512 vectors per iteration, so a row reduction keeps independent
+  accumulators.
 
 `facts(kernel)` finds what applies to a kernel; `heuristic(facts)` is the config without
 tuning (what mode "off" runs); `variants(facts, mode, work)` the configs worth timing, the
@@ -32,6 +35,7 @@ PARALLEL_MIN_WORK = 8192
 # "default" tunes serial against parallel only for work within this factor of the threshold
 PARALLEL_DOUBT = 16
 COLUMN_BLOCK = 128  # outputs a column reduction accumulates at once (a stack array)
+WIDTHS = (16, 32)  # simdlen variants tried in mode "max"
 _COLUMN_REDUCTIONS = ("sum", "prod", "max", "min", "any")
 
 
@@ -40,6 +44,7 @@ class LoopConfig:
     parallel: str = "auto"  # "auto" | "serial" | "parallel"
     store: bool = False
     columns: int = 0
+    width: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +52,8 @@ class LoopConfig:
     @property
     def label(self) -> str:
         words = [self.parallel] + (["store"] if self.store else []) + \
-            ([f"columns{self.columns}"] if self.columns else [])
+            ([f"columns{self.columns}"] if self.columns else []) + \
+            ([f"w{self.width}"] if self.width else [])
         return "-".join(words)
 
 
@@ -57,6 +63,7 @@ class KernelFacts:
     stores: dict[int, tuple[int, tuple]]  # sum member -> (reader member, summand's key)
     column: bool  # one reduction whose reduced dims are not contiguous, its outputs are
     symbolic: bool
+    vector_loops: bool  # members with inner loops (what `width` changes)
 
 
 def reduction_tree(member: Member, outer_vars, inner_vars) -> Node | None:
@@ -81,7 +88,8 @@ def facts(kernel: Kernel) -> KernelFacts:
     work = kernel_work(kernel)
     outer_vars = [index_symbol("x", k) for k in range(len(kernel.outer))]
     return KernelFacts(work, _stores(kernel, outer_vars) if kernel.outer else {},
-                       _column(kernel, outer_vars), not work.is_Integer)
+                       _column(kernel, outer_vars), not work.is_Integer,
+                       any(m.inner_sizes or m.is_reduction for m in kernel.members))
 
 
 def _stores(kernel: Kernel, outer_vars) -> dict[int, tuple[int, tuple]]:
@@ -149,6 +157,8 @@ def variants(f: KernelFacts, mode: str, work: int | None) -> list[LoopConfig]:
     if mode == "max" or near:
         out += [replace(base, parallel=p) for p in ("serial", "parallel")
                 if _differs(base, p, work)]
+    if mode == "max" and f.vector_loops:
+        out += [replace(base, width=w) for w in WIDTHS]
     return list(dict.fromkeys(out))
 
 

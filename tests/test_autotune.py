@@ -217,3 +217,11 @@ def test_copy_for_timing_keeps_the_layout():
     copy = autotune.copy_for_timing(view)
     assert copy.stride() == view.stride() and copy.data_ptr() != view.data_ptr()
     assert torch.equal(copy, view)
+
+
+def test_cache_clear_removes_the_records(tmp_path):
+    from lazytriton.runtime import cache_index
+    _tuned(tmp_path, _candidates(_slow(0.001), _fast))(torch.zeros(1), 8)
+    assert list((tmp_path / "autotune").rglob("*.json"))
+    cache_index.clear(tmp_path)
+    assert not (tmp_path / "autotune").exists()

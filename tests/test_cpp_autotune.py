@@ -165,3 +165,19 @@ def test_tuned_graph_reuses_records_in_a_second_process(tmp_path):
     # two kernels, each with two or more variants (serial against parallel too, near the threshold)
     assert int(first[0]) >= 4 and first[1:] == ["None", "tuned,tuned"]
     assert second == ["None", "2", "record,record"]  # nothing timed the second time
+
+
+def test_hoisting_moves_only_loop_invariant_declarations():
+    from lazytriton.codegen.cpp import _hoisted
+    body = ["float tmp0 = p0[(r0 + 8 * x0)];",  # reads memory: stays
+            "float tmp1 = (acc0 / static_cast<float>(8.0));",  # invariant: moves
+            "float tmp2 = (1 / std::sqrt(tmp1));",  # depends on a moved one only: moves
+            "float tmp3 = (tmp0 - tmp1);",  # depends on a load: stays
+            "int64_t tmp4 = lt::floordiv_int<int64_t>(a0, a1, err);",  # sets the flag: stays
+            "float tmp5 = static_cast<float>(0);",  # assigned below (masked): stays
+            "if (tmp3 > 0) {\n    tmp5 = tmp3;\n}",
+            "float tmp6 = (tmp2 * static_cast<float>(r0));",  # names the loop var: stays
+            "acc1 = acc1 + tmp6;"]
+    before, rest = _hoisted(body, ["r0"])
+    assert before == body[1:3]
+    assert rest == body[:1] + body[3:]
