@@ -14,7 +14,7 @@ import torch
 import lazytriton
 from lazytriton.debug import _values
 from lazytriton.graph import build_graph
-from lazytriton.runtime import compile_pool, triton_backend
+from lazytriton.runtime import compile_pool, disk_cache, triton_backend
 from lazytriton.runtime.kernel_backend import lower_and_schedule
 from lazytriton.scheduler import Kernel
 
@@ -79,7 +79,12 @@ def test_a_cuda_load_warms_each_new_kernel_once_with_the_graphs_sizes(tmp_path, 
     for name, text in code.files.items():
         (folder / name).write_text(text)
     handed = []
-    monkeypatch.setattr(triton_backend, "warm_kernels", handed.extend)
+
+    def compiled_by_a_gpu(jobs, into):  # what warm_kernel returns for each job, on CUDA
+        handed.extend(jobs)
+        compile_pool.write_binaries(into, [(job[1], {"cubin": b"ELF", "ptx": "//"}) for job in jobs])
+        return 0
+    monkeypatch.setattr(triton_backend, "warm_kernels", compiled_by_a_gpu)
     monkeypatch.setenv("TRITON_CACHE_DIR", "")  # the launcher sets it; restored after the test
     launchers, _ = triton_backend.TritonLauncher(interpret=False).load(code, folder)
     assert set(launchers) == {k.name for k in code.kernels}
@@ -95,6 +100,10 @@ def test_a_cuda_load_warms_each_new_kernel_once_with_the_graphs_sizes(tmp_path, 
             elif param.kind == "size":
                 assert arg == 5  # the graph's row count, a symbol in the source
     assert any(p.kind == "size" for k in code.kernels for p in k.signature.params())
+    for path, function, *_ in handed:  # each launch's binaries beside its kernel's source
+        assert (folder / f"{function}.cubin").read_bytes() == b"ELF"
+        mode = (folder / f"{function}.ptx").stat().st_mode & 0o777
+        assert mode == 0o666 & ~disk_cache._UMASK  # as any file (mkstemp's are owner-only)
     handed.clear()
     triton_backend.TritonLauncher(interpret=False).load(code, folder)
     assert handed == []  # the modules are loaded: their binaries are in Triton's caches

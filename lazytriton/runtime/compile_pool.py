@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .disk_cache import atomic_write
 from ..codegen.signature import BUFFER, ERR, SCALAR, SIZE, GeneratedKernel
 
 MIN_JOBS = 2  # a single kernel compiles as fast in place as through the pool's round trip
@@ -114,21 +115,35 @@ def sample_argument(kind: str, dtype: torch.dtype, size: int | None):
     raise ValueError(f"no sample argument for a {kind} parameter")
 
 
-def warm_kernel(path: str, function: str, args: list, options: dict) -> str:
-    """In a worker: compile one launch of a kernel module into Triton's cache (the parent's
-    TRITON_CACHE_DIR, where its first launch will look)."""
+BINARY_FORMATS = ("cubin", "ptx", "hsaco", "amdgcn")  # what a GPU kernel compiles to
+
+
+def warm_kernel(path: str, function: str, args: list, options: dict) -> tuple[str, dict]:
+    """In a worker (or here): compile one launch of a kernel module into Triton's cache (the
+    parent's TRITON_CACHE_DIR, where its first launch will look); its binaries, to be written
+    beside the source."""
     from .triton_backend import _execute
     module = _execute(Path(path), f"lazytriton_warm.{Path(path).stem}", interpret=False)
-    getattr(module, function).warmup(*args, grid=(1,), **options)
-    return function
+    compiled = getattr(module, function).warmup(*args, grid=(1,), **options)
+    asm = getattr(compiled, "asm", None) or {}
+    return function, {fmt: asm[fmt] for fmt in BINARY_FORMATS if fmt in asm}
 
 
-def warm_kernels(jobs: list[tuple]) -> int:
-    """Compile these launches ahead in the pool; the number that failed (they compile again,
-    with any error, at first launch)."""
-    failed = [r for r in run_jobs(warm_kernel, jobs) if isinstance(r, Exception)]
+def warm_kernels(jobs: list[tuple], folder: Path) -> int:
+    """Compile these launches ahead (in the pool when there are several) and write each one's
+    binaries beside its source in `folder` (`<function>.cubin`, `.ptx`); the number that failed
+    (they compile at first launch instead, with any error reported there)."""
+    results = run_jobs(warm_kernel, jobs)
+    failed = [r for r in results if isinstance(r, Exception)]
+    write_binaries(folder, [r for r in results if not isinstance(r, Exception)])
     if failed:
         warnings.warn(f"lazytriton: {len(failed)} of {len(jobs)} Triton kernels did not compile "
-                      f"ahead in the worker pool ({type(failed[0]).__name__}: {failed[0]}); "
-                      f"they compile at first launch instead", RuntimeWarning, stacklevel=2)
+                      f"ahead ({type(failed[0]).__name__}: {failed[0]}); they compile at first "
+                      f"launch instead", RuntimeWarning, stacklevel=2)
     return len(failed)
+
+
+def write_binaries(folder: Path, compiled: list[tuple[str, dict]]) -> None:
+    for function, binaries in compiled:
+        for fmt, content in binaries.items():
+            atomic_write(folder / f"{function}.{fmt}", content)

@@ -29,7 +29,7 @@ from .. import metrics
 from ..codegen.signature import SCALAR, GeneratedCode, GeneratedKernel
 from ..codegen.triton import TritonCodegen
 from .backend import register_backend
-from .compile_pool import MIN_JOBS, warm_kernels, warmup_jobs
+from .compile_pool import warm_kernels, warmup_jobs
 from .kernel_backend import KernelBackend
 
 INSTALL_HINT = ('the "triton" backend needs the triton package (3.6 to 3.9): '
@@ -56,8 +56,8 @@ class TritonLauncher:
             launchers[emitted.name] = bind(module, emitted, quiet=self.interpret)
             if new and not self.interpret:
                 warm += warmup_jobs(path, emitted)
-        if len(warm) >= MIN_JOBS:  # else the first launch compiles it as quickly
-            warm_kernels(warm)
+        if warm:  # compiled now, in parallel where there are several, binaries beside sources
+            warm_kernels(warm, artifacts)
         return launchers, modules
 
 
