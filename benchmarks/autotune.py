@@ -153,8 +153,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_eager(setup: Setup, repeat: int, device: str) -> list[float]:
-    for _ in range(2):
+def time_eager(setup: Setup, repeat: int, device: str, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
         setup.step()
     samples = []
     for _ in range(repeat):
@@ -262,12 +262,13 @@ def run_workload(name: str, backend: str, device: str, args, cache: Path, bar) -
     samples: dict[str, list[float]] = {"eager": [], "tuned": [], "heuristic": []}
     for round_ in range(args.rounds):
         bar.set_postfix_str(f"{name}: round {round_ + 1}/{args.rounds}")
-        samples["eager"] += time_eager(eager, args.repeat, device)
+        samples["eager"] += time_eager(eager, args.repeat, device, args.warmup)
         lazytriton.init(backend, cache_dir=cache, autotune=args.mode)  # the records' choices
-        samples["tuned"] += time_lazy(lazy_setup(make, args.quick), args.repeat)
+        samples["tuned"] += time_lazy(lazy_setup(make, args.quick), args.repeat, args.warmup)
         lazytriton.init(backend, cache_dir=cache, autotune=args.mode)  # new programs
         with autotune.forced(autotune.HEURISTIC):
-            samples["heuristic"] += time_lazy(lazy_setup(make, args.quick), args.repeat)
+            samples["heuristic"] += time_lazy(lazy_setup(make, args.quick), args.repeat,
+                                              args.warmup)
     row.eager_ms, row.best_ms, row.default_ms = (
         statistics.median(samples[k]) * 1e3 for k in ("eager", "tuned", "heuristic"))
     return row
@@ -370,6 +371,9 @@ def parse_args(argv=None):
     parser.add_argument("--mode", default="max", choices=autotune.MODES[1:],
                         help="which candidates to try (default: max, every one)")
     parser.add_argument("--repeat", type=int, help="timed steps per round (default 10; 5 quick)")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="untimed steps before each round's timed ones (default 10: the "
+                        "first steps of a new program run slower)")
     parser.add_argument("--rounds", type=int, help="rounds of eager, tuned, heuristic (default 3; "
                         "1 quick): each figure is the median over all its rounds' steps")
     parser.add_argument("--interpret", action="store_true",
