@@ -120,21 +120,38 @@ def _stores(kernel: Kernel, outer_vars) -> dict[int, tuple[int, tuple]]:
 
 
 def _column(kernel: Kernel, outer_vars) -> bool:
-    if len(kernel.members) != 1 or not outer_vars:
+    """Every member a reduction of the same dims, stored, whose loads are contiguous along the
+    last outer dim and not along a reduced one, or do not depend on the last outer dim: column
+    sums, like a layer norm's weight and bias gradients (which read a row's mean and rstd)."""
+    members = kernel.members
+    if not outer_vars or not all(m.is_reduction and not m.local and
+                                 m.node.reduction_type in _COLUMN_REDUCTIONS for m in members):
         return False
-    (m,) = kernel.members
-    if not m.is_reduction or m.local or m.node.reduction_type not in _COLUMN_REDUCTIONS:
+    sizes = [str(s) for s in members[0].node.reduction_sizes]
+    if any([str(s) for s in m.node.reduction_sizes] != sizes for m in members):
         return False
-    inner = [index_symbol("q", k) for k in range(len(m.node.reduction_sizes))]
-    tree = reduction_tree(m, outer_vars, inner)
-    if tree is None:
-        return False
+    inner = [index_symbol("q", k) for k in range(len(sizes))]
     last = outer_vars[-1]
-    loads = [sympy.expand(n.args[0 if n.op == "index_expr" else 1])
-             for n in walk(tree) if n.op in ("load", "index_expr")]
-    varying = [e for e in loads if e.free_symbols & set(inner)]
-    return bool(varying) and all(e.coeff(last) == 1 and all(e.coeff(q) != 1 for q in inner)
-                                 for e in varying)
+    contiguous = False
+    produced = {m.buffer.name for m in members}
+    for m in members:
+        tree = reduction_tree(m, outer_vars, inner)
+        if tree is None:
+            return False
+        for n in walk(tree):
+            if n.op == "load" and n.args[0].name in produced:
+                return False  # it needs another member's finished result (softmax over dim 0)
+            if n.op not in ("load", "index_expr"):
+                continue
+            e = sympy.expand(n.args[0 if n.op == "index_expr" else 1])
+            if not e.free_symbols & set(inner):
+                continue
+            if e.coeff(last) == 0:  # the same for a block of outputs (a row's mean)
+                continue
+            if e.coeff(last) != 1 or any(e.coeff(q) == 1 for q in inner):
+                return False
+            contiguous = True
+    return contiguous
 
 
 def heuristic(f: KernelFacts) -> LoopConfig:
