@@ -7,9 +7,10 @@ A `LoopConfig` says how codegen/cpp.py prints one scheduled Kernel:
   kernel (softmax's `exp(x - max)`) reads it back instead: the sum's loop stores it in the
   member's output, and a division by the row's sum becomes a product with its reciprocal (as
   eager's softmax does);
-- columns: a kernel that is one reduction over a dim that is not contiguous (a column sum)
-  runs the reduced dims outside and a block of `columns` contiguous outputs inside, vectorized
-  over the outputs (0: the plain order, each output's reduction innermost);
+- columns: a kernel of reductions over dims that are not contiguous (column sums; none
+  reading another's result) runs the reduced dims outside and a block of `columns` contiguous
+  outputs inside, vectorized over the outputs (0: the plain order, each output's reduction
+  innermost);
 - width: `simdlen` of the vectorized loops (0: the compiler's choice); 16 or 32 float lanes are
   two or four AVX2/AVX-512 vectors per iteration, so a row reduction keeps independent
   accumulators.
