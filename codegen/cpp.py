@@ -470,7 +470,8 @@ class CppKernel:
         """Loops over vars_ around body; `hoist`: the body's declarations that depend on no
         loop variable go before the loops (layer norm's 1/sqrt(var + eps): a call the compiler
         may not move, which also keeps the loop from vectorizing)."""
-        lines, body = _hoisted(body, vars_) if hoist else ([], body)
+        surely_runs = all(sympy.sympify(size).is_Integer and int(size) > 0 for size in sizes)
+        lines, body = _hoisted(body, vars_, loads=surely_runs) if hoist else ([], body)
         n = len(vars_)
         parallel = parallel and self.parallel_if is not None  # small work: serial loops
         if parallel:
@@ -645,20 +646,28 @@ class CppLaunch:
 _DECLARATION = re.compile(r"^[A-Za-z_][\w:<>]* (\w+) = (.*);$")
 _ASSIGNED = re.compile(r"\b([A-Za-z_]\w*)\s*(?:[-+*/|&^]?=)(?!=)")
 _NAME = re.compile(r"[A-Za-z_]\w*")
+_LOAD = re.compile(r"\b(\w+)\[")
+_STORE = re.compile(r"\b(\w+)\[[^\]]*\]\s*=(?!=)")
 
 
-def _hoisted(body: list[str], loop_vars) -> tuple[list[str], list[str]]:
+def _hoisted(body: list[str], loop_vars, loads: bool = False) -> tuple[list[str], list[str]]:
     """(declarations that can run once before the loops, the rest of the body). A declaration
     stays if it names a loop variable, a variable assigned in the loop or declared by a line
-    that stays, reads memory (`[`), or touches the error flag (a loop may run zero times)."""
+    that stays, touches the error flag or a bounds check (a loop may run zero times), or reads
+    memory -- unless `loads` (the loops surely run) and the loop stores nothing to that buffer
+    (a cross-entropy gradient's per-row target and log-sum, which kept its loop scalar)."""
     varying = {str(v) for v in loop_vars}
+    stored = set()
     for line in body:
         if not _DECLARATION.match(line):
             varying.update(m.group(1) for m in _ASSIGNED.finditer(line.replace("==", " ")))
+            stored.update(_STORE.findall(line))
     before, rest = [], []
     for line in body:
         found = _DECLARATION.match(line)
-        if found and "[" not in line and "err" not in line and \
+        reads = set(_LOAD.findall(line))
+        if found and "err" not in line and "lt::checked" not in line and \
+                (not reads or (loads and not reads & stored)) and \
                 not (set(_NAME.findall(found.group(2))) & varying) and found.group(1) not in varying:
             before.append(line)
         else:
