@@ -20,7 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "autotune.py"
 def _run(tmp_path, *args) -> dict:
     env = dict(os.environ)
     env.pop("LAZYTRITON_AUTOTUNE", None)
-    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--repeat", "2",
+    run = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--repeat", "2", "--warmup", "1",
                           "--out", str(tmp_path / "reports"), "--cache", str(tmp_path / "cache"),
                           *args], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -46,7 +46,7 @@ def test_quick_run_on_cpp(tmp_path):
 
 @pytest.mark.skipif("triton" not in lazytriton.available_backends(), reason="needs triton")
 def test_quick_run_under_the_triton_interpreter(tmp_path):
-    report = _run(tmp_path, "--interpret", "--only", "sum_dim1")
+    report = _run(tmp_path, "--interpret", "--only", "sum_dim1", "--repeat", "1")
     assert report["backend"] == "triton" and report["device"] == "cpu"
     (row,) = report["rows"]
     assert not row["error"] and row["best_ms"] > 0
