@@ -70,6 +70,7 @@ class ComputedBuffer(Buffer):
     """A realized Pointwise or Reduction: the scheduler emits the loops that fill it."""
     node: "Computation | None" = None
     users: int = 0
+    donor: "InputBuffer | None" = None  # an input whose memory it is written into (donation)
 
 
 @dataclass(eq=False)

@@ -26,12 +26,13 @@ _pending: dict[int, weakref.ref] = {}
 
 
 class LazyStorage:
-    __slots__ = ("id", "value", "views", "__weakref__")
+    __slots__ = ("id", "value", "views", "last_data", "__weakref__")
 
     def __init__(self, value: Value):
         self.id = next(_storage_ids)
         self.views: dict[tuple, Value] = {}
         self.value = value
+        self.last_data = None  # weakref to the DeviceData this storage last held
         self._track()
 
     @property
@@ -47,7 +48,15 @@ class LazyStorage:
         self.views.clear()  # cached views read the old value
         self._track()
 
+    @property
+    def replaced_data(self):
+        """The buffer this storage held before its pending value (None if gone): the one its
+        next graph may write the new value into (buffer donation, runtime/session.py)."""
+        return self.last_data() if self.last_data is not None else None
+
     def _track(self) -> None:
+        if isinstance(self.value.node, ir.DataNode) and not self.value.node.on_cpu:
+            self.last_data = weakref.ref(self.value.node.data)
         if not _tracking:
             return
         if self.is_pending:

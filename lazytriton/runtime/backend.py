@@ -38,8 +38,11 @@ class Backend(ABC):
         return cls.is_available()
 
     @abstractmethod
-    def compile(self, graph: Graph, artifacts: Path) -> CompiledGraph:
-        """Compile `graph`; `artifacts` is the graph's folder in the cache, for readable output."""
+    def compile(self, graph: Graph, artifacts: Path, donate: tuple = ()) -> CompiledGraph:
+        """Compile `graph`; `artifacts` is the graph's folder in the cache, for readable output.
+        `donate`: (input, output) index pairs whose input buffer is dead after the step, so
+        the output may be written into it; a backend may ignore any of them. The program's
+        `donated` (default none) says which outputs are returned in their input's buffer."""
 
     def source(self, graph: Graph) -> str:
         """What this backend would run for `graph`, as text (debug.dump_ir "backend")."""

@@ -7,6 +7,7 @@ build the translation unit, look each kernel up by name and call it through ctyp
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Callable
 import torch
 
 from ..codegen.cpp import CppCodegen
+from ..codegen.cpp_frame import arena_view, bounds_reporter
 from ..codegen.signature import SCALAR, GeneratedCode, Param
 from .backend import register_backend
 from .cpp_build import build_library, compiler_command
@@ -23,6 +25,8 @@ from .kernel_backend import KernelBackend
 
 class CppLauncher:
     def load(self, code: GeneratedCode, artifacts: Path) -> tuple[dict[str, Callable], object]:
+        if code.frame is not None:
+            return self._load_segments(code, artifacts)
         (source,) = code.files.values()
         library = build_library(source, artifacts.parent.parent)
         launchers = {}
@@ -31,6 +35,45 @@ class CppLauncher:
             fn = library.function(emitted.name, [_ctype(p) for p in params])
             launchers[emitted.name] = _bind(fn, params)
         return launchers, library
+
+    def _load_segments(self, code: GeneratedCode, artifacts: Path):
+        """The wrapper's namespace entries: argument arrays, the arena and one callable per
+        segment, bound to the arrays once."""
+        frame = code.frame
+        arrays = FrameArrays(frame)
+        entries = {"P": arrays.P, "S": arrays.S, "F": arrays.F, "err": arrays.err,
+                   "bounds": arrays.bounds, "grow_arena": arrays.grow_arena,
+                   "arena_view": arena_view,
+                   "report_bounds": bounds_reporter(frame, arrays.bounds, str(artifacts))}
+        library = None
+        if frame.segments:
+            (source,) = code.files.values()
+            library = build_library(source, artifacts.parent.parent)
+            addresses = [ctypes.addressof(a) for a in (arrays.P, arrays.S, arrays.F)]
+            for k in range(len(frame.segments)):
+                fn = library.function(f"segment{k}", [ctypes.c_void_p] * 3)
+                fn.restype = ctypes.c_int64
+                entries[f"segment{k}"] = functools.partial(fn, *addresses)
+        return entries, (library, arrays)
+
+
+class FrameArrays:
+    """A program's argument arrays (made once) and its arena (grown when a call needs more)."""
+
+    def __init__(self, frame):
+        self.P = (ctypes.c_void_p * max(len(frame.pointers), 1))()
+        self.S = (ctypes.c_int64 * max(len(frame.ints), 1))()
+        self.F = (ctypes.c_double * max(len(frame.floats), 1))()
+        self.err = (ctypes.c_int32 * 1)()
+        self.bounds = (ctypes.c_int64 * 3)()
+        self.P[frame.pointers["err"]] = ctypes.addressof(self.err)
+        self.P[frame.pointers["bounds"]] = ctypes.addressof(self.bounds)
+        self.arena = torch.empty(0, dtype=torch.uint8)
+
+    def grow_arena(self, nbytes: int) -> torch.Tensor:
+        if self.arena.numel() < nbytes:
+            self.arena = torch.empty(nbytes, dtype=torch.uint8)
+        return self.arena
 
 
 def _ctype(param: Param):

@@ -141,7 +141,7 @@ class AtenBackend(Backend):
     def __init__(self):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def compile(self, graph: Graph, artifacts: Path) -> ReferenceProgram:
+    def compile(self, graph: Graph, artifacts: Path, donate: tuple = ()) -> ReferenceProgram:
         return ReferenceProgram(graph, self.device)
 
 

@@ -6,6 +6,7 @@ syncs every pending storage, a read syncs just the storage it needs.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,7 @@ class Session:
         # key -> programs; each holds for the scalar values its `guards` name (if any)
         self._compiled: dict[tuple, list[CompiledGraph]] = {}
         self._closures: list[tuple[Callable, tuple, bool]] = []
+        self._input_uses: dict[tuple, list[int]] = {}  # graph key -> input_uses(graph)
 
     # --- cutting and running graphs --------------------------------------------------------
     def sync(self, storages: list[LazyStorage]) -> None:
@@ -35,8 +37,9 @@ class Session:
         if not pending:
             return
         graph = build_graph([s.value for s in pending])
+        donate = self._donations(graph, pending)
         try:
-            program = self._program(graph)
+            program = self._program(graph, donate)
         except BaseException as e:
             _fail(pending, e)  # later steps must not retry this graph forever
             raise
@@ -46,21 +49,43 @@ class Session:
         self.runner.submit(_job(program, _input_handles(graph),
                                 [handles[id(v)] for v in graph.outputs]))
 
-    def _program(self, graph: Graph) -> CompiledGraph:
-        candidates = self._compiled.setdefault(graph.key, [])
+    def _donations(self, graph: Graph, pending: list[LazyStorage]) -> tuple:
+        """(input, output) pairs where a storage's new value may be written over the buffer it
+        held before: that buffer is a graph input nothing outside this graph can still read.
+        The compiled program proves each pair safe for its schedule or does not donate."""
+        inputs = {id(leaf.data): k for k, leaf in enumerate(graph.inputs)
+                  if isinstance(leaf, DataNode) and not leaf.on_cpu}
+        outputs = {id(v): k for k, v in enumerate(graph.outputs)}
+        uses = self._input_uses.get(graph.key)
+        if uses is None:
+            uses = self._input_uses[graph.key] = input_uses(graph)
+        pairs = {}
+        for s in pending:
+            j = inputs.get(id(s.replaced_data))
+            leaf = graph.inputs[j] if j is not None else None
+            if leaf is not None and j not in pairs and leaf.outputs[0].meta == s.value.meta \
+                    and only_read_by_graph(leaf.outputs[0], uses[j]):
+                pairs[j] = outputs[id(s.value)]
+        return tuple(sorted(pairs.items()))
+
+    def _program(self, graph: Graph, donate: tuple) -> CompiledGraph:
+        candidates = self._compiled.setdefault((graph.key, donate), [])
         for program in candidates:
             if _guards_hold(program, graph):
                 metrics.counter_inc("CachedCompile")
                 return program
         with metrics.timed("compile"):  # timed(): a progress display can see it running
-            program = self.backend.compile(graph, self._write_artifacts(graph))
+            program = self.backend.compile(graph, self._write_artifacts(graph, donate),
+                                           donate=donate)
         candidates.append(program)
         metrics.counter_inc("UncachedCompile")
         return program
 
-    def _write_artifacts(self, graph: Graph) -> Path:
+    def _write_artifacts(self, graph: Graph, donate: tuple = ()) -> Path:
         """The graph's folder in the cache: its IR and a small index, for people to read."""
         text = to_text(graph)
+        if donate:  # a different program: outputs written over these inputs' buffers
+            text += "donate " + ", ".join(f"input {j} -> output {k}" for j, k in donate) + "\n"
         folder = self.cache_dir / "graphs" / content_key(self.backend.name, text)
         if not (folder / "ir.txt").exists():
             atomic_write(folder / "ir.txt", text)
@@ -95,6 +120,26 @@ class Session:
         self.runner.wait()
 
 
+def input_uses(graph: Graph) -> list[int]:
+    """Per graph input, how many times the graph's nodes take its value as an input."""
+    position = {id(leaf): k for k, leaf in enumerate(graph.inputs)}
+    uses = [0] * len(graph.inputs)
+    for node in graph.nodes:
+        for v in node.inputs:
+            k = position.get(id(v.node))
+            if k is not None:
+                uses[k] += 1
+    return uses
+
+
+def only_read_by_graph(value, uses: int) -> bool:
+    """No reference to `value` exists but its node's and the graph's `uses` by its nodes: no
+    tensor, pending computation or view cache outside the graph can read it after the step.
+    (Unreachable IR not yet collected counts too: it only makes donation less frequent.)"""
+    # getrefcount's own argument, the node's outputs tuple, this frame's parameter
+    return sys.getrefcount(value) == 3 + uses
+
+
 def _guards_hold(program: CompiledGraph, graph: Graph) -> bool:
     """A program may have baked some scalar inputs in (a decomposition computed with them)."""
     guards = getattr(program, "guards", None) or {}
@@ -122,7 +167,7 @@ def _job(program: CompiledGraph, inputs: list[Any], outputs: list[DeviceData]):
         try:
             real = [x.get() if isinstance(x, DeviceData) else x for x in inputs]
             start = time.perf_counter()
-            results = program(real)
+            results = distinct_results(program(real), real, getattr(program, "donated", ()))
             metrics.add_time("execute", time.perf_counter() - start)
         except BaseException as e:  # surfaces where an output is read
             for handle in outputs:
@@ -131,6 +176,18 @@ def _job(program: CompiledGraph, inputs: list[Any], outputs: list[DeviceData]):
         for handle, result in zip(outputs, results):
             handle.set(result)
     return run
+
+
+def distinct_results(results: list, inputs: list, donated) -> list:
+    """Each output its own tensor object, so that storage use counts see every alias (a later
+    graph writes into a buffer only where its tensor is the storage's sole user). A donated
+    output is its input's object: that input's handle is dead."""
+    seen = {id(x) for x in inputs}
+    for k, r in enumerate(results):
+        if id(r) in seen and k not in donated:
+            r = results[k] = r.view_as(r)
+        seen.add(id(r))
+    return results
 
 
 _current: Session | None = None
