@@ -10,7 +10,7 @@ import torch
 
 from lazytriton.loopir import Buffer, Reduction, Scatter
 from lazytriton.scheduler import Kernel, Member, member_index, ranges_of, store_index
-from lazytriton.sizevars import flat_index, index_symbol, simplify_index
+from lazytriton.sizevars import contiguous_strides, flat_index, index_symbol, simplify_index
 
 from .common import CppPrinter, CSEVariable, KernelBody
 from .signature import (BOUNDS, BUFFER, ERR, SCALAR, GeneratedCode, GeneratedKernel,
@@ -33,10 +33,6 @@ _HALF = {torch.bfloat16: ("lt::bf16_to_float", "lt::float_to_bf16"),
 
 def compute_ctype(dtype: torch.dtype) -> str:
     return "float" if dtype in _HALF else CTYPE[dtype]
-
-
-def supported(dtype: torch.dtype) -> bool:
-    return dtype in CTYPE
 
 
 def _literal(value, dtype: torch.dtype) -> str:
@@ -475,7 +471,7 @@ class CppKernel:
     def _arg_reduction(self, node, acc, lines, value, rvars) -> list[str]:
         ctype = compute_ctype(node.src_dtype)
         better = ">" if node.reduction_type == "argmax" else "<"
-        flat = self.index(flat_index(rvars, _contiguous(node.reduction_sizes)))
+        flat = self.index(flat_index(rvars, contiguous_strides(node.reduction_sizes)))
         step = (f"if ({acc}_i < 0 || ({value} != {value} && {acc}_v == {acc}_v) || "
                 f"({acc}_v == {acc}_v && {value} {better} {acc}_v)) "
                 f"{{ {acc}_v = {value}; {acc}_i = {flat}; }}")
@@ -483,11 +479,6 @@ class CppKernel:
                             parallel=False)
         return [f"{ctype} {acc}_v = 0;", f"int64_t {acc}_i = -1;"] + loops + \
             [f"int64_t {acc} = {acc}_i < 0 ? 0 : {acc}_i;"]
-
-
-def _contiguous(sizes):
-    from lazytriton.sizevars import contiguous_strides
-    return contiguous_strides(sizes)
 
 
 def _dtype_of_ctype(ctype: str, node) -> torch.dtype:

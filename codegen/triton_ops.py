@@ -20,10 +20,6 @@ TL_TYPE = {
 HALF = (torch.float16, torch.bfloat16)
 
 
-def supported(dtype: torch.dtype) -> bool:
-    return dtype in TL_TYPE
-
-
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in HALF else dtype
 

@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from . import debug, metrics
 from ._version import __version__
 from .device import register_lazy_kernels
-from .ir import LazyExecutionError
+from .device_data import LazyExecutionError
 from .modules import keep_shared_tensors_on_conversion
 from .runtime import cpp_backend as _cpp_backend  # noqa: F401  (registers "cpp")
 from .runtime import reference as _reference  # noqa: F401  (registers the "aten" backend)
@@ -33,12 +33,16 @@ __all__ = ["init", "mark_step", "wait_device_ops", "sync", "sync_multi", "to_cpu
            "LazyExecutionError"]
 
 
-def init(backend: str | None = None, cache_dir: str | os.PathLike | None = None) -> None:
+def init(backend: str | None = None, cache_dir: str | os.PathLike | None = None,
+         device: str | torch.device | None = None) -> None:
     """Make the "lazy" device live. backend: "auto" (default), "triton", "cpp" or "aten";
-    env LAZYTRITON_BACKEND / LAZYTRITON_CACHE_DIR apply when the argument is None.
+    device: where the lazy tensors' data lives, "cuda" or "cpu" (default: CUDA for triton and
+    aten when there is a GPU, else the CPU; cpp is CPU only). Env LAZYTRITON_BACKEND /
+    LAZYTRITON_DEVICE / LAZYTRITON_CACHE_DIR apply when the argument is None.
     Calling init again switches backend (after the running steps finish)."""
     backend = backend or os.environ.get("LAZYTRITON_BACKEND") or "auto"
-    _session.start(backend, Path(cache_dir) if cache_dir else None)
+    device = device or os.environ.get("LAZYTRITON_DEVICE") or None
+    _session.start(backend, Path(cache_dir) if cache_dir else None, device)
     register_lazy_kernels()  # at init, not import: importing must not take the device over
     keep_shared_tensors_on_conversion()
 

@@ -8,11 +8,13 @@ only has to combine small ints with the wiring.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+
+from .device_data import DeviceData
+from .sizevars import contiguous_strides
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,54 +38,11 @@ class TensorMeta:
     def __str__(self) -> str:
         dt = str(self.dtype).replace("torch.", "")
         text = f"{dt}{list(self.shape)}"
-        contiguous = contiguous_strides(self.shape)
-        if self.stride != contiguous:
+        if list(self.stride) != contiguous_strides(self.shape):
             text += f"{{stride={list(self.stride)}}}"
         if self.storage_offset:
             text += f"{{offset={self.storage_offset}}}"
         return text
-
-
-def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for s in reversed(shape):
-        strides.append(acc)
-        acc *= max(s, 1)
-    return tuple(reversed(strides))
-
-
-class LazyExecutionError(RuntimeError):
-    """A graph failed while executing; raised where its result is read."""
-
-
-class DeviceData:
-    """A buffer on the backend device, or the promise of one from the async runtime."""
-
-    __slots__ = ("_tensor", "_error", "_ready", "__weakref__")
-
-    def __init__(self, tensor: torch.Tensor | None = None):
-        self._tensor = tensor
-        self._error: BaseException | None = None
-        self._ready = None if tensor is not None else threading.Event()
-
-    def set(self, tensor: torch.Tensor) -> None:
-        self._tensor = tensor
-        self._ready.set()
-
-    def fail(self, error: BaseException) -> None:
-        self._error = error
-        self._ready.set()
-
-    @property
-    def is_ready(self) -> bool:
-        return self._ready is None or self._ready.is_set()
-
-    def get(self) -> torch.Tensor:
-        if self._ready is not None:
-            self._ready.wait()
-        if self._error is not None:
-            raise LazyExecutionError(f"lazy graph execution failed: {self._error}") from self._error
-        return self._tensor
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +142,6 @@ class ScalarNode(Node):
 
 def data_value(tensor: torch.Tensor, meta: TensorMeta | None = None, on_cpu: bool = False) -> Value:
     return DataNode(DeviceData(tensor), meta or TensorMeta.of(tensor), on_cpu).outputs[0]
-
-
-def pending_data_value(meta: TensorMeta) -> tuple[Value, DeviceData]:
-    handle = DeviceData()
-    return DataNode(handle, meta).outputs[0], handle
 
 
 def scalar_value(value: int | float | complex) -> Value:

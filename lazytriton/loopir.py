@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import sympy
 import torch
 
-from .sizevars import Expr, contiguous_strides, flat_index
+from .sizevars import Expr, flat_index
 
 Loader = Callable[[Any, Sequence[Expr]], Any]
 
@@ -69,7 +69,6 @@ class ConstantBuffer(Buffer):
 class ComputedBuffer(Buffer):
     """A realized Pointwise or Reduction: the scheduler emits the loops that fill it."""
     node: "Computation | None" = None
-    users: int = 0
     donor: "InputBuffer | None" = None  # an input whose memory it is written into (donation)
 
 
@@ -148,7 +147,6 @@ class ExternKernel:
     op: Any
     args: tuple  # (name, value) with TensorBox values realized to Buffer
     outputs: list[ExternBuffer] = field(default_factory=list)
-    counted_fallback: bool = False
 
 
 _names = itertools.count()
@@ -161,9 +159,6 @@ def new_name(prefix: str = "buf") -> str:
 def input_buffer(index: int, dtype: torch.dtype, sizes: list[Expr], strides: list[Expr]) -> InputBuffer:
     return InputBuffer(f"in{index}", dtype, sizes, strides, sympy.Integer(0), input_index=index)
 
-
-def contiguous_buffer(name: str, dtype, sizes) -> ComputedBuffer:
-    return ComputedBuffer(name, dtype, list(sizes), contiguous_strides(sizes))
 
 
 @dataclass(frozen=True, eq=False)

@@ -99,12 +99,22 @@ def index_symbol(prefix: str, index: int) -> sympy.Symbol:
     return sympy.Symbol(f"{prefix}{index}", integer=True, nonnegative=True)
 
 
-def contiguous_strides(sizes: Sequence[Expr]) -> list[Expr]:
-    strides, acc = [], sympy.Integer(1)
+def contiguous_strides(sizes: Sequence) -> list:
+    """Row-major strides as torch gives them (a size-0 dim strides like a size-1 one), of
+    symbolic sizes or of ints (then ints)."""
+    symbolic = any(isinstance(s, sympy.Basic) for s in sizes)
+    strides, acc = [], sympy.Integer(1) if symbolic else 1
     for s in reversed(sizes):
         strides.append(acc)
-        acc = acc * s
-    return list(reversed(strides))
+        acc = acc * (1 if s == 0 else s)
+    return strides[::-1]
+
+
+def flatten(items) -> list:
+    """Nested lists/tuples as one flat list."""
+    if not isinstance(items, (list, tuple)):
+        return [items]
+    return [x for item in items for x in flatten(item)]
 
 
 def product(items: Iterable[Expr]) -> Expr:

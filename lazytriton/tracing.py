@@ -20,8 +20,11 @@ import torch
 from . import ir, metrics, philox
 from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
 from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
+from .runtime import session
+from .sizevars import contiguous_strides
 from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
-                     is_identity_view, reinterpreted_numel, value_of, view_tensor, write)
+                     is_identity_view, reinterpreted_numel, set_dispatch, value_of, view_tensor,
+                     write)
 
 aten = torch.ops.aten
 _MISSING = object()
@@ -112,7 +115,7 @@ class _Call:
 
 def _uploaded(t: torch.Tensor) -> LazyTensor:
     shape = tuple(t.shape)
-    return fresh_tensor(upload(t, TensorMeta(shape, ir.contiguous_strides(shape), t.dtype)))
+    return fresh_tensor(upload(t, TensorMeta(shape, tuple(contiguous_strides(shape)), t.dtype)))
 
 
 def _bound(spec, index: int, args: tuple, kwargs: dict):
@@ -316,7 +319,7 @@ def _fresh(value: Value) -> LazyTensor:
     lets the outputs be independent of the input."""
     meta = value.meta
     if meta.storage_offset != 0 or meta.storage_numel != math.prod(meta.shape):
-        dense = TensorMeta(meta.shape, ir.contiguous_strides(meta.shape), meta.dtype)
+        dense = TensorMeta(meta.shape, tuple(contiguous_strides(meta.shape)), meta.dtype)
         value = record(aten.clone.default, (value,), (("self", InputRef(0)),), (dense,))[0]
     return fresh_tensor(value)
 
@@ -452,7 +455,6 @@ def _seed_random(call: _Call, op=None):
 
 def materialize(t: LazyTensor) -> torch.Tensor:
     """The real data of `t` on the backend device (a view of an immutable buffer)."""
-    from .runtime import session
     session.current().sync([t._lt_storage])
     storage = t._lt_storage
     data = storage.value.node.data.get()
@@ -491,8 +493,7 @@ def run_eagerly(func, args: tuple, kwargs: dict):
 
 def _lazy_device_to_real(value):
     if isinstance(value, torch.device) and value.type == "lazy":
-        from .runtime import session
-        return session.current().device
+            return session.current().device
     return value
 
 
@@ -521,7 +522,6 @@ def _wrap_real(result):
 
 def upload(src: torch.Tensor, meta: TensorMeta) -> Value:
     """Copy host data into a fresh device buffer laid out as `meta` (broadcasting, converting)."""
-    from .runtime import session
     buf = torch.empty_strided(meta.shape, meta.stride, dtype=meta.dtype,
                               device=session.current().device)
     buf.copy_(src.detach())
@@ -540,7 +540,7 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor, non_blocking: bool = False):
     if is_identity_view(dst, storage) and storage.meta.storage_numel == dst.numel():
         storage.set_value(upload(src, storage.meta))  # whole buffer overwritten: upload now
         return dst
-    src_meta = TensorMeta(tuple(src.shape), ir.contiguous_strides(tuple(src.shape)), src.dtype)
+    src_meta = TensorMeta(tuple(src.shape), tuple(contiguous_strides(src.shape)), src.dtype)
     return copy_into(dst, fresh_tensor(upload(src, src_meta)))
 
 
@@ -647,3 +647,5 @@ _SPECIAL = {
 _SPECIAL.update({op: _batch_norm(op) for op in (
     aten.native_batch_norm.default, aten._native_batch_norm_legit.default,
     aten._native_batch_norm_legit_no_training.default)})
+
+set_dispatch(dispatch)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import lazytriton
 from lazytriton import metrics
 from lazytriton.runtime.cpp_build import compiler_command, include_flags
+from lazytriton.testing.differential import aten_fallbacks
 from lazytriton.testing.models import MLP, pointwise_chain
 
 from cpp_targets import AVX2, NATIVE, Target, is_gcc, no_simd_reason, simd_isa
@@ -252,8 +253,7 @@ def test_tutorial_net_smaller_last_batch_compiles_no_new_kernel():
     assert metrics.counter_value("KernelCompile") == compiled
 
 
-def _no_fallbacks() -> list[str]:
-    return [n for n in metrics.counter_names() if n.startswith("aten::")]
+
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.int64])
@@ -274,7 +274,7 @@ def test_accumulating_writes_are_kernels_with_duplicates_summed_in_order(dtype):
     torch.testing.assert_close(got_put.cpu(), x.index_put((rows,), values, accumulate=True), **tol)
     torch.testing.assert_close(got_scatter.cpu(), x.scatter_add(1, cols, src), **tol)
     torch.testing.assert_close(got_index.cpu(), x[rows[:7], 2:5])
-    assert not _no_fallbacks()
+    assert not aten_fallbacks()
 
 
 def test_writes_through_views_are_kernels_and_reuse_across_batch_sizes():
@@ -291,7 +291,7 @@ def test_writes_through_views_are_kernels_and_reuse_across_batch_sizes():
     compiled = metrics.counter_value("KernelCompile")
     step(13)
     assert metrics.counter_value("KernelCompile") == compiled
-    assert not _no_fallbacks()
+    assert not aten_fallbacks()
 
 
 def test_embedding_backward_accumulates_in_a_kernel():
@@ -302,7 +302,7 @@ def test_embedding_backward_accumulates_in_a_kernel():
     (F.embedding(ids.to("lazy"), lazy_w) ** 2).sum().backward()
     (F.embedding(ids, weight) ** 2).sum().backward()
     torch.testing.assert_close(lazy_w.grad.cpu(), weight.grad)
-    assert not _no_fallbacks()
+    assert not aten_fallbacks()
 
 
 def test_dump_ir_loops_shows_scatter_order():

@@ -4,7 +4,6 @@ parameters and buffers must match, and no graph may fall back to the reference e
 matter, so every model also runs several graphs of one structure."""
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import Callable
 
@@ -12,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lazytriton
 from lazytriton import metrics
+from lazytriton.testing.differential import aten_fallbacks, train_side_by_side
 from lazytriton.testing.models import (AttentionClassifier, BatchNormCNN, RecurrentTagger,
                                        TiedLM, TinyUNet, lm_loss)
 
@@ -35,7 +34,7 @@ def fallback_warnings(monkeypatch):
 def _assert_no_fallbacks(caught: list) -> None:
     reasons = [str(w.message) for w in caught if "FallbackGraph" in str(w.message)]
     assert metrics.counter_value("FallbackGraph") is None, reasons
-    assert not [n for n in metrics.counter_names() if n.startswith("aten::")]
+    assert not aten_fallbacks()
 
 
 def _train_both(model: torch.nn.Module, batches: list[Batch], loss_fn: Callable,
@@ -44,24 +43,8 @@ def _train_both(model: torch.nn.Module, batches: list[Batch], loss_fn: Callable,
     """SGD on an eager copy and a lazy copy of `model`, one step per batch (gradients clipped
     to norm `clip` if given). No momentum: its first step differs from the others, and every
     graph costs a C++ build; optimizers are test_training.py's subject."""
-    runs = []
-    for lazy in (False, True):
-        move = (lambda t: t.to("lazy")) if lazy else (lambda t: t)
-        net = copy.deepcopy(model).to("lazy" if lazy else "cpu")
-        opt = torch.optim.SGD(net.parameters(), lr=lr)
-        losses = []
-        for inputs, target in batches:
-            opt.zero_grad()
-            loss = loss_fn(net(*map(move, inputs)), move(target))
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
-            opt.step()
-            if lazy:
-                lazytriton.mark_step()
-            losses.append(loss.detach())
-        runs.append(([float(l.cpu()) for l in losses], net))
-    return runs
+    return train_side_by_side(model, batches, loss_fn,
+                              lambda params: torch.optim.SGD(params, lr=lr), clip=clip)
 
 
 def _assert_same_training(runs, rtol: float = 1e-4, atol: float = 1e-5) -> None:

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 
 import lazytriton
 from lazytriton import metrics
+from lazytriton.testing.differential import (assert_lazy, assert_same, check, check_grad,
+                                             check_raises, flat, index, nonzero, pos, rnd,
+                                             to_cpu, to_lazy)
 
 F32, F64, F16, BF16 = torch.float32, torch.float64, torch.float16, torch.bfloat16
 I64, I32, U8, BOOL = torch.int64, torch.int32, torch.uint8, torch.bool
@@ -35,153 +38,6 @@ def lazy_device(test_backend, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def seeded():
     torch.manual_seed(0)
-
-
-# --- random data ----------------------------------------------------------------------------
-
-def rnd(*shape, dtype=F32):
-    """Random values of any dtype; signed where the dtype is."""
-    if dtype.is_floating_point:
-        return (torch.randn(shape, dtype=F32) * 2).to(dtype)
-    if dtype is BOOL:
-        return torch.rand(shape) > 0.5
-    if dtype is U8:
-        return torch.randint(0, 256, shape, dtype=dtype)
-    return torch.randint(-9, 10, shape, dtype=dtype)
-
-
-def pos(*shape, dtype=F32):
-    """Random positive values (log, sqrt, pow bases, ...)."""
-    if dtype.is_floating_point:
-        return (torch.rand(shape, dtype=F32) * 3 + 0.1).to(dtype)
-    return torch.randint(1, 10, shape, dtype=dtype)
-
-
-def nonzero(*shape, dtype=F32):
-    """Random divisors of either sign, bounded away from zero."""
-    sign = torch.randint(0, 2, shape) * 2 - 1
-    return (pos(*shape, dtype=dtype) * sign.to(dtype)).to(dtype)
-
-
-def index(high, *shape):
-    return torch.randint(0, high, shape)
-
-
-# --- comparing lazy with eager ---------------------------------------------------------------
-
-def _to_lazy(x):
-    return x.detach().to("lazy") if isinstance(x, torch.Tensor) else x
-
-
-def _clone(x):
-    return x.detach().clone() if isinstance(x, torch.Tensor) else x
-
-
-def _flat(x) -> list:
-    if isinstance(x, (list, tuple)):
-        return [y for v in x for y in _flat(v)]
-    return [x]
-
-
-def _assert_lazy(outputs) -> None:
-    for out in _flat(outputs):
-        if isinstance(out, torch.Tensor):
-            assert out.device.type == "lazy", f"a result left the lazy device: {out.device}"
-
-
-def _to_cpu(x):
-    if isinstance(x, torch.Tensor):
-        return x.cpu()
-    if isinstance(x, (list, tuple)):
-        return [_to_cpu(v) for v in x]
-    return x
-
-
-def _assert_same(actual, expected, tol: dict) -> None:
-    if isinstance(expected, torch.Tensor):
-        assert isinstance(actual, torch.Tensor), f"expected a tensor, got {type(actual)}"
-        assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}"
-        assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
-        torch.testing.assert_close(actual, expected, equal_nan=True, **tol)
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, (list, tuple)) and len(actual) == len(expected)
-        for a, e in zip(actual, expected):
-            _assert_same(a, e, tol)
-    elif isinstance(expected, float):
-        assert type(actual) is float and actual == pytest.approx(expected, rel=1e-6, abs=1e-6)
-    else:
-        assert type(actual) is type(expected) and actual == expected
-
-
-def _tol(atol, rtol) -> dict:
-    return {} if atol is None else dict(atol=atol, rtol=rtol)
-
-
-def check(fn, *inputs, atol=None, rtol=None, check_stride=False):
-    """fn on lazy copies of the inputs equals fn on the CPU inputs; inputs that fn mutates must
-    end up equal too. Returns the eager result."""
-    lazy_inputs = [_to_lazy(x) for x in inputs]
-    eager_inputs = [_clone(x) for x in inputs]
-    expected = fn(*eager_inputs)
-    actual = fn(*lazy_inputs)
-    lazytriton.mark_step()
-    _assert_lazy(actual)
-    if check_stride:
-        for a, e in zip(_flat(actual), _flat(expected)):
-            assert a.stride() == e.stride(), f"stride {a.stride()} != {e.stride()}"
-            assert a.storage_offset() == e.storage_offset()
-    tol = _tol(atol, rtol)
-    _assert_same(_to_cpu(actual), expected, tol)
-    _assert_same(_to_cpu(lazy_inputs), eager_inputs, tol)
-    return expected
-
-
-def _run_with_grad(fn, inputs, weights, wrt):
-    leaves = [x.requires_grad_() if i in wrt else x for i, x in enumerate(inputs)]
-    outs = _flat(fn(*leaves))
-    floats = [o for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point()]
-    if not weights:  # eager run: draw the weights
-        weights.extend(torch.randn(o.shape, dtype=o.dtype) for o in floats)
-    else:
-        weights = [w.to("lazy") for w in weights]
-    loss = sum((o * w).sum() for o, w in zip(floats, weights))
-    grads = torch.autograd.grad(loss, [leaves[i] for i in wrt], allow_unused=True)
-    return [o.detach() if isinstance(o, torch.Tensor) else o for o in outs], list(grads)
-
-
-def check_grad(fn, *inputs, atol=None, rtol=None, wrt=None):
-    """Outputs and gradients of sum(outputs * random weights) w.r.t. the inputs numbered in
-    `wrt` (default: the float ones) match."""
-    if wrt is None:
-        wrt = [i for i, x in enumerate(inputs)
-               if isinstance(x, torch.Tensor) and x.is_floating_point()]
-    weights: list[torch.Tensor] = []
-    lazy_inputs = [_to_lazy(x) for x in inputs]
-    expected = _run_with_grad(fn, [_clone(x) for x in inputs], weights, wrt)
-    assert weights, "nothing differentiable to check"
-    actual = _run_with_grad(fn, lazy_inputs, weights, wrt)
-    lazytriton.mark_step()
-    _assert_lazy(actual)
-    _assert_same(_to_cpu(actual), expected, _tol(atol, rtol))
-
-
-def check_raises(fn, *inputs):
-    """Where eager raises, the lazy device raises the same kind of error: while tracing, or
-    (when only the kernel can tell) as a LazyExecutionError caused by it at the first read.
-    A meta kernel may word the check more generally (RuntimeError for NotImplementedError)."""
-    with pytest.raises(Exception) as eager_error:
-        fn(*[_clone(x) for x in inputs])
-    kind = type(eager_error.value)
-    with pytest.raises(Exception) as lazy_error:
-        result = fn(*[_to_lazy(x) for x in inputs])
-        lazytriton.mark_step()
-        _to_cpu(result)
-    error = lazy_error.value
-    if isinstance(error, lazytriton.LazyExecutionError):
-        error = error.__cause__
-    general = type(error) is RuntimeError and issubclass(kind, RuntimeError)
-    assert isinstance(error, kind) or general, \
-        f"eager raised {kind.__name__}, lazy {lazy_error.value!r}"
 
 
 def _params(table: dict) -> list:
@@ -801,10 +657,10 @@ def test_view(name):
 def test_view_then_compute(name):
     # a view as the input of compute, also of a non-contiguous base
     fn = VIEWS[name]
-    check(lambda x: [v * 2 + 1 for v in _flat(fn(x))], rnd(4, 6, 5))
-    check(lambda x: [v.exp() for v in _flat(fn(x[1:]))], rnd(5, 6, 5))  # storage offset
+    check(lambda x: [v * 2 + 1 for v in flat(fn(x))], rnd(4, 6, 5))
+    check(lambda x: [v.exp() for v in flat(fn(x[1:]))], rnd(5, 6, 5))  # storage offset
     if not name.startswith("view"):  # .view needs compatible strides
-        check(lambda x: [v.exp() for v in _flat(fn(x.permute(2, 1, 0)))], rnd(5, 6, 4))
+        check(lambda x: [v.exp() for v in flat(fn(x.permute(2, 1, 0)))], rnd(5, 6, 4))
 
 
 @pytest.mark.parametrize("name", [n for n in VIEWS if n != "as_strided"])
@@ -920,13 +776,13 @@ def test_indexing(name):
     torch.manual_seed(1)
     inputs = [make() for make in makers]
     torch.manual_seed(2)  # indices drawn inside fn are the same in both runs
-    lazy_inputs = [_to_lazy(x) for x in inputs]
+    lazy_inputs = [to_lazy(x) for x in inputs]
     expected = fn(*inputs)
     torch.manual_seed(2)
     actual = fn(*lazy_inputs)
     lazytriton.mark_step()
-    _assert_lazy(actual)
-    _assert_same(_to_cpu(actual), expected, {})
+    assert_lazy(actual)
+    assert_same(to_cpu(actual), expected, {})
 
 
 @pytest.mark.parametrize("name", [n for n in INDEXING if n not in INDEXING_NO_GRAD])
@@ -1458,8 +1314,8 @@ def test_factories(fn):
     expected = fn("cpu")
     actual = fn("lazy")
     lazytriton.mark_step()
-    _assert_lazy(actual)
-    _assert_same(_to_cpu(actual), expected, {})
+    assert_lazy(actual)
+    assert_same(to_cpu(actual), expected, {})
 
 
 @pytest.mark.parametrize("fn", _params({

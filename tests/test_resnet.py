@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import lazytriton
-from lazytriton import metrics
+from lazytriton.testing.differential import aten_fallbacks, train_side_by_side
 from lazytriton.testing.resnet import ResNetStyleCNN
 
 # the model tests run once per backend (conftest.py); the C++-only tests init "cpp" themselves
@@ -31,21 +31,8 @@ needs_cpp = pytest.mark.skipif("cpp" not in lazytriton.available_backends(),
 
 def _train_both(model, batches, lr=0.01):
     """SGD with momentum and cross-entropy, eager and lazy side by side; the loss lists."""
-    runs = []
-    for device in ("cpu", "lazy"):
-        net = copy.deepcopy(model).to(device)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-        losses = []
-        for x, y in batches:
-            opt.zero_grad()
-            loss = F.cross_entropy(net(x.to(device)), y.to(device))
-            loss.backward()
-            opt.step()
-            if device == "lazy":
-                lazytriton.mark_step()
-            losses.append(loss.detach())
-        runs.append(([float(l.cpu()) for l in losses], net))
-    return runs
+    return train_side_by_side(model, batches, F.cross_entropy,
+                              lambda params: torch.optim.SGD(params, lr=lr, momentum=0.9))
 
 
 def _batches(batch: int, px: int, steps: int, seed: int, dtype=torch.float64):
@@ -65,8 +52,7 @@ def _assert_matches(runs, rtol=1e-7, atol=1e-9):
                                    msg=lambda m: f"{name}: {m}")
 
 
-def _no_fallbacks() -> list[str]:
-    return [n for n in metrics.counter_names() if n.startswith("aten::")]
+
 
 
 @not_interpreted
@@ -78,7 +64,7 @@ def test_resnet_style_cnn_matches_eager(px):
     torch.manual_seed(0)
     batch = 8 if px <= 64 else 4  # keeps the eager side of 128 px quick on 2 cores
     _assert_matches(_train_both(ResNetStyleCNN().double(), _batches(batch, px, 3, seed=px)))
-    assert not _no_fallbacks()
+    assert not aten_fallbacks()
 
 
 @not_interpreted
@@ -91,7 +77,7 @@ def test_resnet_style_cnn_in_float32_trains_like_eager():
                                         _batches(8, 32, 3, seed=5, dtype=torch.float32))
     assert lazy[0] == pytest.approx(eager[0], rel=1e-5)
     assert lazy == pytest.approx(eager, rel=2e-2)
-    assert not _no_fallbacks()
+    assert not aten_fallbacks()
 
 
 @not_interpreted
@@ -198,4 +184,4 @@ def test_batch_norm_updates_running_stats_in_training():
         torch.testing.assert_close(got.cpu(), expected.detach(), rtol=1e-4, atol=1e-5)
     for name, value in bn.state_dict().items():
         torch.testing.assert_close(lazy.state_dict()[name].cpu(), value, msg=name)
-    assert not _no_fallbacks()
+    assert not aten_fallbacks()

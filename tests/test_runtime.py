@@ -146,7 +146,8 @@ def test_metrics_report_one_unit_per_line_and_explains_counters():
 def test_accessors_name_backend_device_and_cache_dir(cache_dir):
     assert lazytriton.cache_dir() == cache_dir
     assert lazytriton.backend_name() in lazytriton.available_backends()
-    assert lazytriton.backend_device() == torch.device("cpu")
+    gpu = torch.cuda.is_available() and lazytriton.backend_name() in ("aten", "triton")
+    assert lazytriton.backend_device().type == ("cuda" if gpu else "cpu")
 
 
 def test_running_for_sees_a_timed_block_while_it_runs():
@@ -203,3 +204,47 @@ def test_init_switches_and_rejects_unknown_backend(cache_dir):
         lazytriton.init("nope")
     lazytriton.init("auto", cache_dir=cache_dir)  # falls back to what this machine has
     assert lazytriton.backend_name() in lazytriton.available_backends()
+
+
+def _softmax_matches_eager():
+    x = torch.randn(4, 7)
+    torch.testing.assert_close(torch.softmax(x.to("lazy") * 3, 1).cpu(), torch.softmax(x * 3, 1))
+
+
+def test_init_device_cpu_keeps_the_oracle_on_the_cpu(cache_dir):
+    lazytriton.init("aten", cache_dir=cache_dir, device="cpu")
+    assert lazytriton.backend_device() == torch.device("cpu")
+    _softmax_matches_eager()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_init_device_cuda_runs_the_oracle_on_the_gpu(cache_dir):
+    lazytriton.init("aten", cache_dir=cache_dir, device="cuda")
+    assert lazytriton.backend_device().type == "cuda"
+    _softmax_matches_eager()
+
+
+def test_a_device_the_backend_cannot_hold_is_refused_and_the_old_one_stays(cache_dir):
+    lazytriton.init("aten", cache_dir=cache_dir, device="cpu")
+    with pytest.raises(ValueError, match="backend 'cpp' keeps data on cpu, not 'cuda'"):
+        lazytriton.init("cpp", cache_dir=cache_dir, device="cuda")
+    with pytest.raises(RuntimeError, match="Invalid device string"):
+        lazytriton.init("aten", cache_dir=cache_dir, device="tpu-ish")
+    assert lazytriton.backend_name() == "aten"
+    _softmax_matches_eager()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_without_a_gpu_says_so(cache_dir):
+    with pytest.raises(ValueError, match="torch sees no CUDA device"):
+        lazytriton.init("aten", cache_dir=cache_dir, device="cuda")
+
+
+def test_lazytriton_device_env_picks_the_device(cache_dir, monkeypatch):
+    monkeypatch.setenv("LAZYTRITON_DEVICE", "cpu")
+    lazytriton.init("aten", cache_dir=cache_dir)
+    assert lazytriton.backend_device() == torch.device("cpu")
+    if "cpp" in lazytriton.available_backends():  # auto on the CPU is the C++ backend
+        lazytriton.init("auto", cache_dir=cache_dir)
+        assert lazytriton.backend_name() == "cpp"
+    _softmax_matches_eager()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import subprocess
 
-import pytest
 import sympy
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -129,7 +128,7 @@ def assignments(draw):
     """Sizes >= 2 (0 and 1 are never symbols); loop ranges that are sizes or constants;
     loop variables inside them."""
     values = {s: draw(st.integers(2, 40)) for s in SIZES}
-    ranges, range_values = {}, {}
+    ranges = {}
     for x in LOOPS:
         bound = draw(st.one_of(st.sampled_from(SIZES), st.integers(1, 12).map(sympy.Integer)))
         ranges[x] = bound

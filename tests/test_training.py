@@ -1,14 +1,13 @@
 """Whole training steps (forward, backward, optimizer) on the lazy device match eager."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import lazytriton
 from lazytriton import metrics
+from lazytriton.testing.differential import train_side_by_side
 from lazytriton.testing.models import MLP, TransformerBlock, TutorialNet, lm_loss
 
 pytestmark = [pytest.mark.differential, pytest.mark.bounds_checked]  # once per backend (conftest.py)
@@ -16,27 +15,8 @@ pytestmark = [pytest.mark.differential, pytest.mark.bounds_checked]  # once per 
 
 def _train_both(model, make_opt, make_batch, loss_fn, steps, clip=None, make_sched=None):
     """Train a CPU copy and a lazy copy side by side; return both loss lists and models."""
-    eager, lazy = copy.deepcopy(model), copy.deepcopy(model).to("lazy")
-    runs = []
-    for net, to_dev in ((eager, lambda t: t), (lazy, lambda t: t.to("lazy"))):
-        opt = make_opt(net.parameters())
-        sched = make_sched(opt) if make_sched else None
-        losses = []
-        for step in range(steps):
-            x, y = make_batch(step)
-            opt.zero_grad()
-            loss = loss_fn(net(to_dev(x)), to_dev(y))
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
-            opt.step()
-            if sched:
-                sched.step()
-            if net is lazy:
-                lazytriton.mark_step()
-            losses.append(loss.detach())
-        runs.append(([float(l.cpu()) for l in losses], net))
-    return runs
+    return train_side_by_side(model, [make_batch(step) for step in range(steps)], loss_fn,
+                              make_opt, clip=clip, make_sched=make_sched)
 
 
 def _assert_same_training(runs, rtol=1e-4, atol=1e-5):

@@ -25,8 +25,9 @@ from ..ir import LAZY_DEVICE, InputRef, Node, ScalarNode, SeedRef, TensorMeta, V
 from ..loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, ExternBuffer,
                       ExternKernel, Pointwise, Reduction, ScalarArg, Scatter, StridedView,
                       TensorBox, View, input_buffer, new_name)
-from ..sizevars import SizeVars, contiguous_strides, product
-from ..tensor import fresh_tensor, untracked, value_of
+from ..sizevars import SizeVars, contiguous_strides, flatten, product
+from ..storage import untracked
+from ..tensor import fresh_tensor, value_of
 # each family module registers its ops into the table as it is imported
 from . import (decompositions, externs, indexing, optim, pointwise, prims,  # noqa: F401
                random, reductions, views)
@@ -119,10 +120,10 @@ class Lowering:
         else:
             result = self.extern(node, args, fallback=True)
         results = result if isinstance(result, (list, tuple)) else [result]
-        _record_origins(node.op_name, args, _flatten(results))
+        _record_origins(node.op_name, args, flatten(results))
         results = [self.realize(r) if isinstance(r, (Reduction, Scatter)) or
                    (isinstance(r, Pointwise) and self._stored_early(node, i)) else r
-                   for i, r in enumerate(_flatten(results))]
+                   for i, r in enumerate(flatten(results))]
         for out, box in zip(node.outputs, results):
             if out.meta is not None and isinstance(box, TensorBox):
                 self.sizevars.check(box.sizes, out.meta.shape, f"{node.op_name} output")
@@ -135,7 +136,7 @@ class Lowering:
         if self.kernel_dtypes is None:
             return True
         dtypes = [out.meta.dtype for out in node.outputs if out.meta is not None]
-        dtypes += [box.dtype for box in _flatten(list(args.values())) if isinstance(box, TensorBox)]
+        dtypes += [box.dtype for box in flatten(list(args.values())) if isinstance(box, TensorBox)]
         return all(dt in self.kernel_dtypes for dt in dtypes)
 
     def _remember(self, value: Value, lowered) -> None:
@@ -183,7 +184,7 @@ class Lowering:
         with untracked():
             args = _positional_call(node, lambda enc: self._decomp_arg(node, enc))
             out = DECOMPOSITIONS[node.op](*args[0], **args[1])
-        flat = _flatten(out if isinstance(out, (list, tuple)) else [out])
+        flat = flatten(out if isinstance(out, (list, tuple)) else [out])
         return [self.lower(value_of(t)) if isinstance(t, torch.Tensor) else t for t in flat]
 
     def _decomp_arg(self, node: Node, enc):
@@ -228,7 +229,7 @@ class Lowering:
         if fallback:
             metrics.counter_inc(f"aten::{node.op_name.split('.')[0]}")
         realized = {name: _map_tensors(v, self._extern_arg) for name, v in args.items()}
-        kernel = ExternKernel(node.op, tuple(realized.items()), counted_fallback=fallback)
+        kernel = ExternKernel(node.op, tuple(realized.items()))
         for i, out in enumerate(node.outputs):
             if out.meta is None:
                 kernel.outputs.append(None)
@@ -262,7 +263,7 @@ class Lowering:
         if sizes is not None and [self.sizevars.evaluate(s) for s in sizes] == list(meta.shape):
             return sizes
         for v in args.values():  # same shape as an input: take its symbolic sizes
-            for t in _flatten([v]):
+            for t in flatten([v]):
                 if isinstance(t, TensorBox) and \
                         [self.sizevars.evaluate(s) for s in t.sizes] == list(meta.shape):
                     return list(t.sizes)
@@ -285,7 +286,7 @@ class Lowering:
 def _record_origins(op_name: str, args: dict, results: list) -> None:
     """Which aten ops a computation inlines: the kernel index names them."""
     inherited: list[str] = []
-    for value in _flatten(list(args.values())):
+    for value in flatten(list(args.values())):
         box = value
         while isinstance(box, View) and box.base is not None:
             box = box.base
@@ -340,16 +341,6 @@ def _probe(op, signature) -> Exception | None:
 def _same_layout(lowering: Lowering, box: Buffer, meta: TensorMeta) -> bool:
     ev = lowering.sizevars.evaluate
     return [ev(s) for s in box.strides] == list(meta.stride) and ev(box.offset) == 0
-
-
-def _flatten(items) -> list:
-    out = []
-    for x in items:
-        if isinstance(x, (list, tuple)):
-            out.extend(_flatten(x))
-        else:
-            out.append(x)
-    return out
 
 
 def _map_tensors(value, fn):

@@ -98,17 +98,10 @@ def symbolic_view(lowering, base_sizes: list, base_strides: list | None, size: l
         return [k[0] for k in kept], [k[1] for k in kept]
     numel = math.prod(size)
     base_numel = math.prod(ev(s) for s in base_sizes)
-    if offset == 0 and numel == base_numel and list(stride) == _contiguous(size) and \
-            [ev(s) for s in base_strides] == _contiguous([ev(s) for s in base_sizes]):
+    if offset == 0 and numel == base_numel and list(stride) == contiguous_strides(size) and \
+            [ev(s) for s in base_strides] == contiguous_strides([ev(s) for s in base_sizes]):
         sizes = lowering.sizevars.match_reshape(base_sizes, size)
         return sizes, contiguous_strides(sizes)
     return ([k[0] if k else sympy.Integer(n) for k, n in zip(kept, size)],
             [k[1] if k else sympy.Integer(st) for k, st in zip(kept, stride)])
 
-
-def _contiguous(size):
-    out, acc = [], 1
-    for s in reversed(size):
-        out.append(acc)
-        acc *= max(s, 1)
-    return list(reversed(out))

@@ -17,16 +17,40 @@ from ..graph import Graph, to_text
 
 
 class CompiledGraph(Protocol):
+    # graph input index -> the scalar value the program was specialized to (a decomposition
+    # computed with it); the graph cache reuses the program only where these hold
+    guards: dict[int, Any]
+
     def __call__(self, inputs: list[Any]) -> list[torch.Tensor]: ...
 
 
 class Backend(ABC):
     name: str
     device: torch.device  # where the lazy device's data lives
+    device_types: tuple[str, ...] = ("cpu",)  # where it can keep it
 
     @classmethod
     def is_available(cls) -> bool:
         return True
+
+    @classmethod
+    def default_device(cls) -> torch.device:
+        return torch.device("cuda" if "cuda" in cls.device_types and torch.cuda.is_available()
+                            else "cpu")
+
+    @classmethod
+    def pick_device(cls, device: str | torch.device | None) -> torch.device:
+        """The device asked for (None: the default), or a ValueError saying why not."""
+        if device is None:
+            return cls.default_device()
+        device = torch.device(device)
+        if device.type not in cls.device_types:
+            raise ValueError(f"lazytriton backend {cls.name!r} keeps data on "
+                             f"{' or '.join(cls.device_types)}, not {device.type!r}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but torch sees no CUDA device "
+                             f"(torch {torch.__version__})")
+        return device
 
     @classmethod
     def unavailable_reason(cls) -> str:
@@ -49,7 +73,7 @@ class Backend(ABC):
         return to_text(graph)
 
 
-_registry: dict[str, Callable[[], Backend]] = {}
+_registry: dict[str, Callable[..., Backend]] = {}
 # "auto" takes the first of these that says so (triton: only with CUDA)
 _PREFERENCE = ("triton", "cpp", "aten")
 
@@ -63,15 +87,18 @@ def available_backends() -> list[str]:
             if getattr(factory, "is_available", lambda: True)()]
 
 
-def create_backend(name: str | None) -> Backend:
+def create_backend(name: str | None, device: str | torch.device | None = None) -> Backend:
+    """The backend `name` ("auto": the first of _PREFERENCE that says so and can hold data on
+    `device`), keeping its data on `device` (None: the backend's default)."""
     name = (name or "auto").lower()
     available = available_backends()
     if name == "auto":
-        name = next(n for n in _PREFERENCE if n in _registry and _registry[n].chosen_by_auto())
+        name = next(n for n in _PREFERENCE if n in _registry and _registry[n].chosen_by_auto()
+                    and (device is None or torch.device(device).type in _registry[n].device_types))
     if name not in _registry:
         raise ValueError(f"unknown lazytriton backend {name!r}; choose one of "
                          f"{['auto'] + sorted(_registry)}")
     if name not in available:
         raise RuntimeError(f"lazytriton backend {name!r}: {_registry[name].unavailable_reason()} "
                            f"(available: {available})")
-    return _registry[name]()
+    return _registry[name](_registry[name].pick_device(device))

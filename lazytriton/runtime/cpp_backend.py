@@ -99,8 +99,8 @@ def _bind(fn, params: list[Param]) -> Callable:
 class CppBackend(KernelBackend):
     name = "cpp"
 
-    def __init__(self):
-        self.device = torch.device("cpu")
+    def __init__(self, device: torch.device = torch.device("cpu")):
+        self.device = device
         check = os.environ.get("LAZYTRITON_CHECK", "")  # "bounds": checked accesses
         self.codegen = CppCodegen(checked=check == "bounds")
         self.launcher = CppLauncher()

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from .. import philox
-from ..philox import native_dropout_seeded
 from ..graph import Graph
 from ..ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta
+from ..philox import native_dropout_seeded
+from ..sizevars import flatten
 from .backend import Backend, register_backend
 
 aten = torch.ops.aten
@@ -35,12 +36,6 @@ def restride(t: torch.Tensor, meta: TensorMeta) -> torch.Tensor:
     return out.copy_(t)
 
 
-def _flatten(result) -> list:
-    if isinstance(result, (list, tuple)):
-        return [x for r in result for x in _flatten(r)]
-    return [result]
-
-
 class _Step:
     __slots__ = ("op", "args", "outs", "frees", "layout")
 
@@ -49,6 +44,8 @@ class _Step:
 
 
 class ReferenceProgram:
+    guards: dict[int, Any] = {}  # runs every op as traced: nothing specialized
+
     def __init__(self, graph: Graph, device: torch.device):
         self.device = device
         self.n_inputs = len(graph.inputs)
@@ -112,7 +109,7 @@ class ReferenceProgram:
             kwargs = {name: self._resolve(p, values) for name, p in step.args}
             if step.layout is not None:
                 kwargs["self"] = restride(kwargs["self"], step.layout)
-            for s, r in zip(step.outs, _flatten(step.op(**kwargs))):
+            for s, r in zip(step.outs, flatten(step.op(**kwargs))):
                 values[s] = r
             for s in step.frees:
                 values[s] = None
@@ -136,10 +133,13 @@ def _collect(planned, found: list[int]) -> None:
 
 
 class AtenBackend(Backend):
+    """The reference executor: every op as traced, with aten, on the CPU or a GPU (the oracle
+    the compiling backends are tested against, on the device they run on)."""
     name = "aten"
+    device_types = ("cuda", "cpu")
 
-    def __init__(self):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    def __init__(self, device: torch.device | None = None):
+        self.device = device or self.default_device()
 
     def compile(self, graph: Graph, artifacts: Path, donate: tuple = ()) -> ReferenceProgram:
         return ReferenceProgram(graph, self.device)

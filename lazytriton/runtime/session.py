@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from .. import metrics
+from ..device_data import DeviceData
 from ..graph import Graph, build_graph, to_text
-from ..ir import DataNode, DeviceData
-from ..tensor import LazyStorage, pending_storages
+from ..ir import DataNode
+from ..storage import LazyStorage, pending_storages
 from .async_runner import AsyncRunner
 from .backend import Backend, CompiledGraph, create_backend
 from .disk_cache import atomic_write, content_key, default_cache_dir
@@ -142,8 +145,7 @@ def only_read_by_graph(value, uses: int) -> bool:
 
 def _guards_hold(program: CompiledGraph, graph: Graph) -> bool:
     """A program may have baked some scalar inputs in (a decomposition computed with them)."""
-    guards = getattr(program, "guards", None) or {}
-    return all(_same_scalar(graph.inputs[k].value, v) for k, v in guards.items())
+    return all(_same_scalar(graph.inputs[k].value, v) for k, v in program.guards.items())
 
 
 def _same_scalar(a, b) -> bool:
@@ -193,11 +195,13 @@ def distinct_results(results: list, inputs: list, donated) -> list:
 _current: Session | None = None
 
 
-def start(backend: str | None, cache_dir: str | Path | None) -> Session:
+def start(backend: str | None, cache_dir: str | Path | None,
+          device: str | torch.device | None = None) -> Session:
     global _current
+    chosen = create_backend(backend, device)  # a bad name or device leaves the old one running
     if _current is not None:
         _current.wait()
-    _current = Session(create_backend(backend), Path(cache_dir) if cache_dir else default_cache_dir())
+    _current = Session(chosen, Path(cache_dir) if cache_dir else default_cache_dir())
     return _current
 
 
@@ -207,6 +211,3 @@ def current() -> Session:
             "lazytriton is not initialized: call lazytriton.init() before using the 'lazy' device")
     return _current
 
-
-def active() -> Session | None:
-    return _current

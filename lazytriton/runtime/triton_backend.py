@@ -120,14 +120,14 @@ def _execute(path: Path, name: str, interpret: bool) -> ModuleType:
 
 class TritonBackend(KernelBackend):
     name = "triton"
+    device_types = ("cuda", "cpu")  # cpu: Triton's interpreter
 
-    def __init__(self):
+    def __init__(self, device: torch.device | None = None):
         if not triton_installed():
             raise RuntimeError(INSTALL_HINT)
-        cuda = torch.cuda.is_available()
+        self.device = device or self.default_device()
         # TRITON_INTERPRET=1 interprets on a GPU machine too (debugging; data stays on the GPU)
-        interpret = not cuda or os.environ.get("TRITON_INTERPRET") == "1"
-        self.device = torch.device("cuda" if cuda else "cpu")
+        interpret = self.device.type == "cpu" or os.environ.get("TRITON_INTERPRET") == "1"
         self.codegen = TritonCodegen(interpret=interpret)
         self.launcher = TritonLauncher(interpret=interpret)
 

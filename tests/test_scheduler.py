@@ -1,0 +1,72 @@
+"""The scheduler's fusion decisions, on loop IR, for no code generator in particular: which
+computations share a kernel, which reductions stay in registers, where externs and scatters cut.
+(Values are every backend's business: the differential tests.)"""
+from __future__ import annotations
+
+import torch
+
+import lazytriton
+from lazytriton.graph import build_graph
+from lazytriton.loopir import ExternKernel, Scatter
+from lazytriton.lowering import Lowering
+from lazytriton.runtime.kernel_backend import lowering_extern_reads
+from lazytriton.scheduler import Kernel, schedule
+from lazytriton.testing.models import pointwise_chain
+from lazytriton.tensor import value_of
+
+
+def _schedule(fn, *inputs: torch.Tensor) -> list:
+    """The steps (Kernel or ExternKernel) the scheduler makes of `fn` traced on lazy copies."""
+    out = fn(*[x.to("lazy") for x in inputs])
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    graph = build_graph([value_of(t) for t in outs])
+    lowering = Lowering(graph)
+    steps = schedule(lowering.steps, lowering.outputs(), lowering_extern_reads(lowering)).steps
+    lazytriton.mark_step()  # leave nothing pending for the next test
+    return steps
+
+
+def _kernels(steps: list) -> list[Kernel]:
+    return [s for s in steps if isinstance(s, Kernel)]
+
+
+def test_softmax_is_one_kernel_with_its_reductions_in_registers():
+    (kernel,) = _kernels(_schedule(lambda x: torch.softmax(x, -1), torch.randn(6, 33)))
+    kinds = [(m.is_reduction, m.local) for m in kernel.members]
+    assert kinds == [(True, True), (True, True), (False, False)]  # max, sum of exp, output
+
+
+def test_a_pointwise_chain_inlines_into_one_loop():
+    (kernel,) = _kernels(_schedule(pointwise_chain, torch.randn(5, 40)))
+    assert len(kernel.members) == 1 and not kernel.members[0].is_reduction
+    assert {"sin.default", "exp.default", "tanh.default"} <= set(kernel.origins)
+
+
+def test_normalizing_by_a_row_statistic_stays_in_the_row_kernel():
+    steps = _schedule(lambda x: (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True),
+                      torch.randn(7, 20))
+    (kernel,) = _kernels(steps)
+    assert kernel.members[-1].is_reduction is False
+    assert all(m.local for m in kernel.members if m.is_reduction)
+
+
+def test_reductions_over_different_axes_get_different_kernels():
+    kernels = _kernels(_schedule(lambda x: (x.sum(0), x.sum(1)), torch.randn(9, 13)))
+    assert len(kernels) == 2
+
+
+def test_an_extern_cuts_between_its_producer_and_its_consumer():
+    steps = _schedule(lambda x, w: torch.relu(torch.tanh(x) @ w), torch.randn(4, 8),
+                      torch.randn(8, 3))
+    kinds = ["extern" if isinstance(s, ExternKernel) else "kernel" for s in steps]
+    assert kinds == ["kernel", "extern", "kernel"]
+
+
+def test_a_scatter_is_one_kernel_with_its_base_and_source_inlined():
+    index = torch.tensor([0, 2, 2, 1, 0])
+    steps = _schedule(lambda x, src: (x * 2).index_put((index.to("lazy"),), src.exp(),
+                                                       accumulate=True),
+                      torch.randn(3, 4), torch.randn(5, 4))
+    scatter_kernels = [k for k in _kernels(steps)
+                       if any(isinstance(m.node, Scatter) for m in k.members)]
+    assert len(scatter_kernels) == 1 and len(scatter_kernels[0].members) == 1
