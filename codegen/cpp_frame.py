@@ -64,32 +64,48 @@ class FrameWrapperWriter(WrapperWriter):
 
     # --- memory plan ------------------------------------------------------------------------
     def _plan_arena(self) -> None:
+        """Blocks of cache lines: a buffer takes a free block (one whose last reader has run),
+        preferring one that provably fits, else the nearest in size at this graph's sizes,
+        which then grows to the symbolic Max of both; offsets are the blocks' prefix sums."""
         outputs = {id(o) for o in self.sched.outputs} | {id(getattr(o, "base", None))
                                                          for o in self.sched.outputs}
         last = {}
         for i, step in enumerate(self.sched.steps):
             for buf in _step_reads(step):
                 last[id(buf)] = i
-        free: list[tuple[sympy.Expr, sympy.Expr]] = []  # (lines, offset in lines)
-        ends: dict[int, list] = {}
-        total = sympy.Integer(0)
+        blocks: list[sympy.Expr] = []  # lines per block
+        placed: dict[int, tuple[Buffer, int]] = {}  # id(buffer) -> (buffer, block)
+        free: list[int] = []
+        ends: dict[int, list[int]] = {}
         for i, step in enumerate(self.sched.steps):
             if isinstance(step, Kernel):
                 for m in step.members:
                     buf = m.buffer
                     if m.local or id(buf) in outputs or buf.donor is not None:
                         continue
-                    lines = _lines(buf)
-                    block = next((b for b in free if _fits(b[0], lines)), None)
-                    if block is None:
-                        block = (lines, total)
-                        total = total + lines
-                    else:
-                        free.remove(block)
-                    self.frame.arena[id(buf)] = (buf, block[1] * ALIGN)
+                    block = self._take_block(blocks, free, _lines(buf))
+                    placed[id(buf)] = (buf, block)
                     ends.setdefault(last.get(id(buf), i), []).append(block)
             free += ends.pop(i, [])
-        self.frame.arena_bytes = total * ALIGN
+        offsets = [sympy.Integer(0)]
+        for lines in blocks:
+            offsets.append(offsets[-1] + lines)
+        self.frame.arena = {key: (buf, offsets[b] * ALIGN) for key, (buf, b) in placed.items()}
+        self.frame.arena_bytes = offsets[-1] * ALIGN
+
+    def _take_block(self, blocks: list, free: list[int], need) -> int:
+        fitting = [b for b in free if _fits(blocks[b], need)]
+        if fitting:
+            free.remove(fitting[0])
+            return fitting[0]
+        if not free:
+            blocks.append(need)
+            return len(blocks) - 1
+        evaluate = self.lowering.sizevars.evaluate
+        nearest = min(free, key=lambda b: abs(evaluate(blocks[b]) - evaluate(need)))
+        free.remove(nearest)
+        blocks[nearest] = sympy.Max(blocks[nearest], need)  # holds either, at any sizes
+        return nearest
 
     # --- the call ---------------------------------------------------------------------------
     def _header(self) -> list[str]:

@@ -130,8 +130,10 @@ def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launche
     for emitted in code.kernels:
         writer.namespace[f"k_{emitted.name}"] = launchers.get(emitted.name)
     exec(compile(wrapper_source, str(artifacts / "wrapper.py"), "exec"), writer.namespace)
-    return CompiledProgram(writer.namespace["call"], lowering.guards, keepalive, kernels,
-                           frozenset(granted))
+    program = CompiledProgram(writer.namespace["call"], lowering.guards, keepalive, kernels,
+                              frozenset(granted))
+    program.frame = code.frame  # the memory plan and segments, where the backend runs them
+    return program
 
 
 def lowering_extern_reads(lowering: Lowering) -> set[int]:
