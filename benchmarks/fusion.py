@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import lazytriton  # noqa: E402
+import lazytriton  # installed (pip install -e .): lazytriton.codegen maps to codegen/
 
 
 def chain(x: torch.Tensor) -> torch.Tensor:

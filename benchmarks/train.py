@@ -3,6 +3,7 @@
     python benchmarks/train.py                      # every system, both default models
     python benchmarks/train.py --markdown           # plus a table for benchmarks/RESULTS.md
     python benchmarks/train.py --systems eager,lazytriton:aten --models mlp --steps 50
+    python benchmarks/train.py --sync               # lazy systems wait after every step
 
 Systems:
   eager             PyTorch eager on the CPU
@@ -15,7 +16,11 @@ Each (system, model) pair runs in its own subprocess (torch._lazy and lazytriton
 "lazy" device, and a compiler's caches must not leak into the next measurement), which prints
 one JSON line. Caches start empty (fresh LAZYTRITON_CACHE_DIR and TORCHINDUCTOR_CACHE_DIR), so
 the first step is a cold compile. Every step moves its batch from the CPU to the device, as a
-training loop does, and the lazy systems wait for the step's execution before the clock stops.
+training loop does. The lazy systems cut each step with mark_step and, by default, go on
+tracing the next step while it runs (as a training loop does): the figure is then the mean of
+the timed steps, from the first one's start until every one has run. With --sync they wait
+for each step's execution (wait_device_ops) before the next begins, so tracing and execution
+add up without overlap, and the figure is the median step.
 """
 
 from __future__ import annotations
@@ -114,7 +119,8 @@ class System:
     """How one system prepares a workload and finishes a step, plus its optional metrics."""
 
     device: str
-    sync: Callable[[], None]
+    sync: Callable[[], None]  # cut the step (lazy systems: mark_step; eager: nothing)
+    wait: Callable[[], None] = lambda: None  # until every cut step has run
     compile_step: Callable[[Callable[[], Any]], Callable[[], Any]] = lambda step: step
     reset_metrics: Callable[[], None] = lambda: None
     read_metrics: Callable[[int], dict[str, Any]] = lambda steps: {}
@@ -144,14 +150,11 @@ def _torch_lazy() -> System:
 
     torch._lazy.ts_backend.init()
 
-    def sync() -> None:
-        torch._lazy.mark_step()
-        torch._lazy.wait_device_ops()
-
     def read(steps: int) -> dict[str, Any]:
         return {"recompiles": torch._lazy.metrics.counter_value("UncachedCompile") or 0}
 
-    return System("lazy", sync, reset_metrics=torch._lazy.metrics.reset, read_metrics=read)
+    return System("lazy", torch._lazy.mark_step, torch._lazy.wait_device_ops,
+                  reset_metrics=torch._lazy.metrics.reset, read_metrics=read)
 
 
 def _lazytriton(backend: str) -> System:
@@ -159,10 +162,6 @@ def _lazytriton(backend: str) -> System:
     import lazytriton.metrics as metrics
 
     lazytriton.init(backend=backend)
-
-    def sync() -> None:
-        lazytriton.mark_step()
-        lazytriton.wait_device_ops()
 
     def read(steps: int) -> dict[str, Any]:
         result: dict[str, Any] = {"recompiles": metrics.counter_value("UncachedCompile") or 0}
@@ -172,7 +171,8 @@ def _lazytriton(backend: str) -> System:
             result["trace_note"] = f"trace time n/a ({type(e).__name__}: {e})"
         return result
 
-    return System("lazy", sync, reset_metrics=metrics.reset, read_metrics=read)
+    return System("lazy", lazytriton.mark_step, lazytriton.wait_device_ops,
+                  reset_metrics=metrics.reset, read_metrics=read)
 
 
 def make_system(name: str) -> System:
@@ -204,15 +204,23 @@ def measure(system_name: str, model_name: str, args: argparse.Namespace) -> dict
 
     def run_one() -> None:
         step()
-        system.sync()  # the clock stops once the step has really run
+        system.sync()
+        if args.sync:
+            system.wait()  # the clock stops once the step has really run
 
-    first = _timed(run_one)
+    first = _timed(lambda: (run_one(), system.wait()))
     for _ in range(args.warmup):
         run_one()
+    system.wait()
     system.reset_metrics()
-    times = [_timed(run_one) for _ in range(args.steps)]
+    if args.sync:
+        times = [_timed(run_one) for _ in range(args.steps)]
+        step_s = statistics.median(times)
+    else:  # overlapped: the mean over steps, until the last one has run
+        total = _timed(lambda: ([run_one() for _ in range(args.steps)], system.wait()))
+        times, step_s = [total / args.steps], total / args.steps
     return {
-        "median_ms": 1000 * statistics.median(times),
+        "median_ms": 1000 * step_s,
         "min_ms": 1000 * min(times),
         "first_step_s": first,
         **system.read_metrics(args.steps),
@@ -247,7 +255,6 @@ def _child_env(threads: int, cache_root: Path, tag: str) -> dict[str, str]:
     env["OMP_NUM_THREADS"] = str(threads)  # generated OpenMP code uses what torch uses
     env["LAZYTRITON_CACHE_DIR"] = str(cache_root / tag / "lazytriton")
     env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root / tag / "inductor")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
 
@@ -292,7 +299,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print(f"running {system} on {model} ...", file=sys.stderr, flush=True)
                 argv = ["--worker", system, "--model", model, "--steps", str(args.steps),
                         "--warmup", str(args.warmup), "--threads", str(args.threads),
-                        "--batch-size", str(args.batch_size)]
+                        "--batch-size", str(args.batch_size)] + (["--sync"] if args.sync else [])
                 env = _child_env(args.threads, cache_root, f"{system}-{model}".replace(":", "_"))
                 result = {"system": system, "model": model}
                 if system == "lazytriton:n/a":
@@ -307,7 +314,7 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
 # Tables
 # --------------------------------------------------------------------------------------------
 
-HEADER = ("model", "system", "median step ms", "vs eager", "first step s", "trace ms/step",
+HEADER = ("model", "system", "step ms", "vs eager", "first step s", "trace ms/step",
           "recompiles", "note")
 
 
@@ -342,8 +349,9 @@ def format_markdown(rows: list[tuple[str, ...]], args: argparse.Namespace) -> st
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     setup = (f"{_cpu_name()}, {args.threads} threads, torch {torch.__version__}, "
-             f"batch {args.batch_size}, median of {args.steps} steps after "
-             f"1 + {args.warmup} warm-up steps, {time.strftime('%Y-%m-%d')}")
+             f"batch {args.batch_size}, {'median' if args.sync else 'mean'} of {args.steps} "
+             f"steps{' (--sync)' if args.sync else ''} after 1 + {args.warmup} warm-up steps, "
+             f"{time.strftime('%Y-%m-%d')}")
     return "\n".join([setup, "", line(HEADER), line(tuple("---" for _ in HEADER)),
                       *(line(r) for r in rows)])
 
@@ -387,6 +395,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="batch size (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds before a worker is given up on (default: %(default)s)")
+    parser.add_argument("--sync", action="store_true",
+                        help="lazy systems wait for each step's execution before tracing the "
+                             "next (wait_device_ops() after every step); the figure is the "
+                             "median step instead of the mean of overlapped steps")
     parser.add_argument("--markdown", action="store_true",
                         help="also print a Markdown table for benchmarks/RESULTS.md")
     parser.add_argument("--worker", metavar="SYSTEM", help=argparse.SUPPRESS)

@@ -93,7 +93,24 @@ class ExprPrinter(StrPrinter):
         return "(" + " * ".join(self.paren(a) for a in expr.args) + ")"
 
     def _print_Add(self, expr):
-        return "(" + " + ".join(self._print(a) for a in expr.args) + ")"
+        return self._factored(list(expr.args))
+
+    def _factored(self, terms: list) -> str:
+        """A sum with common size factors pulled out (Horner form), so a dense index over
+        symbolic sizes reads `((x0*ks1 + x1)*ks2 + x2)` rather than a polynomial."""
+        counts: dict = {}
+        for t in terms:
+            for f in set(t.args) if t.is_Mul else ():
+                if f.is_Symbol and f.is_positive:  # a size symbol (loop vars are not positive)
+                    counts[f] = counts.get(f, 0) + 1
+        common = max(counts, key=lambda f: (counts[f], str(f)), default=None)
+        if common is None or counts[common] < 2:
+            return "(" + " + ".join(self._print(a) for a in terms) + ")"
+        inside = [sympy.Mul(*[a for a in t.args if a is not common]) for t in terms
+                  if t.is_Mul and common in t.args]
+        rest = [t for t in terms if not (t.is_Mul and common in t.args)]
+        factored = f"({self._factored(inside)} * {self._print(common)})"
+        return "(" + " + ".join([factored] + [self._print(a) for a in rest]) + ")"
 
     def _print_Pow(self, expr):
         base, exp = expr.args

@@ -10,7 +10,8 @@ import torch
 
 from lazytriton.loopir import Buffer, Reduction, Scatter
 from lazytriton.scheduler import Kernel, Member, member_index, ranges_of, store_index
-from lazytriton.sizevars import contiguous_strides, flat_index, index_symbol, simplify_index
+from lazytriton.sizevars import (contiguous_strides, flat_index, index_symbol, product,
+                                  simplify_index)
 
 from .common import CppPrinter, CSEVariable, KernelBody
 from .signature import (BOUNDS, BUFFER, ERR, SCALAR, GeneratedCode, GeneratedKernel,
@@ -26,6 +27,9 @@ CTYPE = {
     torch.uint8: "uint8_t", torch.bool: "bool", torch.bfloat16: "uint16_t",
     torch.float16: "uint16_t",
 }
+# below this many elements of work a kernel runs serially (an OpenMP team costs ~µs to wake)
+PARALLEL_MIN_WORK = 8192
+
 # dtypes computed in float and stored as 16 bits
 _HALF = {torch.bfloat16: ("lt::bf16_to_float", "lt::float_to_bf16"),
          torch.float16: ("lt::half_to_float", "lt::float_to_half")}
@@ -286,6 +290,7 @@ class CppKernel:
     # --- structure --------------------------------------------------------------------------
     def generate(self) -> str:
         kernel = self.kernel
+        self.parallel_if = self._parallel_condition()
         outer_vars = [sympy.Symbol(f"x{k}", integer=True, nonnegative=True)
                       for k in range(len(kernel.outer))]
         for var, size in zip(outer_vars, kernel.outer):
@@ -296,15 +301,31 @@ class CppKernel:
         loops = self._outer_loops(outer_vars, body_lines)
         return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
 
+    def _parallel_condition(self) -> str | None:
+        """"" when the kernel's work is large enough for a team of threads, None when it is
+        too small (a serial loop: waking threads costs more than a few thousand elements take),
+        or an `if(...)` clause when that depends on symbolic sizes (decided per call)."""
+        work = max((product(m.node.sizes) * product(getattr(m.node, "reduction_sizes", None) or
+                                                     getattr(m.node, "src_sizes", None) or [])
+                    for m in self.kernel.members), default=sympy.Integer(1), key=str)
+        work = sympy.expand(work)
+        if work.is_Integer:
+            return "" if int(work) >= PARALLEL_MIN_WORK else None
+        return f" if({self.index(work)} >= {PARALLEL_MIN_WORK})"
+
+    def _parallel_for(self, n: int, simd: bool = False, extra: str = "") -> list[str]:
+        """The pragma spreading `n` collapsed loops over threads (just simd when serial)."""
+        if self.parallel_if is None:
+            return ["#pragma omp simd" + extra] if simd and n == 1 else []
+        return ["#pragma omp parallel for" + (f" collapse({n})" if n > 1 else "")
+                + (" simd" if simd and n == 1 else "") + extra + self.parallel_if]
+
     def _outer_loops(self, outer_vars, body_lines: list[str]) -> list[str]:
         if not outer_vars:
             return body_lines
         has_inner = any(m.inner_sizes or m.is_reduction for m in self.kernel.members)
         n = len(outer_vars)
-        pragma = "#pragma omp parallel for" + (f" collapse({n})" if n > 1 else "")
-        if not has_inner:
-            pragma += " simd" if n == 1 else ""
-        lines = [pragma]
+        lines = self._parallel_for(n, simd=not has_inner)
         for k, (var, size) in enumerate(zip(outer_vars, self.kernel.outer)):
             lines.append("  " * k + f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)")
         lines.append("  " * n + "{")
@@ -378,7 +399,7 @@ class CppKernel:
                             lines + [write], simd=False, parallel=False)
         free = node.ordered.count(False)
         if free:
-            loops = ["#pragma omp parallel for" + (f" collapse({free})" if free > 1 else "")] + loops
+            loops = self._parallel_for(free) + loops
         return copy + loops
 
     def _scatter_write(self, buf: Buffer, at: str, value, accumulate: bool) -> str:
@@ -396,9 +417,9 @@ class CppKernel:
     def _loops(self, vars_, sizes, body, simd: bool, parallel: bool, extra: str = "") -> list[str]:
         lines = []
         n = len(vars_)
+        parallel = parallel and self.parallel_if is not None  # small work: serial loops
         if parallel:
-            lines.append("#pragma omp parallel for" + (f" collapse({n})" if n > 1 else "")
-                         + (" simd" if simd and n == 1 else "") + extra)
+            lines += self._parallel_for(n, simd, extra)
         for k, (var, size) in enumerate(zip(vars_, sizes)):
             if k == n - 1 and simd and not parallel:
                 lines.append("  " * k + "#pragma omp simd" + extra)
@@ -461,7 +482,7 @@ class CppKernel:
                 "  " + line for line in self._loops(rvars, sizes, body, simd=False, parallel=False)]
         return ([f"{ctype} {acc} = {init};",
                  f"std::vector<{part_type}> {acc}_parts(omp_get_max_threads(), {init});",
-                 "#pragma omp parallel", "{",
+                 "#pragma omp parallel" + (self.parallel_if or " if(0)"), "{",
                  f"  {ctype} {acc} = {init};"]
                 + loops
                 + [f"  {acc}_parts[omp_get_thread_num()] = {acc};", "}",

@@ -65,8 +65,8 @@ class FrameWrapperWriter(WrapperWriter):
     # --- memory plan ------------------------------------------------------------------------
     def _plan_arena(self) -> None:
         """Blocks of cache lines: a buffer takes a free block (one whose last reader has run),
-        preferring one that provably fits, else the nearest in size at this graph's sizes,
-        which then grows to the symbolic Max of both; offsets are the blocks' prefix sums."""
+        preferring one that provably fits, else the first free one, which then grows to the
+        symbolic Max of both; offsets are the blocks' prefix sums."""
         outputs = {id(o) for o in self.sched.outputs} | {id(getattr(o, "base", None))
                                                          for o in self.sched.outputs}
         last = {}
@@ -101,11 +101,11 @@ class FrameWrapperWriter(WrapperWriter):
         if not free:
             blocks.append(need)
             return len(blocks) - 1
-        evaluate = self.lowering.sizevars.evaluate
-        nearest = min(free, key=lambda b: abs(evaluate(blocks[b]) - evaluate(need)))
-        free.remove(nearest)
-        blocks[nearest] = sympy.Max(blocks[nearest], need)  # holds either, at any sizes
-        return nearest
+        # the first free block, never chosen by this graph's sizes: the plan (and the program)
+        # must not depend on them, so that one program serves every size of its symbols
+        first = free.pop(0)
+        blocks[first] = sympy.Max(blocks[first], need)  # holds either, at any sizes
+        return first
 
     # --- the call ---------------------------------------------------------------------------
     def _header(self) -> list[str]:

@@ -24,7 +24,7 @@ from lazytriton.sizevars import (FloorDiv, ModularIndexing, SizeVars, index_symb
                                  simplify_index)
 from .common import ExprPrinter, KernelBody
 from .signature import SCALAR, SIZE, GeneratedCode, GeneratedKernel, KernelSignature
-from .triton_config import (INT32_LIMIT, Launch, cdiv, persistent, pointwise_config,
+from .triton_config import (INT32_LIMIT, SIZE_HINT, Launch, cdiv, persistent, pointwise_config,
                             row_config)
 from .triton_helpers import helper_block, uses_libdevice
 from .triton_ops import HALF, TL_TYPE, TritonOps, TritonVar, compute_dtype, literal
@@ -99,19 +99,37 @@ class TritonKernel:
 
     def _fits_int32(self) -> bool:
         """int32 index arithmetic when every element index of this graph's sizes fits: the
-        iteration space and every buffer the kernel writes or reads."""
-        ev = self.sizevars.evaluate
+        iteration space and every buffer the kernel writes or reads (int64 when a size is a
+        symbol: any value may come)."""
         extents = []
         for m in self.kernel.members:
             node = m.node
             spans = [node.sizes, getattr(node, "reduction_sizes", None) or [],
                      getattr(node, "src_sizes", None) or []]
-            extents.append(ev(product(spans[0])) * ev(product(spans[1])))
-            extents.append(ev(product(spans[2])))
+            extents += [product(spans[0]) * product(spans[1]), product(spans[2])]
         for buf in [m.buffer for m in self.kernel.members] + kernel_reads(self.kernel):
-            extents.append(1 + abs(ev(buf.offset)) + sum(abs(ev(s - 1) * ev(st))
-                                                         for s, st in zip(buf.sizes, buf.strides)))
-        return max(extents) < INT32_LIMIT // 2  # headroom for index terms of either sign
+            extents.append(1 + abs(buf.offset) + sum(abs((s - 1) * st)
+                                                     for s, st in zip(buf.sizes, buf.strides)))
+        values = [self._evaluate_constant(e) for e in extents]
+        return None not in values and max(values) < INT32_LIMIT // 2  # headroom: either sign
+
+    def _evaluate_constant(self, expr) -> int | None:
+        expr = sympy.sympify(expr)
+        return None if expr.free_symbols else self.sizevars.evaluate(expr)
+
+    def _hint(self, expr) -> int:
+        """A size's value for choosing a config: a symbolic size counts as SIZE_HINT, so the
+        program is the same whatever value the symbol has in the graph it is compiled from."""
+        expr = sympy.sympify(expr)
+        return int(expr.xreplace({sym: SIZE_HINT for sym in expr.free_symbols}))
+
+    def _grid(self, numel, block: int) -> tuple:
+        """Programs along x: a number, or for a symbolic size a Python expression of the
+        kernel's size parameters, evaluated at each launch (triton_backend.bind)."""
+        numel = sympy.sympify(numel)
+        if not numel.free_symbols:
+            return (cdiv(self.sizevars.evaluate(numel), block),)
+        return (f"-(-({self.signature.rename_sizes(numel)}) // {block})",)
 
     # --- printing -----------------------------------------------------------------------------
     def index(self, expr) -> tuple[str, frozenset]:
@@ -288,10 +306,9 @@ class TritonKernel:
             it = iter(x.vars)
             index = [sympy.Integer(0) if s == 1 else next(it) for s in m.node.sizes]
             self.store(m.buffer, store_index(m, index), m.node.inner(self.ops, index))
-        xnumel = self.sizevars.evaluate(x.numel)
-        config = pointwise_config(xnumel, self.interpret)
+        config = pointwise_config(self._hint(x.numel), self.interpret)
         prologue = self._x_prologue(x) if sizes else []
-        grid = (cdiv(xnumel, config.XBLOCK),) if sizes else (1,)
+        grid = self._grid(x.numel, config.XBLOCK) if sizes else (1,)
         source = self.function(self.name, prologue, self.body.block.lines)
         return source, [Launch(self.name, grid, config)], "poi"
 
@@ -306,13 +323,15 @@ class TritonKernel:
             if key and key not in groups:
                 groups[key] = self._new_range("r" if not groups else f"r{len(groups)}_", "r",
                                               list(key))
-        rnumels = [self.sizevars.evaluate(g.numel) for g in groups.values()]
-        rows_fit = persistent(rnumels)
+        rnumels = [self._hint(g.numel) for g in groups.values()]
+        # a symbolic row may be longer than any block: looped, never held whole
+        rows_fit = persistent(rnumels) and all(self._evaluate_constant(g.numel) is not None
+                                               for g in groups.values())
         lines: list[str] = []
         for m in self.kernel.members:
             lines += self._member(m, x, groups.get(_inner_key(m)), rows_fit)
-        xnumel = self.sizevars.evaluate(x.numel)
-        config = row_config(xnumel, max(rnumels, default=1), rows_fit, self.interpret)
+        config = row_config(self._hint(x.numel), max(rnumels, default=1), rows_fit,
+                            self.interpret)
         prologue = self._x_prologue(x) if outer else []
         for rng in groups.values():
             prologue.append(f"{rng.name('numel')} = {self.index(rng.numel)[0]}")
@@ -323,7 +342,7 @@ class TritonKernel:
         kind = "poi"
         if any(m.is_reduction for m in self.kernel.members):
             kind = "per" if rows_fit else "red"
-        grid = (cdiv(xnumel, config.XBLOCK),) if outer else (1,)
+        grid = self._grid(x.numel, config.XBLOCK) if outer else (1,)
         source = self.function(self.name, prologue, lines)
         return source, [Launch(self.name, grid, config)], kind
 

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 # a reduction row of at most this many elements is held in registers whole ("persistent")
 PERSISTENT_BOUND = 1024
 INT32_LIMIT = 2**31
+# what a symbolic size counts as when a config is chosen (the program serves any value of it)
+SIZE_HINT = 64
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Config:
 class Launch:
     """One launch of a kernel module's function: a scatter has two (copy, then writes)."""
     function: str
-    grid: tuple[int, ...]
+    grid: tuple[int | str, ...]  # str: a Python expression of the kernel's size parameters
     config: Config
 
 

@@ -14,7 +14,7 @@ from lazytriton.scheduler import store_index
 from lazytriton.sizevars import flat_index
 from .common import KernelBody
 from .triton import used_definitions
-from .triton_config import Launch, cdiv, pointwise_config
+from .triton_config import Launch, pointwise_config
 from .triton_ops import HALF, TL_TYPE
 
 _ATOMIC_DTYPES = (torch.int32, torch.int64)
@@ -103,8 +103,7 @@ def _write(k, buf, flat, value, accumulate: bool, atomic: bool) -> None:
 
 
 def _launchable(k, name: str, x, sizes: list):
-    numel = k.sizevars.evaluate(x.numel)
-    config = pointwise_config(numel, k.interpret)
+    config = pointwise_config(k._hint(x.numel), k.interpret)
     prologue = k._x_prologue(x) if sizes else []
-    grid = (cdiv(numel, config.XBLOCK),) if sizes else (1,)
+    grid = k._grid(x.numel, config.XBLOCK) if sizes else (1,)
     return name, prologue, k.body.block.lines, (grid, config)

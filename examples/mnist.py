@@ -28,10 +28,9 @@ import torch.nn.functional as F
 from torch import nn, optim
 from torch.optim.lr_scheduler import StepLR
 
-# Run from a checkout without installing: prefer the package next to this script.
+# lazytriton comes from the install (README's set-up), never from a path hack: the checkout's
+# top-level codegen/ is only importable as lazytriton.codegen.
 _HERE = Path(__file__).resolve().parent
-if (_HERE.parent / "lazytriton").is_dir() and str(_HERE.parent) not in sys.path:
-    sys.path.insert(0, str(_HERE.parent))
 if str(_HERE) not in sys.path:  # training_report.py, also when a test loads this file by path
     sys.path.append(str(_HERE))
 
@@ -161,7 +160,8 @@ def setup_rows(args: argparse.Namespace, train_data: Dataset, test_data: Dataset
         ("backend", f"{lazytriton.backend_name()} "
                     f"(available: {', '.join(lazytriton.available_backends())})"),
         ("device", f"{DEVICE}, data on {lazytriton.backend_device()}"),
-        ("cache dir", str(Path(lazytriton.cache_dir()).resolve())),
+        ("cache dir", f"{Path(lazytriton.cache_dir()).resolve()} (what it holds: "
+                      "lazytriton cache list)"),
         ("dataset", f"{dataset}: {len(train_data[1])} train / {len(test_data[1])} test images"),
         ("training", f"{args.epochs} epoch{'s' if args.epochs != 1 else ''} x {steps} steps, "
                      f"batch {args.batch_size}, Adadelta lr {args.lr}, seed {args.seed}"),

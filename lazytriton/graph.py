@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .ir import DataNode, InputRef, Node, ScalarNode, SeedRef, Value
+from .ir import DataNode, InputRef, Node, ScalarNode, SeedRef, Value, intern_signature
 
 
 @dataclass
@@ -101,3 +101,69 @@ def to_dot(graph: Graph) -> str:
         lines.append(f"  n{graph.index[id(v.node)]} -> out{k};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+# --- structure: the key with sizes erased (automatic dynamic shapes) -----------------------
+
+@dataclass
+class Structure:
+    """A graph's key with every integer erased (sizes, strides, int arguments), the erased
+    integers in order, and where each input's dims sit among them. Graphs of one structure
+    differ only in those integers: the session's shape families (runtime/shapes.py)."""
+    key: tuple
+    ints: tuple[int, ...]
+    input_dims: list[list[int]]  # per graph input: positions of its dims in `ints`
+
+
+_ERASED = "#"  # stands for an erased integer
+_erased_sigs: dict[int, tuple[int, tuple[int, ...], int]] = {}  # sig -> (erased sig, ints, ndim)
+
+
+def _erase(value, ints: list[int]):
+    if type(value) is int:  # not bool: flags are structure
+        ints.append(value)
+        return _ERASED
+    if isinstance(value, tuple):
+        return tuple(_erase(v, ints) for v in value)
+    return value
+
+
+def _erased_signature(node: Node) -> tuple[int, tuple[int, ...], int]:
+    found = _erased_sigs.get(node.sig)
+    if found is None:
+        ints: list[int] = []
+        metas = tuple(None if v.meta is None else
+                      (_erase((v.meta.shape, v.meta.stride, v.meta.storage_offset), ints),
+                       v.meta.dtype) for v in node.outputs)
+        ndim = len(node.outputs[0].meta.shape) if node.outputs[0].meta is not None else 0
+        args = _erase(node.args, ints)
+        found = (intern_signature((node.op, args, metas, _ERASED)), tuple(ints), ndim)
+        _erased_sigs[node.sig] = found
+    return found
+
+
+def structure(graph: Graph) -> Structure:
+    parts, ints, input_dims = [], [], []
+    for node, wiring in zip(graph.nodes, graph.key[0]):
+        sig, node_ints, ndim = _erased_signature(node)
+        if node.is_leaf:  # its first ints are its shape (metas come before arguments)
+            input_dims.append(list(range(len(ints), len(ints) + ndim)))
+        parts.append((sig, wiring[1]))
+        ints.extend(node_ints)
+    return Structure((tuple(parts), graph.key[1]), tuple(ints), input_dims)
+
+
+def skeleton(graph: Graph) -> Graph:
+    """A copy of the graph's structure and metadata holding no data: what a later compile of
+    another graph of the same structure compares against, without keeping tensors alive."""
+    copies: dict[int, Node] = {}
+    for node in graph.nodes:
+        if isinstance(node, DataNode):
+            copy = DataNode(None, node.outputs[0].meta, node.on_cpu)
+        elif isinstance(node, ScalarNode):
+            copy = ScalarNode(node.value)
+        else:
+            inputs = tuple(copies[id(v.node)].outputs[v.index] for v in node.inputs)
+            copy = Node(node.op, inputs, node.args, tuple(v.meta for v in node.outputs))
+        copies[id(node)] = copy
+    return build_graph([copies[id(v.node)].outputs[v.index] for v in graph.outputs])

@@ -8,7 +8,8 @@ only has to combine small ints with the wiring.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -23,6 +24,15 @@ class TensorMeta:
     stride: tuple[int, ...]
     dtype: torch.dtype
     storage_offset: int = 0
+    # the tracer hashes layouts for every op (plans.py): computed once per object
+    _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if h is None:
+            h = hash((self.shape, self.stride, self.dtype, self.storage_offset))
+            object.__setattr__(self, "_hash", h)
+        return h
 
     @staticmethod
     def of(t: torch.Tensor) -> "TensorMeta":
@@ -78,7 +88,7 @@ def intern_signature(sig: tuple) -> int:
 
 
 class Value:
-    __slots__ = ("node", "index", "meta")
+    __slots__ = ("node", "index", "meta", "__weakref__")
 
     def __init__(self, node: "Node", index: int, meta: TensorMeta | None):
         self.node = node
@@ -90,25 +100,59 @@ class Value:
 
 
 class Node:
-    """One op call. `args` holds the encoded arguments: (name, kwarg_only, encoded value)."""
+    """One op call. `args` holds the encoded arguments: (name, encoded value) pairs.
 
-    __slots__ = ("op", "inputs", "args", "outputs", "sig", "__weakref__")
+    A node holds its outputs weakly: a Value refers to its node, and a node referring back
+    would make every node a reference cycle, kept alive (with the buffers its leaves hold)
+    until the cyclic garbage collector runs, so a training loop's memory would grow between
+    collections. `outputs` hands out the same Value object for as long as anything holds it.
+    """
+
+    __slots__ = ("op", "inputs", "args", "out_metas", "sig", "_out_refs", "_kept", "__weakref__")
 
     def __init__(self, op: Callable[..., Any], inputs: tuple[Value, ...], args: tuple,
-                 out_metas: tuple[TensorMeta | None, ...]):
+                 out_metas: tuple[TensorMeta | None, ...], sig: int | None = None):
         self.op = op
         self.inputs = inputs
         self.args = args
-        self.outputs = tuple(Value(self, i, m) for i, m in enumerate(out_metas))
-        self.sig = intern_signature((op, args, out_metas))
+        self.out_metas = out_metas
+        self._out_refs: list | None = None
+        self._kept: list[Value] | None = None
+        # a caller that knows the signature's number (a cached trace plan) passes it
+        self.sig = intern_signature((op, args, out_metas)) if sig is None else sig
+
+    @property
+    def outputs(self) -> tuple[Value, ...]:
+        refs = self._out_refs
+        if refs is None:  # first use: the tracer takes the values into tensors
+            if len(self.out_metas) == 1:
+                value = Value(self, 0, self.out_metas[0])
+                self._out_refs = [weakref.ref(value)]
+                return (value,)
+            values = tuple([Value(self, i, m) for i, m in enumerate(self.out_metas)])
+            self._out_refs = [weakref.ref(v) for v in values]
+            return values
+        values = tuple([ref() for ref in refs])
+        if None in values:
+            values = self._revive(values)
+        return values
+
+    def _revive(self, values: tuple) -> tuple[Value, ...]:
+        """Outputs nobody held any more (a compiler asks for all of them): made again and kept
+        by the node from now on, so their identity holds while the compiler works."""
+        revived = list(values)
+        for i, v in enumerate(values):
+            if v is None:
+                revived[i] = Value(self, i, self.out_metas[i])
+                self._out_refs[i] = weakref.ref(revived[i])
+                self._kept = (self._kept or []) + [revived[i]]
+        return tuple(revived)
+
+    is_leaf = False  # a class attribute, not a property: read for every storage update
 
     @property
     def op_name(self) -> str:
         return getattr(self.op, "__name__", str(self.op))
-
-    @property
-    def is_leaf(self) -> bool:
-        return False
 
 
 class DataNode(Node):
@@ -119,11 +163,10 @@ class DataNode(Node):
     def __init__(self, data: DeviceData, meta: TensorMeta, on_cpu: bool = False):
         self.data = data
         self.on_cpu = on_cpu  # a CPU scalar tensor mixed into device ops, as eager allows
-        super().__init__("data", (), ("cpu" if on_cpu else "device",), (meta,))
+        super().__init__("data", (), ("cpu" if on_cpu else "device",), (meta,),
+                         _leaf_signature(on_cpu, meta))
 
-    @property
-    def is_leaf(self) -> bool:
-        return True
+    is_leaf = True
 
 
 class ScalarNode(Node):
@@ -133,11 +176,25 @@ class ScalarNode(Node):
 
     def __init__(self, value: int | float | complex):
         self.value = value
-        super().__init__("scalar", (), (type(value).__name__,), (None,))
+        super().__init__("scalar", (), (type(value).__name__,), (None,),
+                         _leaf_signature(type(value), None))
 
-    @property
-    def is_leaf(self) -> bool:
-        return True
+    is_leaf = True
+
+
+_leaf_signatures: dict[tuple, int] = {}
+
+
+def _leaf_signature(kind, meta: TensorMeta | None) -> int:
+    """Leaves are made every step (a learning rate, each step's outputs): one lookup each."""
+    found = _leaf_signatures.get((kind, meta))
+    if found is None:
+        if meta is None:  # a scalar of Python type `kind`
+            sig = ("scalar", (kind.__name__,), (None,))
+        else:
+            sig = ("data", ("cpu" if kind else "device",), (meta,))
+        found = _leaf_signatures[(kind, meta)] = intern_signature(sig)
+    return found
 
 
 def data_value(tensor: torch.Tensor, meta: TensorMeta | None = None, on_cpu: bool = False) -> Value:

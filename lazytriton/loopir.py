@@ -9,6 +9,9 @@ values used by several kernels become named buffers.
 from __future__ import annotations
 
 import itertools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -32,6 +35,31 @@ class TensorBox:
     @property
     def ndim(self) -> int:
         return len(self.sizes)
+
+
+_origin_sink = threading.local()
+
+
+@contextmanager
+def collecting_origins() -> Iterator[list[str]]:
+    """While active, every inlined computation a loader evaluates appends its aten ops (the
+    deepest first) to the list yielded: what a kernel computes, as opposed to what it loads."""
+    outer = getattr(_origin_sink, "seen", None)
+    _origin_sink.seen = seen = []
+    try:
+        yield seen
+    finally:
+        _origin_sink.seen = outer
+
+
+def _noting(origins: tuple[str, ...], inner: Loader) -> Loader:
+    def load(ops, index):
+        value = inner(ops, index)
+        seen = getattr(_origin_sink, "seen", None)
+        if seen is not None:
+            seen.extend(origins)
+        return value
+    return load
 
 
 @dataclass(eq=False)
@@ -99,7 +127,9 @@ class Computation(TensorBox):
     """Common to Pointwise and Reduction: what a kernel loop computes."""
     dtype: torch.dtype
     sizes: list[Expr]
-    origins: list[str] = field(default_factory=list)  # aten ops fused here, for the index
+    # the aten ops whose result this computation is (not those it loads or inlines), for the
+    # kernel index; a realized Pointwise hands them to the loop that fills its buffer
+    origins: list[str] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -107,7 +137,8 @@ class Pointwise(Computation):
     inner: Loader = None
 
     def loader(self) -> Loader:
-        return self.inner
+        # a reader that inlines this computation performs its ops: it notes them when run
+        return _noting(tuple(self.origins), self.inner) if self.origins else self.inner
 
 
 @dataclass(eq=False)

@@ -1,7 +1,9 @@
 """Counters and timings, named as DESIGN.md says: MarkStep, UncachedCompile, CachedCompile,
 KernelCompile, KernelCacheLoad, FallbackGraph and aten::<op> per op that fell back to eager;
 timings for trace, compile, cxx and execute. COUNTER_HELP and TIMING_HELP say what each means,
-for the report and for tools that print them (examples/mnist.py's --help)."""
+for the report and for tools that print them (examples/mnist.py's --help). The report ends with
+why each graph of an already seen structure was compiled again (note_recompile: the session's
+shape families, runtime/shapes.py)."""
 from __future__ import annotations
 
 import threading
@@ -13,6 +15,7 @@ _lock = threading.Lock()  # the async runner records execute times from its thre
 _counters: dict[str, int] = {}
 _timings: dict[str, list[float]] = {}  # name -> [count, total seconds, max seconds]
 _running: dict[str, float] = {}  # name -> perf_counter() at its start, while it runs
+_recompiles: list[str] = []  # why each graph of an already seen structure was compiled
 
 COUNTER_HELP: dict[str, str] = {
     "MarkStep": "steps cut by mark_step()",
@@ -55,12 +58,34 @@ def counter_names() -> list[str]:
     return sorted(_counters)
 
 
-def add_time(name: str, seconds: float) -> None:
+def note_recompile(reason: str) -> None:
+    """Record why a graph whose structure was compiled before was compiled again."""
     with _lock:
+        _recompiles.append(reason)
+
+
+def recompile_reasons() -> list[str]:
+    return list(_recompiles)
+
+
+def add_time(name: str, seconds: float, locked: bool = True) -> None:
+    """locked=False: for a timing only one thread records (the trace, once per op), where the
+    lock would cost more than the GIL already guarantees for its updates."""
+    if not locked:
+        _add(name, seconds)
+        return
+    with _lock:
+        _add(name, seconds)
+
+
+def _add(name: str, seconds: float) -> None:
+    entry = _timings.get(name)
+    if entry is None:
         entry = _timings.setdefault(name, [0, 0.0, 0.0])
-        entry[0] += 1
-        entry[1] += seconds
-        entry[2] = max(entry[2], seconds)
+    entry[0] += 1
+    entry[1] += seconds
+    if seconds > entry[2]:
+        entry[2] = seconds
 
 
 @contextmanager
@@ -74,6 +99,20 @@ def timed(name: str) -> Iterator[None]:
         add_time(name, time.perf_counter() - start)
     finally:
         _running.pop(name, None)
+
+
+@contextmanager
+def uncounted() -> Iterator[None]:
+    """Counters moved inside the block are put back: work that is no compile (lowering a graph
+    only to compare programs) must not count as one, nor count its aten fallbacks again."""
+    with _lock:
+        saved = dict(_counters)
+    try:
+        yield
+    finally:
+        with _lock:
+            _counters.clear()
+            _counters.update(saved)
 
 
 def running_for(name: str) -> float | None:
@@ -95,6 +134,7 @@ def reset() -> None:
     with _lock:
         _counters.clear()
         _timings.clear()
+        _recompiles.clear()
 
 
 def format_timing(name: str, count: int, total: float, longest: float) -> str:
@@ -110,6 +150,7 @@ def metrics_report() -> str:
     with _lock:
         counters = dict(_counters)
         timings = {k: list(v) for k, v in _timings.items()}
+        recompiles = list(_recompiles)
     lines = ["Counters:"]
     width = max(map(len, counters), default=0)
     lines += [f"  {name:<{width}}  {counters[name]:>6}  {describe_counter(name)}".rstrip()
@@ -121,4 +162,7 @@ def metrics_report() -> str:
     width = max(map(len, rows), default=0)
     for name, row in zip(names, rows):
         lines.append(f"  {row:<{width}}  {TIMING_HELP.get(name, '')}".rstrip())
+    if recompiles:
+        lines.append("Recompiles (a graph of a structure compiled before, and why):")
+        lines += [f"  {i}. {reason}" for i, reason in enumerate(recompiles, 1)]
     return "\n".join(lines)

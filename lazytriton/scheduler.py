@@ -11,11 +11,12 @@ read only inside its kernel never touches memory: it stays in a register.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import sympy
 
 from .loopir import (Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction, Scatter,
-                     StridedView)
+                     StridedView, collecting_origins)
 from .sizevars import flat_index, index_symbol, simplify_index
 
 
@@ -33,6 +34,18 @@ class Member:
     def is_reduction(self) -> bool:
         return isinstance(self.node, Reduction)
 
+    @cached_property
+    def origins(self) -> list[str]:
+        """The aten ops this member's loops compute: its own, and those of the computations it
+        inlines (deepest first) -- not those of the buffers it loads."""
+        node = self.node
+        index = _outer_vars(len(node.sizes))
+        rindex = [index_symbol("r", k) for k in range(len(node.reduction_sizes))] \
+            if isinstance(node, Reduction) else None
+        with collecting_origins() as inlined:
+            reads_of(node, index, rindex)
+        return list(dict.fromkeys(inlined + node.origins))
+
     @property
     def inner_sizes(self) -> list:
         node = self.node
@@ -49,7 +62,7 @@ class Kernel:
 
     @property
     def origins(self) -> list[str]:
-        return [o for m in self.members for o in m.node.origins]
+        return list(dict.fromkeys(o for m in self.members for o in m.origins))
 
 
 @dataclass
@@ -191,30 +204,65 @@ def schedule(steps: list, outputs: list, extern_reads: set[int],
     loop (C++/OpenMP does; a Triton kernel without an outer range is one program, so there a
     pointwise loop does not join a whole-tensor reduction)."""
     result: list = []
-    current: Kernel | None = None
+    segment: list[Kernel] = []  # the kernels since the last extern or scatter, in order
     names = iter(f"kernel{k}" for k in range(10**6))
     for step in steps:
         if isinstance(step, ExternKernel):
-            current = None
+            segment = []
             result.append(step)
             continue
         if isinstance(step.node, Scatter):  # two phases of its own: nothing fuses with it
-            current = None
+            segment = []
             result.append(Kernel(next(names), [], [Member(step, 0)]))
             continue
-        if current is not None:
-            split = _split_for(step.node, current.outer)
-            member = Member(step, split) if split is not None else None
-            serial = not (parallel_inner or current.outer or isinstance(step.node, Reduction)
-                          or all(s == 1 for s in step.node.sizes))
-            if member is not None and not serial and _row_local(current, member):
-                current.members.append(member)
-                continue
-        current = _start_kernel(step, next(names))
-        result.append(current)
+        if not _join(segment, step, parallel_inner):
+            segment.append(_start_kernel(step, next(names)))
+            result.append(segment[-1])
     result = _drop_unread(result, outputs, extern_reads)
     _keep_local_reductions(result, outputs, extern_reads)
     return Schedule(result, outputs)
+
+
+# how many earlier kernels of the same outer size a computation may try to join
+_HORIZONTAL_CANDIDATES = 8
+
+
+def _join(segment: list[Kernel], step: ComputedBuffer, parallel_inner: bool) -> bool:
+    """Add `step` to the latest kernel of the segment it can run in: same outer loop, reading
+    that kernel's members only at its own outer position, and reading nothing a later kernel
+    computes (it moves up to there). So a parameter's optimizer updates, traced interleaved
+    with other parameters' (foreach), share one kernel: horizontal fusion."""
+    if not segment:
+        return False
+    reads = None
+    tried = 0
+    for position in range(len(segment) - 1, -1, -1):
+        kernel = segment[position]
+        split = _split_for(step.node, kernel.outer)
+        serial = not (parallel_inner or kernel.outer or isinstance(step.node, Reduction)
+                      or all(s == 1 for s in step.node.sizes))
+        if split is not None and not serial:
+            member = Member(step, split)
+            if _row_local(kernel, member):
+                kernel.members.append(member)
+                return True
+            tried += 1
+        if tried >= _HORIZONTAL_CANDIDATES:
+            return False
+        if reads is None:
+            reads = {id(buf) for buf, _ in _all_reads(step)}
+        if any(id(m.buffer) in reads for m in kernel.members):
+            return False  # `step` needs this kernel's result: it cannot run before it
+    return False
+
+
+def _all_reads(buf: ComputedBuffer) -> list[tuple[Buffer, sympy.Expr]]:
+    node = buf.node
+    index = [index_symbol("y", k) for k in range(len(node.sizes))]
+    if isinstance(node, Reduction):
+        rindex = [index_symbol("q", k) for k in range(len(node.reduction_sizes))]
+        return reads_of(node, index, rindex)
+    return reads_of(node, index)
 
 
 def _drop_unread(steps: list, outputs: list, extern_reads: set[int]) -> list:

@@ -1,9 +1,11 @@
 """Symbolic sizes: sympy symbols for a graph's input dimensions, and the index algebra on them.
 
-Every input dimension other than 0 and 1 gets its own symbol. Sizes of everything computed from
-the inputs are derived structurally by the lowerings (a broadcast takes its operand's size, a
-reshape groups dimensions by their products, ...), never by looking a value up — so a batch of
-64 is never confused with 64 channels, and a kernel's source does not depend on the batch size.
+The input dimensions the session chose as dynamic (runtime/shapes.py: those that changed between
+graphs of one structure) are symbols; all other sizes are constants. Sizes of everything
+computed from the inputs are derived structurally by the lowerings (a broadcast takes its
+operand's size, a reshape groups dimensions by their products, ...), never by looking a value
+up — so a batch of 64 is never confused with 64 channels, and a kernel's source does not depend
+on the value of a symbolic size.
 Each derived size is checked against the concrete size the trace recorded (`SizeVars.check`).
 """
 from __future__ import annotations
@@ -135,9 +137,14 @@ def unflatten(flat: Expr, sizes: Sequence[Expr]) -> list[Expr]:
 
 
 class SizeVars:
-    """Binds the graph's size symbols to the concrete sizes of the inputs being compiled."""
+    """Binds the graph's size symbols to the concrete sizes of the inputs being compiled.
 
-    def __init__(self):
+    `dynamic` ((input, dim) -> symbol number) names the input dims that are symbols; every
+    other size is a constant, so equal sizes are known equal. None makes every dim other than
+    0 and 1 a symbol of its own (the most general program; tests of the index algebra)."""
+
+    def __init__(self, dynamic: dict[tuple[int, int], int] | None = None):
+        self.dynamic = dynamic
         self.values: dict[sympy.Symbol, int] = {}
         self.origins: dict[sympy.Symbol, tuple[int, int]] = {}  # symbol -> (input, dim)
 
@@ -145,14 +152,23 @@ class SizeVars:
         """Symbols for an input's sizes: 0 and 1 stay constants (they change broadcasting)."""
         out = []
         for dim, s in enumerate(sizes):
-            if s in (0, 1):
+            number = self._symbol_number(input_index, dim)
+            if s in (0, 1) or number is None:
                 out.append(sympy.Integer(s))
-            else:
-                sym = size_symbol(len(self.values))
+                continue
+            sym = size_symbol(number)
+            if sym not in self.values:
                 self.values[sym] = int(s)
                 self.origins[sym] = (input_index, dim)
-                out.append(sym)
+            elif self.values[sym] != s:
+                raise AssertionError(f"size symbol {sym} is {self.values[sym]} and {s}")
+            out.append(sym)
         return out
+
+    def _symbol_number(self, input_index: int, dim: int) -> int | None:
+        if self.dynamic is None:
+            return len(self.values)
+        return self.dynamic.get((input_index, dim))
 
     def evaluate(self, expr: Expr | int) -> int:
         if isinstance(expr, int):

@@ -21,10 +21,11 @@ class LazyStorage:
 
     def __init__(self, value: Value):
         self.id = next(_storage_ids)
-        self.views: dict[tuple, Value] = {}
+        self.views: dict[TensorMeta, Value] = {}  # by the view's layout
         self.value = value
-        self.last_data = None  # weakref to the DeviceData this storage last held
-        self._track()
+        self.last_data = _data_ref(value)  # weakref to the DeviceData it last held
+        if _tracking and not value.node.is_leaf:
+            _pending[self.id] = weakref.ref(self, _forget(self.id))
 
     @property
     def meta(self) -> TensorMeta:
@@ -36,25 +37,30 @@ class LazyStorage:
 
     def set_value(self, value: Value) -> None:
         self.value = value
-        self.views.clear()  # cached views read the old value
-        self._track()
-
-    @property
-    def replaced_data(self):
-        """The buffer this storage held before its pending value (None if gone): the one its
-        next graph may write the new value into (buffer donation, runtime/session.py)."""
-        return self.last_data() if self.last_data is not None else None
-
-    def _track(self) -> None:
-        if isinstance(self.value.node, DataNode) and not self.value.node.on_cpu:
-            self.last_data = weakref.ref(self.value.node.data)
+        if self.views:
+            self.views.clear()  # cached views read the old value
+        if value.node.is_leaf:
+            self.last_data = _data_ref(value) or self.last_data
         if not _tracking:
             return
-        if self.is_pending:
+        if not value.node.is_leaf:  # (inlined: this runs for every write the tracer records)
             if self.id not in _pending:
                 _pending[self.id] = weakref.ref(self, _forget(self.id))
         else:
             _pending.pop(self.id, None)
+
+
+def replaced_data(storage: LazyStorage):
+    """The buffer `storage` held before its pending value (None if gone): the one its next
+    graph may write the new value into (buffer donation, runtime/session.py)."""
+    return storage.last_data() if storage.last_data is not None else None
+
+
+def _data_ref(value: Value):
+    node = value.node
+    if isinstance(node, DataNode) and not node.on_cpu:
+        return weakref.ref(node.data)
+    return None
 
 
 def _forget(storage_id: int):

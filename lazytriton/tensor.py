@@ -8,6 +8,8 @@ in-place optimizer updates therefore all see each other's writes.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import ir
@@ -34,14 +36,16 @@ class LazyTensor(torch.Tensor):
     """The Python object behind every tensor on the lazy device."""
 
     _lt_storage: LazyStorage
+    _lt_layout: TensorMeta  # this view's (shape, stride, dtype, offset), read by the tracer
 
     @staticmethod
     def __new__(cls, storage: LazyStorage, shape, stride, offset: int, dtype: torch.dtype,
-                requires_grad: bool = False):
+                requires_grad: bool = False, layout: TensorMeta | None = None):
         t = torch.Tensor._make_wrapper_subclass(
             cls, shape, strides=stride, storage_offset=offset, dtype=dtype,
             device=LAZY_TORCH_DEVICE, requires_grad=requires_grad)
         t._lt_storage = storage
+        t._lt_layout = layout or TensorMeta(tuple(shape), tuple(stride), dtype, offset)
         return t
 
     __torch_function__ = torch._C._disabled_torch_function_impl
@@ -89,9 +93,8 @@ class LazyTensor(torch.Tensor):
 
 
 def is_identity_view(t: LazyTensor, storage: LazyStorage) -> bool:
-    meta = storage.meta
-    return (t.storage_offset() == 0 and tuple(t.shape) == meta.shape
-            and tuple(t.stride()) == meta.stride and t.dtype == meta.dtype)
+    layout, meta = t._lt_layout, storage.value.meta
+    return layout is meta or layout == meta
 
 
 def view_key(t: torch.Tensor) -> tuple:
@@ -103,11 +106,11 @@ def value_of(t: LazyTensor) -> Value:
     storage = t._lt_storage
     if is_identity_view(t, storage):
         return storage.value
-    key = view_key(t) + (t.dtype,)
+    key = t._lt_layout
     found = storage.views.get(key)
     if found is None:
         if t.dtype == storage.meta.dtype:
-            found = _as_strided(storage.value, view_key(t), t.dtype)
+            found = _as_strided(storage.value, (key.shape, key.stride, key.storage_offset), t.dtype)
         else:
             flat = _reinterpret(storage, t.dtype)
             whole = view_key(t) == (flat.meta.shape, (1,), 0)
@@ -125,7 +128,9 @@ def write(t: LazyTensor, new: Value) -> None:
             and new.meta.storage_offset == 0:
         storage.set_value(new)
     else:
-        storage.set_value(_as_strided_scatter(storage.value, new, view_key(t)))
+        layout = t._lt_layout
+        key = (layout.shape, layout.stride, layout.storage_offset)
+        storage.set_value(_as_strided_scatter(storage.value, new, key))
 
 
 # --- views that reinterpret the dtype (view_as_complex, view_as_real, view(dtype)) -----------
@@ -157,20 +162,37 @@ def _record(op, inputs: tuple[Value, ...], args: tuple, meta: TensorMeta) -> Val
     return ir.Node(op, inputs, args, (meta,)).outputs[0]
 
 
-def _as_strided(value: Value, key: tuple, dtype: torch.dtype) -> Value:
+# Reading and writing views happens every step for the same layouts: their nodes' arguments,
+# metadata and interned signatures are made once per layout.
+
+@functools.lru_cache(maxsize=None)
+def _as_strided_node(key: tuple, dtype: torch.dtype) -> tuple:
     shape, stride, offset = key
-    return _record(torch.ops.aten.as_strided.default, (value,),
-                   (("self", ir.InputRef(0)), ("size", shape), ("stride", stride),
-                    ("storage_offset", offset)), TensorMeta(shape, stride, dtype, offset))
+    args = (("self", ir.InputRef(0)), ("size", shape), ("stride", stride),
+            ("storage_offset", offset))
+    metas = (TensorMeta(shape, stride, dtype, offset),)
+    op = torch.ops.aten.as_strided.default
+    return op, args, metas, ir.intern_signature((op, args, metas))
+
+
+@functools.lru_cache(maxsize=None)
+def _as_strided_scatter_node(key: tuple, base: TensorMeta) -> tuple:
+    shape, stride, offset = key
+    args = (("self", ir.InputRef(0)), ("src", ir.InputRef(1)), ("size", shape),
+            ("stride", stride), ("storage_offset", offset))
+    metas = (TensorMeta(base.shape, base.stride, base.dtype),)
+    op = torch.ops.aten.as_strided_scatter.default
+    return op, args, metas, ir.intern_signature((op, args, metas))
+
+
+def _as_strided(value: Value, key: tuple, dtype: torch.dtype) -> Value:
+    op, args, metas, sig = _as_strided_node(key, dtype)
+    return ir.Node(op, (value,), args, metas, sig).outputs[0]
 
 
 def _as_strided_scatter(base: Value, src: Value, key: tuple) -> Value:
-    shape, stride, offset = key
-    old = base.meta
-    return _record(torch.ops.aten.as_strided_scatter.default, (base, src),
-                   (("self", ir.InputRef(0)), ("src", ir.InputRef(1)), ("size", shape),
-                    ("stride", stride), ("storage_offset", offset)),
-                   TensorMeta(old.shape, old.stride, old.dtype))
+    op, args, metas, sig = _as_strided_scatter_node(key, base.meta)
+    return ir.Node(op, (base, src), args, metas, sig).outputs[0]
 
 
 def _bitcast(flat: Value, dtype: torch.dtype, numel: int) -> Value:
@@ -180,14 +202,16 @@ def _bitcast(flat: Value, dtype: torch.dtype, numel: int) -> Value:
 
 
 def fresh_tensor(value: Value) -> LazyTensor:
-    """A tensor owning a new storage that holds `value`."""
+    """A tensor owning a new storage that holds `value` (a whole buffer: offset 0)."""
     meta = value.meta
-    return LazyTensor(LazyStorage(value), meta.shape, meta.stride, 0, meta.dtype)
+    return LazyTensor(LazyStorage(value), meta.shape, meta.stride, 0, meta.dtype,
+                      layout=None if meta.storage_offset else meta)
 
 
 def view_tensor(base: LazyTensor, meta: TensorMeta) -> LazyTensor:
     """A tensor sharing `base`'s storage with the layout `meta` (from the op's meta kernel)."""
-    return LazyTensor(base._lt_storage, meta.shape, meta.stride, meta.storage_offset, meta.dtype)
+    return LazyTensor(base._lt_storage, meta.shape, meta.stride, meta.storage_offset, meta.dtype,
+                      layout=meta)
 
 
 def alias_into(t: LazyTensor, source: LazyTensor) -> None:
@@ -197,3 +221,4 @@ def alias_into(t: LazyTensor, source: LazyTensor) -> None:
             f"cannot alias a lazy tensor to a tensor on {source.device}: move it with .to('lazy') first")
     torch._C.TensorBase.data.__set__(t, source)  # sizes, strides, offset and dtype of the TensorImpl
     t._lt_storage = source._lt_storage
+    t._lt_layout = source._lt_layout

@@ -1,23 +1,24 @@
 """The trace path: every aten op on lazy tensors becomes IR nodes here; nothing is computed.
 
-Per op: normalize the call against its schema, compute output metadata with meta kernels
-(memoized per input signature, so a training loop pays for them once), then record
+Per op and argument signature, once: normalize the call against its schema, compute output
+metadata with meta kernels, and decide how to record it, as a plan (plans.py):
  - a view (the result shares its input's storage),
  - a mutation (recorded functionally and written back into the mutated tensors' storages), or
  - a plain op (fresh storages).
+Every call, the first included, runs its signature's plan: a training loop pays for the
+decisions once and for one node per op after that.
 Ops that need real data (data-dependent shapes, ops returning Python values) run eagerly on
 materialized inputs and the trace continues; each is counted as `aten::<op>`.
 """
 from __future__ import annotations
 
-import functools
 import math
 import time
 from typing import Any, Callable
 
 import torch
 
-from . import ir, metrics, philox
+from . import ir, metrics, philox, plans
 from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
 from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .runtime import session
@@ -28,7 +29,6 @@ from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
 
 aten = torch.ops.aten
 _MISSING = object()
-_meta_memo: dict[tuple, Any] = {}
 
 
 def record(op: Callable, inputs: tuple[Value, ...], args: tuple,
@@ -39,67 +39,67 @@ def record(op: Callable, inputs: tuple[Value, ...], args: tuple,
 # --- normalizing a call ---------------------------------------------------------------------
 
 class _Call:
-    """One op call bound to its schema, encoded for the IR and keyed for the meta memo."""
+    """One op call bound to its schema and encoded for the IR, value-free: where each graph
+    input comes from is a getter, so the encoding serves every later call of the same
+    signature (plans.py)."""
 
-    __slots__ = ("info", "values", "inputs", "encoded", "key")
+    __slots__ = ("info", "values", "sources", "getters", "inputs", "encoded")
 
     def __init__(self, info: OpInfo, args: tuple, kwargs: dict):
         self.info = info
-        self.values = [_bound(spec, i, args, kwargs) for i, spec in enumerate(info.args)]
-        self.inputs: list[Value] = []
-        encoded, key = [], []
-        for spec, value in zip(info.args, self.values):
+        self.values, self.sources = [], []
+        for i, spec in enumerate(info.args):
+            positional = not spec.kwarg_only and i < len(args)
+            self.values.append(args[i] if positional else kwargs.get(spec.name, _MISSING))
+            self.sources.append(plans.Source(i if positional else None, spec.name))
+        self.getters = [source.getter() for source in self.sources]  # the raw arguments
+        self.inputs: list[plans.Getter] = []
+        encoded = []
+        for spec, value, source in zip(info.args, self.values, self.sources):
             if value is _MISSING or spec.kind is ArgKind.GENERATOR:
                 continue  # random ops get a seed input instead of a generator (_seed_random)
-            enc, k = self._encode(spec, value)
-            encoded.append((spec.name, enc))
-            key.append(k)
+            encoded.append((spec.name, self._encode(spec, value, source)))
         self.encoded = tuple(encoded)
-        self.key = (info.op, tuple(key))
 
-    def _input(self, value: Value) -> InputRef:
-        self.inputs.append(value)
+    def _input(self, get: plans.Getter) -> InputRef:
+        self.inputs.append(get)
         return InputRef(len(self.inputs) - 1)
 
-    def _encode(self, spec, value) -> tuple[Any, Any]:
+    def _encode(self, spec, value, source: plans.Source) -> Any:
         kind = spec.kind
         if kind is ArgKind.TENSOR:
-            return self._encode_tensor(spec, value)
+            return self._encode_tensor(spec, value, source)
         if kind is ArgKind.TENSOR_LIST:
-            pairs = [self._encode_tensor(spec, v) for v in value]
-            return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+            return tuple(self._encode_tensor(spec, v, source.at(i)) for i, v in enumerate(value))
         if kind is ArgKind.SCALAR:
-            return self._encode_scalar(value)
+            return self._encode_scalar(value, source)
         if kind is ArgKind.SCALAR_LIST:
-            pairs = [self._encode_scalar(v) for v in value]
-            return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+            return tuple(self._encode_scalar(v, source.at(i)) for i, v in enumerate(value))
         if kind is ArgKind.DEVICE:
-            dev = _lazy_or_device(value)
-            return dev, dev
-        frozen = _freeze(value)
-        return frozen, frozen
+            return _lazy_or_device(value)
+        return _freeze(value)
 
-    def _encode_tensor(self, spec, t) -> tuple[Any, Any]:
+    def _encode_tensor(self, spec, t, source: plans.Source) -> Any:
         if t is None:
-            return None, None
+            return None
         if isinstance(t, (int, float, complex)):  # a wrapped Python scalar (x * 2)
-            return self._encode_scalar(t)
+            return self._encode_scalar(t, source)
         if spec.name == "indices" and isinstance(t, torch.Tensor) and t.device.type == "cpu":
-            t = _uploaded(t)  # x[cpu_index]: eager on an accelerator copies indices over too
+            # x[cpu_index]: eager on an accelerator copies indices over too
+            return self._input(plans.mapped(source, lambda t: value_of(_uploaded(t))))
         if isinstance(t, LazyTensor):
-            storage = t._lt_storage
-            return (self._input(value_of(t)),
-                    ("T", tuple(t.shape), t.stride(), t.storage_offset(), t.dtype,
-                     storage.meta.shape, storage.meta.stride, storage.meta.dtype))
+            if t._lt_layout is t._lt_storage.value.meta:  # as plans.tensor_signature tells
+                return self._input(plans.whole_storage_value(source))
+            return self._input(plans.mapped(source, value_of))
         if isinstance(t, torch.Tensor) and t.dim() == 0 and t.device.type == "cpu":
             # eager lets a CPU scalar tensor join ops on any device; snapshot it as a graph input
-            return self._input(ir.data_value(t.detach().clone(), on_cpu=True)), ("C", t.dtype)
+            return self._input(plans.mapped(source, _cpu_scalar))
         raise _device_mismatch(self.info, spec.name, t)
 
-    def _encode_scalar(self, value) -> tuple[Any, Any]:
+    def _encode_scalar(self, value, source: plans.Source) -> Any:
         if isinstance(value, (bool, type(None))) or not isinstance(value, (int, float, complex)):
-            return value, value
-        return self._input(ir.scalar_value(value)), type(value)
+            return value
+        return self._input(plans.mapped(source, ir.scalar_value))
 
     # --- back to call arguments --------------------------------------------------------------
     def meta_args(self, drop_out: bool = False) -> dict[str, Any]:
@@ -113,15 +113,13 @@ class _Call:
         return out
 
 
+def _cpu_scalar(t: torch.Tensor) -> Value:
+    return ir.data_value(t.detach().clone(), on_cpu=True)
+
+
 def _uploaded(t: torch.Tensor) -> LazyTensor:
     shape = tuple(t.shape)
     return fresh_tensor(upload(t, TensorMeta(shape, tuple(contiguous_strides(shape)), t.dtype)))
-
-
-def _bound(spec, index: int, args: tuple, kwargs: dict):
-    if not spec.kwarg_only and index < len(args):
-        return args[index]
-    return kwargs.get(spec.name, _MISSING)
 
 
 def _freeze(value):
@@ -187,27 +185,34 @@ def _dense_only(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _memo_meta(key: tuple, compute: Callable[[], Any]):
-    found = _meta_memo.get(key, _MISSING)
-    if found is _MISSING:
-        found = _meta_memo[key] = _metas_of(compute())
-    return found
-
-
 # --- entry point --------------------------------------------------------------------------
 
 def dispatch(func, args: tuple, kwargs: dict):
+    route = _routes.get(id(func))  # ops live as long as torch: their ids name them
+    if route is None:
+        route = _routes[id(func)] = _route(func)
+    return route(args, kwargs)
+
+
+_routes: dict[int, Callable[[tuple, dict], Any]] = {}
+
+
+def _route(func) -> Callable[[tuple, dict], Any]:
+    """How `func` is handled, decided once per op."""
     handler = _SPECIAL.get(func)
     if handler is not None:
-        return handler(*args, **kwargs)
+        return lambda args, kwargs: handler(*args, **kwargs)
     if _is_composite(func):  # e.g. aten.to: its own kernel says whether it copies or aliases
-        result = func.decompose(*args, **kwargs)
-        if result is not NotImplemented:
-            return result
-    return trace_op(func, args, kwargs)
+        def decompose(args, kwargs):
+            result = func.decompose(*args, **kwargs)
+            return trace_op(func, args, kwargs) if result is NotImplemented else result
+        return decompose
+    info = op_info(func)
+    if not info.returns_tensors:
+        return lambda args, kwargs: run_eagerly(func, args, kwargs)
+    return _tracer(info)
 
 
-@functools.lru_cache(maxsize=None)
 def _is_composite(func) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(func.name(),
                                                           "CompositeImplicitAutograd")
@@ -218,39 +223,73 @@ def trace_op(func, args: tuple, kwargs: dict):
     info = op_info(func)
     if not info.returns_tensors:
         return run_eagerly(func, args, kwargs)
-    start = time.perf_counter()
-    try:
-        return _trace(info, args, kwargs)
-    finally:
-        metrics.add_time("trace", time.perf_counter() - start)
+    return _tracer(info)(args, kwargs)
+
+
+def _trace(info: OpInfo, args: tuple, kwargs: dict):
+    return _tracer(info)(args, kwargs)
 
 
 class _NeedsRealData(Exception):
     """The op's output shape depends on values: run it eagerly."""
 
 
-def _trace(info: OpInfo, args: tuple, kwargs: dict):
+class _OpTracer:
+    """The one path every traced op takes: find the plan for the call's argument signature
+    (making it the first time), run it."""
+
+    def __init__(self, info: OpInfo):
+        self.info = info
+        self.signature = plans.Signature(info)
+        self.plans: dict[tuple, plans.Plan] = {}  # bounded by the signatures a program traces
+
+    def __call__(self, args: tuple, kwargs: dict):
+        start = time.perf_counter()
+        try:
+            try:
+                key = self.signature(args, kwargs)
+                plan = self.plans.get(key)
+            except (plans.Uncacheable, TypeError):  # TypeError: an unhashable constant
+                key = plan = None
+            if plan is None:
+                plan = _make_plan(self.info, args, kwargs)
+                if key is not None:
+                    self.plans[key] = plan
+            return plan.run(args, kwargs)
+        finally:
+            metrics.add_time("trace", time.perf_counter() - start, locked=False)
+
+
+_tracers: dict[int, _OpTracer] = {}  # by id(op), as _routes
+
+
+def _tracer(info: OpInfo) -> _OpTracer:
+    tracer = _tracers.get(id(info.op))
+    if tracer is None:
+        tracer = _tracers[id(info.op)] = _OpTracer(info)
+    return tracer
+
+
+def _make_plan(info: OpInfo, args: tuple, kwargs: dict) -> plans.Plan:
     call = _Call(info, args, kwargs)
     try:
         if info.is_view and not info.mutated:
-            return _trace_view(call)
+            return _plan_view(call)
         if info.mutated:
-            return _trace_mutation(call)
-        return _trace_functional(call)
+            return _plan_mutation(call)
+        return _plan_functional(call)
     except _NeedsRealData:
-        return run_eagerly(info.op, args, kwargs)
+        return plans.Plan(None, (), (), (), lambda a, k, _: run_eagerly(info.op, a, k))
 
 
 def _call_meta(op, call: _Call) -> Any:
     """Output metadata of `op` (the traced op, its functional twin or a CloneAndCall)."""
     twin = op is not call.info.op
-
-    def compute():
-        try:
-            return op(**call.meta_args(drop_out=twin and not isinstance(op, CloneAndCall)))
-        except NotImplementedError as e:  # no data-independent meta kernel: shape needs data
-            raise _NeedsRealData() from e
-    return _memo_meta((op,) + call.key[1:] if twin else call.key, compute)
+    try:
+        result = op(**call.meta_args(drop_out=twin and not isinstance(op, CloneAndCall)))
+    except NotImplementedError as e:  # no data-independent meta kernel: shape needs data
+        raise _NeedsRealData() from e
+    return _metas_of(result)
 
 
 def _flat_metas(metas) -> tuple[TensorMeta | None, ...]:
@@ -285,12 +324,16 @@ def _fill(metas, tensors) -> Any:
 
 # --- views --------------------------------------------------------------------------------
 
-def _trace_view(call: _Call):
+def _plan_view(call: _Call) -> plans.Plan:
     if any(v is None for v in call.info.view_of):
         raise _NeedsRealData()  # returns both views and fresh tensors: no such op in training
     per_return = _per_return(call.info.op, _call_meta(call.info.op, call))
-    return _assemble([_view_of(call.values[view_of], m)
-                      for view_of, m in zip(call.info.view_of, per_return)])
+    bases = [call.getters[i] for i in call.info.view_of]
+    if len(bases) == 1 and isinstance(per_return[0], TensorMeta):
+        base, meta = bases[0], per_return[0]
+        return plans.Plan(None, (), (), (), lambda a, k, _: view_tensor(base(a, k), meta))
+    return plans.Plan(None, (), (), (), lambda a, k, _: _assemble(
+        [_view_of(base(a, k), m) for base, m in zip(bases, per_return)]))
 
 
 def _view_of(base: LazyTensor, metas):
@@ -301,15 +344,31 @@ def _view_of(base: LazyTensor, metas):
 
 # --- plain ops ----------------------------------------------------------------------------
 
-def _trace_functional(call: _Call):
+def _plan_functional(call: _Call) -> plans.Plan:
     op, extra_args = call.info.op, ()
     if call.info.is_random:
         op, extra_args = _seed_random(call)
     metas = _call_meta(call.info.op, call)
     flat = _flat_metas(metas)
-    outputs = record(op, tuple(call.inputs), call.encoded + extra_args, flat)
-    tensors = iter([None if m is None else _fresh(v) for v, m in zip(outputs, flat)])
-    return _assemble([_fill(m, tensors) for m in _per_return(call.info.op, metas)])
+    if len(flat) == 1 and isinstance(metas, TensorMeta):
+        finish = _single_output(flat[0])
+    else:
+        per_return = _per_return(call.info.op, metas)
+
+        def finish(args, kwargs, outputs):
+            tensors = iter([None if m is None else _fresh(v) for v, m in zip(outputs, flat)])
+            return _assemble([_fill(m, tensors) for m in per_return])
+    return plans.Plan(op, call.encoded + extra_args, flat, tuple(call.inputs), finish)
+
+
+def _single_output(meta: TensorMeta) -> plans.Finisher:
+    if _is_whole_buffer(meta):
+        return lambda args, kwargs, outputs: fresh_tensor(outputs[0])
+    return lambda args, kwargs, outputs: _fresh(outputs[0])
+
+
+def _is_whole_buffer(meta: TensorMeta) -> bool:
+    return meta.storage_offset == 0 and meta.storage_numel == math.prod(meta.shape)
 
 
 def _fresh(value: Value) -> LazyTensor:
@@ -318,7 +377,7 @@ def _fresh(value: Value) -> LazyTensor:
     nn.LSTM cells split their gates with, then update in place) gets a dense copy: its contract
     lets the outputs be independent of the input."""
     meta = value.meta
-    if meta.storage_offset != 0 or meta.storage_numel != math.prod(meta.shape):
+    if not _is_whole_buffer(meta):
         dense = TensorMeta(meta.shape, tuple(contiguous_strides(meta.shape)), meta.dtype)
         value = record(aten.clone.default, (value,), (("self", InputRef(0)),), (dense,))[0]
     return fresh_tensor(value)
@@ -326,12 +385,12 @@ def _fresh(value: Value) -> LazyTensor:
 
 # --- mutations ----------------------------------------------------------------------------
 
-def _trace_mutation(call: _Call):
+def _plan_mutation(call: _Call) -> plans.Plan:
     info = call.info
     _call_meta(info.op, call)  # eager's own checks: e.g. an in-place op must not broadcast self
     variant = functional_variant(info.op)
     if variant is not None and op_info(variant).is_view:
-        return _restride_in_place(call, variant)
+        return _plan_restride(call, variant)
     if variant is not None:
         op = variant
         encoded = tuple((n, e) for (n, e) in call.encoded if not is_out_arg(_spec(info, n)))
@@ -343,22 +402,31 @@ def _trace_mutation(call: _Call):
     if info.is_random:
         op, extra_args = _seed_random(call, op)
     flat = _flat_metas(metas)
-    outputs = list(record(op, tuple(call.inputs), encoded + extra_args, flat))
     n_fresh = sum(1 for w in info.returns_written if w is None)
-    fresh = iter([None if v.meta is None else _fresh(v) for v in outputs[:n_fresh]])
-    new_values = iter(outputs[n_fresh:])
-    for index in info.mutated:
-        _write_back(call.values[index], new_values)
-    returns = [next(fresh) if w is None else call.values[w] for w in info.returns_written]
-    return _assemble(returns) if returns else None
+    targets = [call.getters[i] if call.values[i] is not _MISSING else None
+               for i in info.mutated]
+    returned = [None if w is None else call.getters[w] for w in info.returns_written]
+
+    def finish(args, kwargs, outputs):
+        fresh = iter([None if v.meta is None else _fresh(v) for v in outputs[:n_fresh]])
+        new_values = iter(outputs[n_fresh:])
+        for target in targets:
+            _write_back(_MISSING if target is None else target(args, kwargs), new_values)
+        results = [next(fresh) if get is None else get(args, kwargs) for get in returned]
+        return _assemble(results) if results else None
+    return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), finish)
 
 
-def _restride_in_place(call: _Call, view_op):
+def _plan_restride(call: _Call, view_op) -> plans.Plan:
     """t_, transpose_, unsqueeze_, as_strided_, ...: same storage, new sizes and strides."""
-    target = call.values[call.info.mutated[0]]
+    target = call.getters[call.info.mutated[0]]
     meta = _call_meta(view_op, call)
-    alias_into(target, view_tensor(target, meta))
-    return target
+
+    def finish(args, kwargs, outputs):
+        t = target(args, kwargs)
+        alias_into(t, view_tensor(t, meta))
+        return t
+    return plans.Plan(None, (), (), (), finish)
 
 
 def _spec(info: OpInfo, name: str):
@@ -438,9 +506,10 @@ def _seed_random(call: _Call, op=None):
     """(op, extra encoded args): the op gets a generator seeded from a fresh graph input."""
     op = op or call.info.op
     gen_index = call.info.generator_arg
-    user_gen = call.values[gen_index] if gen_index is not None else None
+    passed = gen_index is not None and call.values[gen_index] is not _MISSING
+    user_gen = call.getters[gen_index] if passed else (lambda args, kwargs: None)
     seed_ref = SeedRef(len(call.inputs))
-    call.inputs.append(ir.scalar_value(_draw_seed(None if user_gen is _MISSING else user_gen)))
+    call.inputs.append(lambda args, kwargs: ir.scalar_value(_draw_seed(user_gen(args, kwargs))))
     if gen_index is not None or isinstance(op, CloneAndCall):
         if gen_index is None:
             raise _NeedsRealData()

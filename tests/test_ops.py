@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 import lazytriton
 from lazytriton import metrics
-from lazytriton.testing.differential import (assert_lazy, assert_same, check, check_grad,
-                                             check_raises, flat, index, nonzero, pos, rnd,
-                                             to_cpu, to_lazy)
+from lazytriton.testing.differential import (assert_lazy, assert_same, aten_fallbacks, check,
+                                             check_grad, check_raises, flat, index, nonzero,
+                                             pos, rnd, to_cpu, to_lazy)
 
 F32, F64, F16, BF16 = torch.float32, torch.float64, torch.float16, torch.bfloat16
 I64, I32, U8, BOOL = torch.int64, torch.int32, torch.uint8, torch.bool
@@ -746,6 +746,9 @@ INDEXING = {  # name: (fn, input factories); x is (5, 7)
                     (lambda: rnd(5, 7), lambda: rnd(5, 4))),
     "index_add": (lambda x, i, s: x.index_add(0, i, s, alpha=2),
                   (lambda: rnd(5, 7), lambda: index(5, 8), lambda: rnd(8, 7))),
+    "index_copy": (lambda x, s: x.index_copy(1, torch.randperm(7)[:4].to(x.device), s),
+                   (lambda: rnd(5, 7), lambda: rnd(5, 4))),
+    "index_fill": (lambda x, i: x.index_fill(1, i, -2.5), (lambda: rnd(5, 7), lambda: index(7, 3))),
     "index_put_accumulate": (lambda x, i, v: x.index_put((i,), v, accumulate=True),
                              (lambda: rnd(5, 7), lambda: index(5, 9), lambda: rnd(9, 7))),
     "index_put_accumulate_2d": (lambda x, i, j, v: x.index_put((i, j), v, accumulate=True),
@@ -767,12 +770,13 @@ INDEXING = {  # name: (fn, input factories); x is (5, 7)
     "masked_fill_tensor": (lambda x, m, v: x.masked_fill(m, v),
                            (lambda: rnd(5, 7), lambda: rnd(5, 1, dtype=BOOL), lambda: rnd())),
 }
-INDEXING_NO_GRAD = {"index_put_unique", "scatter_src"}  # random indices drawn inside fn
+INDEXING_NO_GRAD = {"index_put_unique", "scatter_src", "index_copy"}  # indices drawn inside fn
 
 
 @pytest.mark.parametrize("name", INDEXING)
 def test_indexing(name):
     fn, makers = INDEXING[name]
+    metrics.reset()
     torch.manual_seed(1)
     inputs = [make() for make in makers]
     torch.manual_seed(2)  # indices drawn inside fn are the same in both runs
@@ -783,6 +787,7 @@ def test_indexing(name):
     lazytriton.mark_step()
     assert_lazy(actual)
     assert_same(to_cpu(actual), expected, {})
+    assert not aten_fallbacks()  # lowered (or decomposed into what is), not aten calls
 
 
 @pytest.mark.parametrize("name", [n for n in INDEXING if n not in INDEXING_NO_GRAD])

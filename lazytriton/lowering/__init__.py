@@ -24,7 +24,7 @@ from ..graph import Graph
 from ..ir import LAZY_DEVICE, InputRef, Node, ScalarNode, SeedRef, TensorMeta, Value
 from ..loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, ExternBuffer,
                       ExternKernel, Pointwise, Reduction, ScalarArg, Scatter, StridedView,
-                      TensorBox, View, input_buffer, new_name)
+                      TensorBox, input_buffer, new_name)
 from ..sizevars import SizeVars, contiguous_strides, flatten, product
 from ..storage import untracked
 from ..tensor import fresh_tensor, value_of
@@ -39,12 +39,14 @@ drop_lowered_decompositions()
 
 
 class Lowering:
-    def __init__(self, graph: Graph, kernel_dtypes: Container[torch.dtype] | None = None):
+    def __init__(self, graph: Graph, kernel_dtypes: Container[torch.dtype] | None = None,
+                 symbols: dict[tuple[int, int], int] | None = None):
         self.graph = graph
         # dtypes the code generator's loops handle (None: all); an op on any other (complex)
         # runs as a counted extern aten call, so one such op never costs the whole graph
         self.kernel_dtypes = kernel_dtypes
-        self.sizevars = SizeVars()
+        # (input, dim) -> size symbol: the dims that vary (none: every size a constant)
+        self.sizevars = SizeVars(symbols or {})
         self.env: dict[int, Any] = {}  # id(Value) -> lowered
         self._keep: list = []  # every Value in env stays alive, so no id is ever reused
         self._realized: dict[int, ComputedBuffer] = {}  # id(Pointwise) -> its buffer
@@ -120,7 +122,7 @@ class Lowering:
         else:
             result = self.extern(node, args, fallback=True)
         results = result if isinstance(result, (list, tuple)) else [result]
-        _record_origins(node.op_name, args, flatten(results))
+        _record_origins(node.op_name, flatten(results), self._realized)
         results = [self.realize(r) if isinstance(r, (Reduction, Scatter)) or
                    (isinstance(r, Pointwise) and self._stored_early(node, i)) else r
                    for i, r in enumerate(flatten(results))]
@@ -212,14 +214,14 @@ class Lowering:
         if isinstance(box, (Reduction, Scatter)):  # computed only into memory
             node = box
         else:  # a computation, a view, or a buffer needing another layout: a pointwise loop
-            node = Pointwise(box.dtype, list(box.sizes), list(getattr(box, "origins", [])),
-                             inner=box.loader())
+            node = Pointwise(box.dtype, list(box.sizes), inner=box.loader())  # notes origins
         layout = strides if strides is not None else contiguous_strides(node.sizes)
         buf = ComputedBuffer(new_name(), node.dtype, list(node.sizes), list(layout), node=node)
         self.steps.append(buf)
         if strides is None and isinstance(box, Pointwise):
             # readers lowered from now on load the buffer instead of computing it again
             box.inner = buf.loader()
+            box.origins = []  # so they do not claim its ops (earlier readers still compute it)
             self._realized[id(box)] = buf
             self._keep.append(box)
         return buf
@@ -262,12 +264,15 @@ class Lowering:
         sizes = extern_output_sizes(self, node, index, args)
         if sizes is not None and [self.sizevars.evaluate(s) for s in sizes] == list(meta.shape):
             return sizes
-        for v in args.values():  # same shape as an input: take its symbolic sizes
-            for t in flatten([v]):
-                if isinstance(t, TensorBox) and \
-                        [self.sizevars.evaluate(s) for s in t.sizes] == list(meta.shape):
-                    return list(t.sizes)
-        return [sympy.Integer(s) for s in meta.shape]
+        tensors = [t for v in args.values() for t in flatten([v]) if isinstance(t, TensorBox)]
+        for t in tensors:  # same shape as an input: take its symbolic sizes
+            if [self.sizevars.evaluate(s) for s in t.sizes] == list(meta.shape):
+                return list(t.sizes)
+        # else dim by dim, the first input's where the sizes agree (a pool keeps batch and
+        # channels); the session's shape guard checks these against every later graph
+        first = tensors[0] if tensors and tensors[0].ndim == len(meta.shape) else None
+        return [first.sizes[d] if first is not None and self.sizevars.evaluate(first.sizes[d]) == s
+                else sympy.Integer(s) for d, s in enumerate(meta.shape)]
 
     # --- the whole graph --------------------------------------------------------------------
     def outputs(self) -> list[Buffer | StridedView]:
@@ -283,18 +288,12 @@ class Lowering:
         return result
 
 
-def _record_origins(op_name: str, args: dict, results: list) -> None:
-    """Which aten ops a computation inlines: the kernel index names them."""
-    inherited: list[str] = []
-    for value in flatten(list(args.values())):
-        box = value
-        while isinstance(box, View) and box.base is not None:
-            box = box.base
-        if isinstance(box, Pointwise):
-            inherited += box.origins
+def _record_origins(op_name: str, results: list, realized: dict) -> None:
+    """Name the op on the computations it returned (a decomposed op's on its final result);
+    what a kernel inlines from upstream is noted where its loaders run (loopir.Pointwise)."""
     for box in results:
-        if isinstance(box, Computation):
-            box.origins = list(dict.fromkeys(inherited + box.origins + [op_name]))
+        if isinstance(box, Computation) and id(box) not in realized:
+            box.origins = list(dict.fromkeys(box.origins + [op_name]))
 
 
 def check_eager_dtype_support(node: Node, args: dict) -> None:

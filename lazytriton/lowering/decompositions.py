@@ -97,6 +97,9 @@ _DECOMPOSE = [
     aten.select_scatter.default, aten._unsafe_masked_index.default,
     aten.nll_loss2d_forward.default, aten.nll_loss2d_backward.default,
     aten.upsample_nearest2d.default, aten.upsample_bilinear2d.default, aten._safe_softmax.default,
+    # indexed updates: index_put / scatter underneath, so kernels rather than aten calls
+    aten.index_add.default, aten.index_copy.default, aten.index_fill.int_Scalar,
+    aten.index_fill.int_Tensor,
 ]
 
 register_decompositions({op: decomposition_table[op] for op in _DECOMPOSE

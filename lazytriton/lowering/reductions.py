@@ -4,7 +4,7 @@ from __future__ import annotations
 import sympy
 import torch
 
-from ..loopir import Reduction, View
+from ..loopir import Pointwise, Reduction, View
 from ..sizevars import product, unflatten
 from .operands import out_dtype
 from .registry import register
@@ -92,3 +92,17 @@ def _arg_reduction(lowering, node, x, dim, keepdim, rtype):
 def _any(lowering, node, self, dim=None, keepdim=False):
     dims = [dim] if isinstance(dim, int) else dim
     return lower_reduction(lowering, node, self, dims, keepdim, "any", torch.bool, torch.bool)
+
+
+@register(aten.mean.dim, aten.mean.default)
+def _mean(lowering, node, self, dim=None, keepdim=False, dtype=None):
+    """sum / count with the count a size expression (a decomposition would bake `numel` in as
+    a literal, so each batch size would need its own kernels)."""
+    out = out_dtype(node)
+    acc = torch.float32 if out in (torch.float16, torch.bfloat16) else out
+    dims = reduced_dims(dim, self.ndim)
+    count = product(self.sizes[d] for d in dims)
+    total = lowering.realize(lower_reduction(lowering, node, self, dims, keepdim, "sum", acc, acc))
+    load = total.loader()
+    return Pointwise(out, list(total.sizes), inner=lambda ops, i: ops.to_dtype(
+        ops.truediv(load(ops, i), ops.index_expr(count, acc)), out))

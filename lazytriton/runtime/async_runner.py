@@ -1,15 +1,43 @@
 """One worker thread executes graphs in submission order, so tracing the next step overlaps
 running this one. Order is all the synchronization graphs need: a graph's inputs come from
-graphs submitted before it."""
+graphs submitted before it.
+
+Overlap pays only when the machine has a core for the tracing thread besides those execution
+uses. On a CPU backend, execution runs on torch's (and the generated code's OpenMP) threads;
+with no core left over, the tracing thread and the OpenMP threads take turns on the cores and
+an OpenMP region waits for its preempted threads, so a step gets slower than tracing and
+running one after the other. `overlap_pays` decides once per session; without overlap,
+`submit` waits until its job has run (on the same worker thread, so closures see the same
+thread either way)."""
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Callable
 
+import torch
+
+
+def overlap_pays(device: torch.device) -> bool:
+    """Trace the next step while this one runs? LAZYTRITON_OVERLAP=1/0 forces the choice."""
+    forced = os.environ.get("LAZYTRITON_OVERLAP")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if device.type != "cpu":  # kernels run on the accelerator: the worker thread only launches
+        return True
+    return _usable_cores() >= torch.get_num_threads() + 1
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
 
 class AsyncRunner:
-    def __init__(self):
+    def __init__(self, overlap: bool = True):
+        self.overlap = overlap
         self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
         self._errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._loop, name="lazytriton-exec", daemon=True)
@@ -17,6 +45,8 @@ class AsyncRunner:
 
     def submit(self, job: Callable[[], None]) -> None:
         self._queue.put(job)
+        if not self.overlap:
+            self._queue.join()  # errors of closures still surface at wait()
 
     def wait(self) -> None:
         """Block until every submitted job ran; re-raise the first error of an async closure."""

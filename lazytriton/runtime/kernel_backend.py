@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -69,10 +70,13 @@ class KernelBackend(Backend):
     codegen: KernelCodegen
     launcher: Launcher
 
-    def compile(self, graph: Graph, artifacts: Path, donate: tuple = ()):
+    dynamic_shapes = True
+
+    def compile(self, graph: Graph, artifacts: Path, symbols: dict | None = None,
+                donate: tuple = ()):
         try:
             return compile_graph(graph, artifacts, self.codegen, self.launcher, self.device,
-                                 donate)
+                                 symbols, donate)
         except Exception as e:  # noqa: BLE001 -- any compiler failure must not lose the step
             if os.environ.get("LAZYTRITON_STRICT"):
                 raise
@@ -91,6 +95,15 @@ class KernelBackend(Backend):
                       f"is not reported again). Generated files: {artifacts}", RuntimeWarning,
                       stacklevel=3)
 
+    def fingerprint(self, graph: Graph, symbols: dict, donate: tuple = ()) -> str | None:
+        try:
+            with metrics.uncounted():  # a comparison, not a compile
+                lowering, _, _, code, _, wrapper_source = generate_program(
+                    graph, self.codegen, self.device, "", symbols, donate)
+                return program_fingerprint(lowering, code, wrapper_source)
+        except Exception:  # noqa: BLE001 -- no fingerprint: the program stays size-specific
+            return None
+
     def source(self, graph: Graph) -> str:
         """The kernel sources this backend generates for `graph` (debug.dump_ir "backend")."""
         lowering, sched = lower_and_schedule(graph, self.codegen)
@@ -99,26 +112,39 @@ class KernelBackend(Backend):
         return "\n".join(f"# --- {name}\n{text}" for name, text in code.files.items())
 
 
-def lower_and_schedule(graph: Graph, codegen: KernelCodegen) -> tuple[Lowering, Schedule]:
-    lowering = Lowering(graph, kernel_dtypes=getattr(codegen, "kernel_dtypes", None))
+def lower_and_schedule(graph: Graph, codegen: KernelCodegen, symbols: dict | None = None) -> \
+        tuple[Lowering, Schedule]:
+    lowering = Lowering(graph, kernel_dtypes=getattr(codegen, "kernel_dtypes", None),
+                        symbols=symbols)
     outputs = lowering.outputs()
     return lowering, schedule(lowering.steps, outputs, lowering_extern_reads(lowering),
                               getattr(codegen, "parallel_inner", True))
 
 
-def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launcher: Launcher,
-                  device: torch.device, donate: tuple = ()) -> CompiledProgram:
-    lowering, sched = lower_and_schedule(graph, codegen)
+def generate_program(graph: Graph, codegen: KernelCodegen, device: torch.device, folder: str,
+                     symbols: dict | None = None, donate: tuple = ()):
+    """Lower, schedule, grant donations, generate the kernels and the wrapper (and, for a
+    code generator that runs segments, their C functions): everything but files and loading."""
+    lowering, sched = lower_and_schedule(graph, codegen, symbols)
     granted = donation.grant(lowering.inputs, sched, donate)
     kernels = [s for s in sched.steps if isinstance(s, Kernel)]
     code = codegen.generate(kernels, lowering.sizevars)
     writer_class = FrameWrapperWriter if getattr(codegen, "segments", False) else WrapperWriter
-    writer = writer_class(lowering, sched, code.kernels, device, str(artifacts),
+    writer = writer_class(lowering, sched, code.kernels, device, folder,
                           frozenset(j for j, _ in granted.values()))
     wrapper_source = writer.generate()
     if isinstance(writer, FrameWrapperWriter):  # the C functions that run the segments
         code.files[codegen.source_file] += "\n" + segments_source(writer.frame, writer.names)
         code.frame = writer.frame
+    return lowering, sched, granted, code, writer, wrapper_source
+
+
+def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launcher: Launcher,
+                  device: torch.device, symbols: dict | None = None,
+                  donate: tuple = ()) -> CompiledProgram:
+    lowering, sched, granted, code, writer, wrapper_source = generate_program(
+        graph, codegen, device, str(artifacts), symbols, donate)
+    kernels = [s for s in sched.steps if isinstance(s, Kernel)]
     for name, text in code.files.items():
         atomic_write(artifacts / name, text)
     atomic_write(artifacts / "wrapper.py", _wrapper_file(wrapper_source, code))
@@ -133,7 +159,31 @@ def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launche
     program = CompiledProgram(writer.namespace["call"], lowering.guards, keepalive, kernels,
                               frozenset(granted))
     program.frame = code.frame  # the memory plan and segments, where the backend runs them
+    if symbols:
+        program.fingerprint = program_fingerprint(lowering, code, wrapper_source)
     return program
+
+
+def program_fingerprint(lowering: Lowering, code: GeneratedCode, wrapper_source: str) -> str:
+    """Kernel sources and launches, the wrapper, extern arguments and constant tensors, with
+    buffer names numbered by first use: what decides whether one program serves two graphs."""
+    externs = [(str(e.op), [(name, _constant_args(v)) for name, v in e.args])
+               for e in lowering.externs]
+    constants = [(c.dtype, tuple(c.tensor.shape), c.tensor.flatten()[:4096].tolist())
+                 for c in lowering.constants]
+    launches = [[(lc.function, lc.config) for lc in (getattr(g, "launch", None) or [])]
+                for g in code.kernels]
+    text = "\n".join([*(f"{n}\n{t}" for n, t in sorted(code.files.items())), wrapper_source,
+                      repr(externs), repr(constants), repr(launches), repr(lowering.guards)])
+    names: dict[str, str] = {}
+    return re.sub(r"\b(?:buf|const|ext)\d+\b",
+                  lambda m: names.setdefault(m.group(0), f"n{len(names)}"), text)
+
+
+def _constant_args(value):
+    if isinstance(value, (list, tuple)):
+        return [_constant_args(v) for v in value]
+    return "T" if hasattr(value, "sizes") or hasattr(value, "input_index") else value
 
 
 def lowering_extern_reads(lowering: Lowering) -> set[int]:

@@ -5,7 +5,7 @@ syncs every pending storage, a read syncs just the storage it needs.
 """
 from __future__ import annotations
 
-import json
+import functools
 import sys
 import time
 from pathlib import Path
@@ -15,12 +15,15 @@ import torch
 
 from .. import metrics
 from ..device_data import DeviceData
-from ..graph import Graph, build_graph, to_text
-from ..ir import DataNode
-from ..storage import LazyStorage, pending_storages
-from .async_runner import AsyncRunner
+from ..graph import Graph, build_graph, skeleton, structure, to_text
+from ..ir import DataNode, TensorMeta
+from ..storage import LazyStorage, pending_storages, replaced_data
+from .async_runner import AsyncRunner, overlap_pays
 from .backend import Backend, CompiledGraph, create_backend
-from .disk_cache import atomic_write, content_key, default_cache_dir
+from .cache_index import compiling, graph_folder
+from .compile_log import CompileLog
+from .disk_cache import default_cache_dir
+from .shapes import Family, assign_symbols, build_guard, changed_dims, describe_change
 
 
 class Session:
@@ -28,11 +31,13 @@ class Session:
         self.backend = backend
         self.device = backend.device
         self.cache_dir = cache_dir
-        self.runner = AsyncRunner()
+        self.runner = AsyncRunner(overlap_pays(torch.device(backend.device)))
         # key -> programs; each holds for the scalar values its `guards` name (if any)
         self._compiled: dict[tuple, list[CompiledGraph]] = {}
+        self._families: dict[tuple, Family] = {}  # structure key -> its graphs (shapes.py)
         self._closures: list[tuple[Callable, tuple, bool]] = []
         self._input_uses: dict[tuple, list[int]] = {}  # graph key -> input_uses(graph)
+        self._log = CompileLog(cache_dir, backend.name)  # records, index, LAZYTRITON_LOGS
 
     # --- cutting and running graphs --------------------------------------------------------
     def sync(self, storages: list[LazyStorage]) -> None:
@@ -64,7 +69,7 @@ class Session:
             uses = self._input_uses[graph.key] = input_uses(graph)
         pairs = {}
         for s in pending:
-            j = inputs.get(id(s.replaced_data))
+            j = inputs.get(id(replaced_data(s)))
             leaf = graph.inputs[j] if j is not None else None
             if leaf is not None and j not in pairs and leaf.outputs[0].meta == s.value.meta \
                     and only_read_by_graph(leaf.outputs[0], uses[j]):
@@ -77,28 +82,82 @@ class Session:
             if _guards_hold(program, graph):
                 metrics.counter_inc("CachedCompile")
                 return program
-        with metrics.timed("compile"):  # timed(): a progress display can see it running
-            program = self.backend.compile(graph, self._write_artifacts(graph, donate),
-                                           donate=donate)
+        program = self._generic_program(graph, donate)
         candidates.append(program)
+        return program
+
+    def _generic_program(self, graph: Graph, donate: tuple) -> CompiledGraph:
+        """A program of this graph's structure whose shape guard holds, else a new one: static
+        for the first graph of a structure, with the changed dims symbolic after that."""
+        now = structure(graph)
+        family = self._families.get((now.key, donate))  # donation: another program
+        if family is None:
+            self._families[(now.key, donate)] = Family(skeleton(graph), now)
+            return self._compile(graph, donate)
+        for guard, program in family.generic:
+            if guard.holds(now.ints) and _guards_hold(program, graph):
+                metrics.counter_inc("CachedCompile")
+                return program
+        changed = changed_dims(family.first_structure, now)
+        what = f"graph of {len(graph.nodes)} nodes, {describe_change(changed) or 'same sizes'}"
+        if any(min(pair) < 2 for pair in changed.values()):  # 0 and 1 change broadcasting
+            metrics.note_recompile(f"{what}: compiled for these sizes (a size of 0 or 1 is "
+                                   f"never a symbol)")
+            return self._compile(graph, donate)
+        if family.static_reason or not getattr(self.backend, "dynamic_shapes", False):
+            reason = family.static_reason or \
+                f"the {self.backend.name} backend compiles sizes as given"
+            metrics.note_recompile(f"{what}: compiled for these sizes ({reason})")
+            return self._compile(graph, donate)
+        return self._compile_generic(graph, donate, family, now, changed, what)
+
+    def _compile_generic(self, graph, donate, family, now, changed, what) -> CompiledGraph:
+        symbols = assign_symbols(changed)
+        guard = build_guard(family.first_structure, now, symbols) if changed else None
+        if guard is None:
+            family.static_reason = ("an integer changed that is no affine function of the sizes"
+                                    if changed else "only non-size integers changed")
+            metrics.note_recompile(f"{what}: compiled for these sizes ({family.static_reason})")
+            return self._compile(graph, donate)
+        program = self._compile(graph, donate, symbols)
+        made = getattr(program, "fingerprint", None)  # None: compiling failed, or no backend's
+        extra = {"donate": donate} if donate else {}
+        if made is not None and self.backend.fingerprint(family.first, symbols, **extra) == made:
+            family.generic.append((guard, program))
+            metrics.note_recompile(f"{what}: compiled with the changed dims as size symbols; "
+                                   f"later sizes of them reuse it")
+        else:
+            family.static_reason = "its program depends on the sizes themselves (a size-derived " \
+                                   "constant, or a layout that changes with the sizes)"
+            metrics.note_recompile(f"{what}: compiled; {family.static_reason}, so later sizes "
+                                   f"compile again")
+        return program
+
+    def _compile(self, graph: Graph, donate: tuple = (), symbols: dict | None = None
+                 ) -> CompiledGraph:
+        start = time.perf_counter()
+        # timed(): a progress display can see it running; compiling(): `cache clear` waits
+        with metrics.timed("compile"), compiling(self.cache_dir):
+            folder = self._write_artifacts(graph, symbols, donate)
+            extra = {"donate": donate} if donate else {}
+            program = self.backend.compile(graph, folder, symbols, **extra) if symbols else \
+                self.backend.compile(graph, folder, **extra)
+        self._log.compiled(graph, folder, program, time.perf_counter() - start,
+                           self._compiled.get((graph.key, donate), []))
         metrics.counter_inc("UncachedCompile")
         return program
 
-    def _write_artifacts(self, graph: Graph, donate: tuple = ()) -> Path:
-        """The graph's folder in the cache: its IR and a small index, for people to read."""
-        text = to_text(graph)
+    def _write_artifacts(self, graph: Graph, symbols: dict | None = None,
+                         donate: tuple = ()) -> Path:
+        """The graph's folder in the cache, graphs/<backend>-<ops>-<key>: its IR (with the size
+        symbols it was compiled with, if any, and the inputs its outputs are written into) and
+        record."""
+        dynamic = f"# size symbols (input, dim) -> s: {sorted(symbols.items())}\n" \
+            if symbols else ""
+        text = dynamic + to_text(graph)
         if donate:  # a different program: outputs written over these inputs' buffers
             text += "donate " + ", ".join(f"input {j} -> output {k}" for j, k in donate) + "\n"
-        folder = self.cache_dir / "graphs" / content_key(self.backend.name, text)
-        if not (folder / "ir.txt").exists():
-            atomic_write(folder / "ir.txt", text)
-            atomic_write(folder / "index.json", json.dumps({
-                "backend": self.backend.name,
-                "nodes": len(graph.nodes),
-                "inputs": len(graph.inputs),
-                "outputs": [str(v.meta) for v in graph.outputs],
-            }, indent=1))
-        return folder
+        return graph_folder(self.cache_dir, self.backend.name, graph, text)
 
     # --- steps -----------------------------------------------------------------------------
     def mark_step(self) -> None:
@@ -139,8 +198,21 @@ def only_read_by_graph(value, uses: int) -> bool:
     """No reference to `value` exists but its node's and the graph's `uses` by its nodes: no
     tensor, pending computation or view cache outside the graph can read it after the step.
     (Unreachable IR not yet collected counts too: it only makes donation less frequent.)"""
-    # getrefcount's own argument, the node's outputs tuple, this frame's parameter
-    return sys.getrefcount(value) == 3 + uses
+    return _references(value) - uses <= _unreferenced()
+
+
+def _references(value) -> int:
+    return sys.getrefcount(value)
+
+
+@functools.cache
+def _unreferenced() -> int:
+    """The count `_references` sees, called as above, for a leaf value nothing uses: measured,
+    not assumed, so that how the IR holds a node's outputs may change."""
+    def probe(value, uses: int) -> int:
+        return _references(value) - uses
+    return probe(DataNode(DeviceData(torch.empty(0)), TensorMeta.of(torch.empty(0))).outputs[0],
+                 0)
 
 
 def _guards_hold(program: CompiledGraph, graph: Graph) -> bool:

@@ -7,7 +7,8 @@ its @triton.jit functions interpreted; the modules use Triton builtins only, so 
 whenever triton was imported (see codegen/triton_helpers.py).
 
 Each kernel is a module in the graph's cache folder (triton_per_softmax_0.py ...). Its launcher
-and grid are bound once per graph: a graph has fixed sizes, so the grid is a constant.
+and grid are bound once per graph: a constant grid for fixed sizes, a function of the kernel's
+size parameters where a size is a symbol (runtime/shapes.py).
 """
 from __future__ import annotations
 
@@ -60,10 +61,11 @@ def bind(module: ModuleType, emitted: GeneratedKernel, quiet: bool = False) -> C
     `quiet`: the interpreter computes with numpy, which warns where a GPU silently gives
     inf/NaN (in lanes a tl.where then drops)."""
     steps = []
+    names = [p.name for p in emitted.signature.params()]
     for launch in emitted.launch:
         options = dict(launch.config.constexprs(), num_warps=launch.config.num_warps,
                        num_stages=launch.config.num_stages)
-        steps.append((getattr(module, launch.function)[launch.grid], options))
+        steps.append((getattr(module, launch.function), _grid(launch.grid, names), options))
     floats = [i for i, p in enumerate(emitted.signature.params())
               if p.kind == SCALAR and p.dtype == torch.float64]
 
@@ -73,9 +75,20 @@ def bind(module: ModuleType, emitted: GeneratedKernel, quiet: bool = False) -> C
             for i in floats:
                 args[i] = float64_bits(args[i])
         with numpy.errstate(all="ignore") if quiet else contextlib.nullcontext():
-            for fn, options in steps:
-                fn(*args, **options)
+            for fn, grid, options in steps:
+                fn[grid(*args)](*args, **options)
     return run
+
+
+def _grid(grid: tuple, params: list[str]) -> Callable[..., tuple]:
+    """The grid from the launch's arguments (positional, in signature order): constant for
+    fixed sizes, else computed from the kernel's size parameters (ks0, ks1, ...)."""
+    if all(isinstance(g, int) for g in grid):
+        return lambda *args: grid
+    body = "".join(f"{g}, " for g in grid)  # ints, and expressions of the parameters
+    return eval(f"lambda {', '.join(params)}: ({body})",  # noqa: S307 -- our own expressions
+                {"FloorDiv": lambda a, b: a // b,
+                 "ModularIndexing": lambda a, b, c: (a // b) % c})
 
 
 def float64_bits(value) -> int:

@@ -1,0 +1,245 @@
+"""Microseconds per traced aten op, beside the floor: a tensor subclass whose __torch_dispatch__
+does nothing but hand back outputs it was given beforehand.
+
+    python benchmarks/trace_overhead.py                        # mlp, tutorial, transformer
+    python benchmarks/trace_overhead.py --models mlp --steps 50
+
+Per model, both measurements run in this process on the same op stream: one training step
+(forward, loss, backward, optimizer step; zero_grad untimed) on a batch already on the device.
+- floor: `FloorTensor`, a wrapper subclass on the lazy device whose __torch_dispatch__ returns,
+  for the k-th op of the step, wrappers made from the output metadata that op had when the step
+  was first run on meta tensors (or the argument an in-place op returns). What remains is what
+  any Python tracer pays: the dispatcher, autograd, the Python call and the output wrappers.
+  Between timed steps the same step runs eagerly on real data (untimed), as lazytriton's
+  executor runs it between its traced steps, so both start a step with the caches the real
+  computation left (that alone makes a step's Python about twice as slow as with warm caches).
+- lazytriton: the same step traced (the clock stops before mark_step; the graph runs between
+  timed steps, on the "aten" backend by default, which does not change the trace).
+Per-op figures divide by the number of top-level __torch_dispatch__ calls of each. Times are
+the tracing thread's CPU time (time.thread_time), so that other processes sharing the cores
+do not count; the graphs' execution runs on another thread, between timed steps.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train  # noqa: E402  (benchmarks/train.py: the models, optimizers and step)
+
+LAZY = torch.device("lazy", 0)
+
+
+# --- the floor ------------------------------------------------------------------------------
+
+class FloorTensor(torch.Tensor):
+    """A wrapper subclass on the lazy device that computes nothing (see the module docstring)."""
+
+    @staticmethod
+    def __new__(cls, meta: torch.Tensor, requires_grad: bool = False):
+        t = torch.Tensor._make_wrapper_subclass(
+            cls, meta.shape, strides=meta.stride(), storage_offset=meta.storage_offset(),
+            dtype=meta.dtype, device=LAZY, requires_grad=requires_grad)
+        t._meta = meta
+        return t
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        return _script.call(func, args, kwargs or {})
+
+
+class _Script:
+    """Records each op's outputs once (on meta tensors), then replays them by position."""
+
+    def __init__(self) -> None:
+        self.recording = True
+        self.plans: list[tuple[Any, Callable]] = []
+        self.position = 0
+        self.calls = 0
+
+    def start_step(self, recording: bool) -> None:
+        self.recording, self.position, self.calls = recording, 0, 0
+        if recording:
+            self.plans = []
+
+    def call(self, func, args: tuple, kwargs: dict):
+        self.calls += 1
+        if self.recording:
+            result, plan = _record(func, args, kwargs)
+            self.plans.append((func, plan))
+            return result
+        recorded, plan = self.plans[self.position]
+        self.position += 1
+        if recorded is not func:
+            raise RuntimeError(f"floor replay: op {self.position} is {func}, recorded {recorded}")
+        return plan(args)
+
+
+_script = _Script()
+
+
+def _record(func, args: tuple, kwargs: dict) -> tuple[Any, Callable]:
+    flat_in, _ = tree_flatten((args, kwargs))
+    by_meta = {id(t._meta): t for t in flat_in if isinstance(t, FloorTensor)}
+    unwrap = lambda x: x._meta if isinstance(x, FloorTensor) else x  # noqa: E731
+    result = func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+    flat_args = list(args)
+
+    def wrap(x):
+        if isinstance(x, torch.Tensor) and id(x) in by_meta:  # an in-place op returns its input
+            return by_meta[id(x)]
+        return FloorTensor(x) if isinstance(x, torch.Tensor) else x
+
+    def plan_of(x) -> Callable:
+        if isinstance(x, torch.Tensor) and id(x) in by_meta:
+            index = next(i for i, a in enumerate(flat_args) if a is by_meta[id(x)])
+            return lambda a: a[index]
+        if isinstance(x, torch.Tensor):
+            return lambda a: FloorTensor(x)
+        if isinstance(x, (list, tuple)):
+            parts = [plan_of(e) for e in x]
+            kind = type(x)
+            return lambda a: kind(p(a) for p in parts)
+        return lambda a: x
+
+    return tree_map(wrap, result), plan_of(result)
+
+
+def _to_floor(t: torch.Tensor) -> torch.Tensor:
+    return FloorTensor(t.to("meta"))
+
+
+def floor_workload(model: str, batch: int) -> train.Workload:
+    w = train.make_workload(model, batch, "cpu")
+    _script.start_step(recording=True)
+    w.model._apply(_to_floor)
+    w.optimizer = type(w.optimizer)(w.model.parameters(), **w.optimizer.defaults)
+    w.x, w.y = _to_floor(w.x), _to_floor(w.y)
+    return w
+
+
+# --- timing ---------------------------------------------------------------------------------
+
+def _step(w: train.Workload) -> None:
+    w.loss_fn(w.model(w.x), w.y).backward()
+    w.optimizer.step()
+
+
+def _timed_step(w: train.Workload) -> float:
+    """Thread CPU seconds of one step. zero_grad runs before the clock starts: for lazytriton
+    it frees the last step's gradient buffers, real memory returned to the allocator (eager
+    pays that too), which is not tracing and which the floor has none of."""
+    w.optimizer.zero_grad(set_to_none=True)
+    start = time.thread_time()
+    _step(w)
+    return time.thread_time() - start
+
+
+def measure_floor(model: str, args: argparse.Namespace) -> tuple[float, int]:
+    """(median seconds per step, ops per step)."""
+    w = floor_workload(model, args.batch_size)
+    for _ in range(3):  # the optimizer's state exists from the second step on
+        _script.start_step(recording=True)
+        w.optimizer.zero_grad(set_to_none=True)
+        _step(w)
+    real = train.make_workload(model, args.batch_size, "cpu")
+    times = []
+    for _ in range(args.steps):
+        _script.start_step(recording=False)
+        times.append(_timed_step(w))
+        _step_eagerly(real)
+    return statistics.median(times), _script.calls
+
+
+def _step_eagerly(w: train.Workload) -> None:
+    """The step on real data, untimed, as lazytriton's executor runs it between traced steps:
+    it leaves the CPU caches as cold for the floor's next step as for lazytriton's."""
+    w.optimizer.zero_grad(set_to_none=True)
+    _step(w)
+
+
+def measure_lazy(model: str, args: argparse.Namespace) -> tuple[float, int]:
+    import lazytriton
+    from lazytriton.tensor import LazyTensor
+
+    w = train.make_workload(model, args.batch_size, "lazy")
+    w.x, w.y = w.x.to("lazy"), w.y.to("lazy")
+    for _ in range(3):
+        _timed_step(w)
+        lazytriton.mark_step(wait=True)
+    times = []
+    for _ in range(args.steps):
+        times.append(_timed_step(w))
+        lazytriton.mark_step(wait=True)
+    w.optimizer.zero_grad(set_to_none=True)
+    return statistics.median(times), _count_top_level_ops(LazyTensor, lambda: _step(w))
+
+
+def _count_top_level_ops(cls, run: Callable[[], None]) -> int:
+    original = cls.__dict__["__torch_dispatch__"]
+    state = {"calls": 0, "depth": 0}
+
+    def counting(klass, func, types, args=(), kwargs=None):
+        state["calls"] += state["depth"] == 0
+        state["depth"] += 1
+        try:
+            return original.__func__(klass, func, types, args, kwargs)
+        finally:
+            state["depth"] -= 1
+    cls.__torch_dispatch__ = classmethod(counting)
+    try:
+        run()
+    finally:
+        cls.__torch_dispatch__ = original
+    return state["calls"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=train._names, default=["mlp", "tutorial", "transformer"],
+                        help="comma-separated: mlp, tutorial, transformer (default: all three)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="floor and lazytriton measured alternately this many times; the "
+                             "lowest median of each is reported (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--backend", default="aten",
+                        help="lazytriton backend running the graphs between timed steps "
+                             "(default: %(default)s; tracing does not depend on it)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch.set_num_threads (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    import lazytriton
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    lazytriton.init(backend=args.backend)
+    header = f"{'model':<12} {'ops/step':>8} {'floor us/op':>11} {'lazy us/op':>10} {'ratio':>6}" \
+             f" {'lazy trace ms/step':>18}"
+    print(header)
+    for model in args.models:
+        floors, lazies = [], []
+        for _ in range(args.rounds):  # alternating, so both see the same load on the machine
+            floors.append(measure_floor(model, args))
+            lazies.append(measure_lazy(model, args))
+        floor_s, floor_ops = min(floors)
+        lazy_s, lazy_ops = min(lazies)
+        floor_us, lazy_us = 1e6 * floor_s / floor_ops, 1e6 * lazy_s / lazy_ops
+        print(f"{model:<12} {lazy_ops:>8} {floor_us:>11.1f} {lazy_us:>10.1f} "
+              f"{lazy_us / floor_us:>5.2f}x {1e3 * lazy_s:>18.2f}", flush=True)
+        if floor_ops != lazy_ops:
+            print(f"  (the floor's step made {floor_ops} top-level calls)")
+
+
+if __name__ == "__main__":
+    main()

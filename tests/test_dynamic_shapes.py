@@ -1,0 +1,152 @@
+"""Automatic dynamic shapes (runtime/shapes.py): a structure is compiled for its first sizes,
+once more with the changed dims symbolic, and that program serves every later size; values
+equal eager's throughout."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lazytriton
+from lazytriton import metrics
+from lazytriton.testing.models import MLP, TutorialNet
+
+pytestmark = [pytest.mark.differential, pytest.mark.skip_backends(
+    aten="the reference executor runs each graph as traced: no kernels, no shape families")]
+
+
+def _counts() -> tuple[int, int]:
+    return (metrics.counter_value("UncachedCompile") or 0,
+            metrics.counter_value("KernelCompile") or 0)
+
+
+class Stats(torch.nn.Module):
+    """Size-derived divisors everywhere: mean (whole tensor and per dim), var and std with a
+    correction, avg_pool2d."""
+
+    def forward(self, x):
+        pooled = F.avg_pool2d(x, 2)
+        h = x * x
+        return (h.mean(), x.mean(dim=(0, 2)), x.var(dim=0, correction=1),
+                x.std(dim=(1, 3), keepdim=True), pooled.mean(dim=0), pooled.var())
+
+
+def test_mean_var_avg_pool_reuse_kernels_from_the_second_batch_size(test_backend):
+    model = Stats()
+    kernel_counts = []
+    for batch in (8, 16, 24, 40, 7):
+        x = torch.randn(batch, 3, 6, 6)
+        got = [t.cpu() for t in model(x.to("lazy"))]
+        for g, e in zip(got, model(x)):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+        kernel_counts.append(_counts()[1])
+    assert kernel_counts[1] > kernel_counts[0]  # the second size: symbolic kernels
+    assert kernel_counts[2:] == [kernel_counts[1]] * 3, kernel_counts
+    assert "compiled with the changed dims as size symbols" in metrics.metrics_report()
+
+
+def test_a_size_derived_constant_is_not_baked_into_the_kernel(test_backend):
+    """`(h * h).mean()` divides by a size expression: its source names no batch's numel."""
+    for batch in (16, 7):
+        h = torch.randn(batch, 64)
+        lazy = h.to("lazy")
+        torch.testing.assert_close(((lazy * lazy).mean()).cpu(), (h * h).mean())
+    sources = "".join(p.read_text() for p in lazytriton.cache_dir().glob("graphs/*/*")
+                      if p.suffix in (".cpp", ".py") and p.name != "wrapper.py")
+    assert "448" not in sources  # 7 * 64: the second (symbolic) program's numel
+
+
+def _train(model, batches, lazy: bool):
+    opt = torch.optim.Adadelta(model.parameters())
+    losses, counts = [], []
+    for x, y in batches:
+        if lazy:
+            x, y = x.to("lazy"), y.to("lazy")
+        opt.zero_grad()
+        loss = F.nll_loss(model(x), y) if isinstance(model, TutorialNet) else \
+            F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if lazy:
+            lazytriton.mark_step()
+        losses.append(loss.item())
+        counts.append(_counts())
+    return losses, counts
+
+
+def _batches(sizes, shape, classes):
+    gen = torch.Generator().manual_seed(1)
+    return [(torch.randn(b, *shape, generator=gen), torch.randint(0, classes, (b,), generator=gen))
+            for b in sizes]
+
+
+@pytest.mark.parametrize("name", ["mlp", "tutorial"])
+def test_changing_batch_costs_one_compile(test_backend, tmp_path, name):
+    """64, 64, 29, 64, 17, 33 (smaller for the Net): at most one UncachedCompile more than a
+    fixed batch, no kernel compiled after the 29, values as eager's."""
+    make = (lambda: MLP((20, 32, 5))) if name == "mlp" else (lambda: TutorialNet(dropout=0.0))
+    shape, classes = ((20,), 5) if name == "mlp" else ((1, 28, 28), 10)
+    sizes = [64, 64, 29, 64, 17, 33] if name == "mlp" else [8, 8, 5, 8, 3, 6]
+    torch.manual_seed(0)
+    model = make()
+
+    lazytriton.init(test_backend, cache_dir=tmp_path / "fixed")  # a fresh session
+    _, fixed_counts = _train(copy.deepcopy(model).to("lazy"),
+                             _batches([sizes[0]] * len(sizes), shape, classes), lazy=True)
+    lazytriton.init(test_backend, cache_dir=tmp_path / "varying")
+    metrics.reset()
+    eager = copy.deepcopy(model)
+    varying = _batches(sizes, shape, classes)
+    losses, counts = _train(model.to("lazy"), varying, lazy=True)
+    expected, _ = _train(eager, varying, lazy=False)
+    torch.testing.assert_close(losses, expected, rtol=1e-5, atol=1e-5)
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.cpu(), q, rtol=1e-4, atol=1e-5)
+
+    kernels_from_29 = [k for _, k in counts[2:]]
+    assert kernels_from_29 == [kernels_from_29[0]] * len(kernels_from_29), counts
+    assert counts[-1][0] <= fixed_counts[-1][0] + 1, (counts, fixed_counts)
+    assert "compiled with the changed dims as size symbols" in metrics.metrics_report()
+
+
+def test_a_size_baked_into_the_program_keeps_the_structure_static(test_backend):
+    """A slice starting at half the batch: its start is a constant of the program, so the
+    second size's program differs from the first's and every size compiles its own (the shape
+    guard alone would accept 24 for a program reading from row 8)."""
+    for batch in (8, 16, 24, 16):
+        x = torch.randn(batch, 5)
+        start = batch // 2
+        got = (x.to("lazy") * 2)[start:start + 2] + 1  # the add reads the slice in the graph
+        torch.testing.assert_close(got.cpu(), (x * 2)[start:start + 2] + 1)
+    assert _counts()[0] == 3  # 8, 16, 24; the second 16 is the same graph as the first
+    report = metrics.metrics_report()
+    assert "its program depends on the sizes themselves" in report, report
+
+
+def test_a_batch_of_one_neither_uses_nor_spoils_the_symbolic_program(test_backend):
+    model = Stats()
+    for batch in (8, 16, 1, 24):
+        x = torch.randn(batch, 3, 6, 6)
+        got = [t.cpu() for t in model(x.to("lazy"))]
+        for g, e in zip(got, model(x)):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6, equal_nan=True)
+        if batch == 1:
+            kernels = _counts()[1]
+    assert _counts()[1] == kernels  # 24 reuses the program compiled for 16
+    assert "a size of 0 or 1 is never a symbol" in metrics.metrics_report()
+
+
+def test_a_dense_kernel_over_symbolic_sizes_indexes_simply(test_backend):
+    """Both dims change: the C++ kernel indexes `x[j + i*ks1]`, not a polynomial."""
+    for rows, cols in ((8, 5), (16, 7), (24, 9)):
+        x = torch.randn(rows, cols)
+        torch.testing.assert_close(torch.relu(x.to("lazy") * 2).cpu(), torch.relu(x * 2))
+    assert _counts()[0] == 2
+    if test_backend.startswith("cpp"):
+        (symbolic,) = [f.parent for f in lazytriton.cache_dir().glob("graphs/*/ir.txt")
+                       if f.read_text().startswith("# size symbols") and "relu" in f.read_text()
+                       and "data : float32[16, 7]" in f.read_text()]
+        source = (symbolic / "kernels.cpp").read_text()
+        assert "p0[(r0_0 + (x0 * ks1))]" in source, source

@@ -1,0 +1,54 @@
+"""Whether the next step is traced while this one runs is chosen per machine
+(runtime/async_runner.py): only with a core to spare besides the execution threads."""
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from lazytriton.runtime import async_runner
+
+
+def test_overlap_needs_a_spare_core_on_the_cpu(monkeypatch):
+    monkeypatch.delenv("LAZYTRITON_OVERLAP", raising=False)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(async_runner, "_usable_cores", lambda: threads)
+    assert not async_runner.overlap_pays(torch.device("cpu"))
+    monkeypatch.setattr(async_runner, "_usable_cores", lambda: threads + 1)
+    assert async_runner.overlap_pays(torch.device("cpu"))
+
+
+def test_an_accelerator_always_overlaps_and_the_environment_forces(monkeypatch):
+    monkeypatch.setattr(async_runner, "_usable_cores", lambda: 1)
+    monkeypatch.delenv("LAZYTRITON_OVERLAP", raising=False)
+    assert async_runner.overlap_pays(torch.device("cuda"))
+    monkeypatch.setenv("LAZYTRITON_OVERLAP", "1")
+    assert async_runner.overlap_pays(torch.device("cpu"))
+    monkeypatch.setenv("LAZYTRITON_OVERLAP", "0")
+    assert not async_runner.overlap_pays(torch.device("cuda"))
+
+
+def test_without_overlap_submit_returns_once_the_job_ran_on_the_worker():
+    runner = async_runner.AsyncRunner(overlap=False)
+    started, release, seen = threading.Event(), threading.Event(), []
+
+    def job():
+        started.set()
+        release.wait(5)
+        seen.append(threading.current_thread().name)
+
+    releaser = threading.Thread(target=lambda: (started.wait(5), release.set()))
+    releaser.start()
+    runner.submit(job)
+    assert seen == ["lazytriton-exec"]  # ran, and on the worker thread as with overlap
+    releaser.join()
+
+
+def test_with_overlap_submit_returns_while_the_job_runs():
+    runner = async_runner.AsyncRunner(overlap=True)
+    release, seen = threading.Event(), []
+    runner.submit(lambda: (release.wait(5), seen.append(1)))
+    assert seen == []
+    release.set()
+    runner.wait()
+    assert seen == [1]

@@ -1,0 +1,107 @@
+"""The trace plan cache (lazytriton/plans.py) must never serve a plan made for another call:
+calls of one op that differ in what a plan depends on (dtypes, shapes, views of a storage,
+in-place against functional, a Python number against a tensor, a number's type) each get their
+own, and every result agrees with eager. A repeated call reuses its plan; a new scalar value is
+a new graph input, not a new plan."""
+from __future__ import annotations
+
+import torch
+
+import lazytriton
+from lazytriton import tracing
+
+aten = torch.ops.aten
+
+
+def _plans_of(op) -> int:
+    tracer = tracing._tracers.get(id(op))
+    return 0 if tracer is None else len(tracer.plans)
+
+
+def _same(lazy: torch.Tensor, eager: torch.Tensor) -> None:
+    assert lazy.dtype == eager.dtype and lazy.shape == eager.shape
+    assert lazy.stride() == eager.stride()
+    torch.testing.assert_close(lazy.cpu(), eager)
+
+
+def test_dtypes_and_shapes_of_one_op_each_get_a_plan():
+    cases = [torch.randn(4, 5), torch.randn(4, 5, dtype=torch.float64), torch.randn(3, 7),
+             torch.randint(-9, 9, (4, 5)), torch.randn(5, 4)]
+    before = _plans_of(aten.mul.Tensor)
+    for i, a in enumerate(cases):
+        b = torch.randn(a.shape).to(a.dtype) if a.is_floating_point() else a + 1
+        la, lb = a.to("lazy"), b.to("lazy")
+        if i == len(cases) - 1:  # a transposed view: same sizes as the first case
+            a, la = a.t(), la.t()
+            b, lb = b.t(), lb.t()
+        _same(la * lb, a * b)
+    assert _plans_of(aten.mul.Tensor) - before == len(cases)
+
+
+def test_a_number_a_cpu_scalar_tensor_and_a_lazy_tensor_are_told_apart():
+    x = torch.randint(-5, 5, (3, 4))
+    lx = x.to("lazy")
+    for other in (2, 2.5, True, torch.tensor(1.5), torch.tensor(3), torch.randn(3, 4),
+                  torch.tensor(0.25, dtype=torch.float64)):
+        lazy_other = other.to("lazy") if isinstance(other, torch.Tensor) and other.dim() else other
+        _same(lx + lazy_other, x + other)  # int + float numbers promote, int + int does not
+        _same(torch.add(lx, lazy_other, alpha=2), torch.add(x, other, alpha=2))
+
+
+def test_a_new_scalar_value_reuses_the_plan_and_is_used():
+    x = torch.randn(6)
+    lx = x.to("lazy")
+    _same(lx * 0.5, x * 0.5)
+    plans = _plans_of(aten.mul.Tensor)
+    for k in range(5):
+        _same(lx * (k + 0.25), x * (k + 0.25))
+        lazytriton.mark_step()
+    assert _plans_of(aten.mul.Tensor) == plans
+
+
+def test_views_of_one_storage_and_whole_tensors_of_the_same_layout():
+    base = torch.randn(4, 5)
+    whole = torch.randn(5)
+    lbase, lwhole = base.to("lazy"), whole.to("lazy")
+    # row 0 and a tensor of its own have the same sizes, strides and offset; row 1 differs
+    for lazy, eager in ((lbase[0], base[0]), (lwhole, whole), (lbase[1], base[1]),
+                        (lbase[:, 2], base[:, 2])):
+        lazy.mul_(3.0)
+        eager.mul_(3.0)
+        _same(lazy.sin(), eager.sin())
+    _same(lbase, base)
+    _same(lwhole, whole)
+
+
+def test_in_place_out_and_functional_calls_of_one_op():
+    x, y = torch.randn(3, 4), torch.randn(3, 4)
+    lx, ly = x.to("lazy"), y.to("lazy")
+    out, lout = torch.empty(3, 4), torch.empty(3, 4, device="lazy")
+    for _ in range(2):  # the second round runs the plans the first one made
+        _same(torch.sub(lx, ly), torch.sub(x, y))
+        torch.sub(lx, ly, out=lout)
+        torch.sub(x, y, out=out)
+        _same(lout, out)
+        lx.sub_(ly)
+        x.sub_(y)
+        _same(lx, x)
+        _same(ly, y)
+
+
+def test_a_view_of_a_tensor_written_in_place_reads_the_new_value():
+    x = torch.randn(4, 4)
+    lx = x.to("lazy")
+    for _ in range(3):  # the same view, read again after each write, must not be a stale value
+        view, lview = x.t(), lx.t()
+        _same(lview * 2, view * 2)
+        x.add_(1.0)
+        lx.add_(1.0)
+        _same(lview * 2, view * 2)
+        lazytriton.mark_step()
+
+
+def test_random_ops_draw_a_new_seed_every_call():
+    x = torch.ones(1000, device="lazy")
+    first = torch.nn.functional.dropout(x, 0.5)
+    second = torch.nn.functional.dropout(x, 0.5)
+    assert not torch.equal(first.cpu(), second.cpu())
