@@ -140,6 +140,22 @@ def test_new_batch_size_compiles_no_new_kernel():
     assert metrics.counter_value("CachedCompile") >= 3
 
 
+def test_bounds_checked_graphs_get_folders_of_their_own(tmp_path, monkeypatch):
+    """The checked and the plain build of one graph differ in kernels.cpp: a person reading the
+    cache must find each under its own folder, not whichever compiled last."""
+    x = torch.randn(5, 6)
+    for check in ("", "bounds"):
+        monkeypatch.setenv("LAZYTRITON_CHECK", check)
+        lazytriton.init("cpp", cache_dir=tmp_path)
+        torch.testing.assert_close(torch.softmax(x.to("lazy"), 1).cpu(), torch.softmax(x, 1))
+    folders = sorted((p.name for p in (tmp_path / "graphs").iterdir()),
+                     key=lambda name: not name.startswith("cpp-bounds-"))
+    assert len(folders) == 2 and folders[0].startswith("cpp-bounds-"), folders
+    assert not folders[1].startswith("cpp-bounds-"), folders
+    checked, plain = ((tmp_path / "graphs" / f / "kernels.cpp").read_text() for f in folders)
+    assert "lt::checked" in checked and "lt::checked" not in plain
+
+
 def test_kernels_load_from_disk_in_a_new_process(cache_dir):
     code = (
         "import torch, lazytriton\n"

@@ -18,15 +18,24 @@ def _plans_of(op) -> int:
     return 0 if tracer is None else len(tracer.plans)
 
 
+def _no_plans_yet(op, monkeypatch) -> None:
+    """Start `op`'s tracer with an empty plan cache for this test: other tests in this process
+    may already have traced the same signatures."""
+    ones = torch.ones(2).to("lazy")
+    _same(ones * ones, torch.ones(2))  # makes the tracer exist
+    monkeypatch.setattr(tracing._tracers[id(op)], "plans", {})
+
+
 def _same(lazy: torch.Tensor, eager: torch.Tensor) -> None:
     assert lazy.dtype == eager.dtype and lazy.shape == eager.shape
     assert lazy.stride() == eager.stride()
     torch.testing.assert_close(lazy.cpu(), eager)
 
 
-def test_dtypes_and_shapes_of_one_op_each_get_a_plan():
+def test_dtypes_and_shapes_of_one_op_each_get_a_plan(monkeypatch):
     cases = [torch.randn(4, 5), torch.randn(4, 5, dtype=torch.float64), torch.randn(3, 7),
              torch.randint(-9, 9, (4, 5)), torch.randn(5, 4)]
+    _no_plans_yet(aten.mul.Tensor, monkeypatch)
     before = _plans_of(aten.mul.Tensor)
     for i, a in enumerate(cases):
         b = torch.randn(a.shape).to(a.dtype) if a.is_floating_point() else a + 1

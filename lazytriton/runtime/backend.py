@@ -28,6 +28,13 @@ class Backend(ABC):
     name: str
     device: torch.device  # where the lazy device's data lives
     device_types: tuple[str, ...] = ("cpu",)  # where it can keep it
+    variant: str = ""  # a mode that changes the generated code (cpp: "bounds")
+
+    @property
+    def artifact_name(self) -> str:
+        """What the cache's graph folders are named and keyed by: the backend and its mode,
+        so a bounds-checked build never shares a folder with the plain one."""
+        return f"{self.name}-{self.variant}" if self.variant else self.name
 
     @classmethod
     def is_available(cls) -> bool:

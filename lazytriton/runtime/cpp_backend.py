@@ -101,8 +101,9 @@ class CppBackend(KernelBackend):
 
     def __init__(self, device: torch.device = torch.device("cpu")):
         self.device = device
-        check = os.environ.get("LAZYTRITON_CHECK", "")  # "bounds": checked accesses
-        self.codegen = CppCodegen(checked=check == "bounds")
+        checked = os.environ.get("LAZYTRITON_CHECK", "") == "bounds"  # every access checked
+        self.variant = "bounds" if checked else ""
+        self.codegen = CppCodegen(checked=checked)
         self.launcher = CppLauncher()
 
     @classmethod

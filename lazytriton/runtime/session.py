@@ -37,7 +37,7 @@ class Session:
         self._families: dict[tuple, Family] = {}  # structure key -> its graphs (shapes.py)
         self._closures: list[tuple[Callable, tuple, bool]] = []
         self._input_uses: dict[tuple, list[int]] = {}  # graph key -> input_uses(graph)
-        self._log = CompileLog(cache_dir, backend.name)  # records, index, LAZYTRITON_LOGS
+        self._log = CompileLog(cache_dir, backend.artifact_name)  # records, index, logs
 
     # --- cutting and running graphs --------------------------------------------------------
     def sync(self, storages: list[LazyStorage]) -> None:
@@ -157,7 +157,7 @@ class Session:
         text = dynamic + to_text(graph)
         if donate:  # a different program: outputs written over these inputs' buffers
             text += "donate " + ", ".join(f"input {j} -> output {k}" for j, k in donate) + "\n"
-        return graph_folder(self.cache_dir, self.backend.name, graph, text)
+        return graph_folder(self.cache_dir, self.backend.artifact_name, graph, text)
 
     # --- steps -----------------------------------------------------------------------------
     def mark_step(self) -> None:
