@@ -58,7 +58,9 @@ def replaced_data(storage: LazyStorage):
 
 def _data_ref(value: Value):
     node = value.node
-    if isinstance(node, DataNode) and not node.on_cpu:
+    # a skeleton's leaves (graph.skeleton: a graph's structure kept for comparing lowerings)
+    # hold no data; a decomposition lowered over one still makes storages of them
+    if isinstance(node, DataNode) and not node.on_cpu and node.data is not None:
         return weakref.ref(node.data)
     return None
 
