@@ -145,3 +145,33 @@ def test_user_held_alias_of_the_old_value_is_not_written(test_backend):
     lazytriton.mark_step()
     torch.testing.assert_close(p.cpu(), old * 2)
     torch.testing.assert_close(snap.cpu(), old)
+
+
+def test_what_the_user_kept_of_a_parameter_sees_what_eager_would(test_backend):
+    """The parameter is updated in its own buffer from the second step on; a copy on the CPU
+    and a clone taken before the step keep the old value, a view of the parameter sees the
+    new one — as in eager."""
+    eager = _mlp()
+    lazy = copy.deepcopy(eager).to("lazy")
+    opt_e = torch.optim.SGD(eager.parameters(), lr=0.1, momentum=0.9)
+    opt_l = torch.optim.SGD(lazy.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(5, 8)
+    for _ in range(2):
+        _step(eager, opt_e, x)
+        _step(lazy, opt_l, x.to("lazy"))
+        lazytriton.mark_step()
+    w_e, w_l = eager[0].weight, lazy[0].weight
+    on_cpu, clone, view = w_l.detach().cpu(), w_l.detach().clone(), w_l.detach()[1:3]
+    lazytriton.mark_step()  # the clone is realized: its own buffer
+    pointer = _buffer(w_l).data_ptr()
+    expected_old, expected_view = w_e.detach().clone(), w_e.detach()[1:3]
+    _step(eager, opt_e, x)
+    _step(lazy, opt_l, x.to("lazy"))
+    lazytriton.mark_step()
+    torch.testing.assert_close(on_cpu, expected_old)
+    torch.testing.assert_close(clone.cpu(), expected_old)
+    torch.testing.assert_close(view.cpu(), expected_view, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w_l.detach().cpu(), w_e.detach(), rtol=1e-5, atol=1e-6)
+    assert not torch.equal(expected_view, expected_old[1:3])  # the view did move
+    if not test_backend.startswith("aten"):  # the reference executor allocates every output
+        assert _buffer(w_l).data_ptr() == pointer
