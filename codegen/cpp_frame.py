@@ -1,10 +1,11 @@
 """Cheap execution of a C++ graph: a memory plan and segments.
 
 - **Memory plan.** Every intermediate a kernel writes (not an output, not kept in a register)
-  lives in one arena per program, at an offset that is a symbolic expression of the graph's
-  sizes; a buffer's block is reused by a later one that fits once its last reader has run.
-  The arena is allocated once and grown only when a call needs more, so a step allocates only
-  the buffers it returns.
+  lives in the arena at an offset that is a symbolic expression of the graph's sizes; a
+  buffer's block is reused by a later one that fits once its last reader has run. The arena
+  is one block of memory the backend's programs share (runtime/cpp_backend.py: they run one
+  at a time), grown only when a call needs more, so a step allocates only the buffers it
+  returns.
 - **Segments.** The kernels between two extern calls run from one generated C function,
   `segment<k>(P, S, F)`: P holds the data pointers of tensors that are not in the arena
   (inputs, outputs, extern results, the arena itself, the error flag), S the sizes, integer

@@ -24,6 +24,9 @@ from .kernel_backend import KernelBackend
 
 
 class CppLauncher:
+    def __init__(self):
+        self.arena = Arena()  # one for every program of this backend: they run one at a time
+
     def load(self, code: GeneratedCode, artifacts: Path) -> tuple[dict[str, Callable], object]:
         if code.frame is not None:
             return self._load_segments(code, artifacts)
@@ -42,7 +45,7 @@ class CppLauncher:
         frame = code.frame
         arrays = FrameArrays(frame)
         entries = {"P": arrays.P, "S": arrays.S, "F": arrays.F, "err": arrays.err,
-                   "bounds": arrays.bounds, "grow_arena": arrays.grow_arena,
+                   "bounds": arrays.bounds, "grow_arena": self.arena.grow,
                    "arena_view": arena_view,
                    "report_bounds": bounds_reporter(frame, arrays.bounds, str(artifacts))}
         library = None
@@ -58,7 +61,7 @@ class CppLauncher:
 
 
 class FrameArrays:
-    """A program's argument arrays (made once) and its arena (grown when a call needs more)."""
+    """A program's argument arrays, made once."""
 
     def __init__(self, frame):
         self.P = (ctypes.c_void_p * max(len(frame.pointers), 1))()
@@ -68,12 +71,23 @@ class FrameArrays:
         self.bounds = (ctypes.c_int64 * 3)()
         self.P[frame.pointers["err"]] = ctypes.addressof(self.err)
         self.P[frame.pointers["bounds"]] = ctypes.addressof(self.bounds)
-        self.arena = torch.empty(0, dtype=torch.uint8)
 
-    def grow_arena(self, nbytes: int) -> torch.Tensor:
-        if self.arena.numel() < nbytes:
-            self.arena = torch.empty(nbytes, dtype=torch.uint8)
-        return self.arena
+
+class Arena:
+    """The memory the programs' intermediates live in, grown when a call needs more. Shared by
+    the programs of one backend, which the session's runner thread calls one at a time; no
+    program's outputs are in it (an extern result viewing it is copied), so nothing reads it
+    once a call has returned. One per program would keep every program's peak resident, the
+    first step's and the steady step's alike."""
+
+    def __init__(self):
+        self.memory = torch.empty(0, dtype=torch.uint8)
+
+    def grow(self, nbytes: int) -> torch.Tensor:
+        if self.memory.numel() < nbytes:
+            self.memory = torch.empty(0, dtype=torch.uint8)  # the old block goes first
+            self.memory = torch.empty(nbytes, dtype=torch.uint8)
+        return self.memory
 
 
 def _ctype(param: Param):
