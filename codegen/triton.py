@@ -635,5 +635,6 @@ class TritonCodegen:
             out.append(GeneratedKernel(kernel, name, writer.signature, file, {
                 "launches": [{"function": lc.function, "grid": list(lc.grid),
                               "config": lc.config.as_dict()} for lc in launches],
-                "index_dtype": str(writer.index_dtype).replace("torch.", "")}, launches))
+                "index_dtype": str(writer.index_dtype).replace("torch.", "")}, launches,
+                {str(ks): sizevars.evaluate(sym) for sym, ks in writer.signature.sizes.items()}))
         return GeneratedCode(out, files)

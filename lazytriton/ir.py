@@ -18,7 +18,7 @@ from .device_data import DeviceData
 from .sizevars import contiguous_strides
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TensorMeta:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
@@ -34,9 +34,18 @@ class TensorMeta:
             object.__setattr__(self, "_hash", h)
         return h
 
+    def __eq__(self, other) -> bool:
+        # the tracer compares a view's layout with its storage's on every op: no tuples built
+        if self is other:
+            return True
+        if type(other) is not TensorMeta:
+            return NotImplemented
+        return (self.shape == other.shape and self.stride == other.stride
+                and self.dtype == other.dtype and self.storage_offset == other.storage_offset)
+
     @staticmethod
     def of(t: torch.Tensor) -> "TensorMeta":
-        return TensorMeta(tuple(t.shape), tuple(t.stride()), t.dtype, t.storage_offset())
+        return interned(TensorMeta(tuple(t.shape), tuple(t.stride()), t.dtype, t.storage_offset()))
 
     @property
     def storage_numel(self) -> int:
@@ -53,6 +62,21 @@ class TensorMeta:
         if self.storage_offset:
             text += f"{{offset={self.storage_offset}}}"
         return text
+
+
+_interned: dict[TensorMeta, TensorMeta] = {}
+
+
+def interned(meta: TensorMeta) -> TensorMeta:
+    """The one TensorMeta object with these fields: a plan's output layouts and the layouts of
+    tensors made from them are then the same object, so the trace's plan lookups and layout
+    comparisons stop at identity."""
+    found = _interned.get(meta)
+    if found is None:
+        if len(_interned) >= 1 << 16:  # layouts of many batch sizes: start afresh, stay small
+            _interned.clear()
+        found = _interned[meta] = meta
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from .. import metrics
 from ..codegen.signature import SCALAR, GeneratedCode, GeneratedKernel
 from ..codegen.triton import TritonCodegen
 from .backend import register_backend
+from .compile_pool import warm_kernels, warmup_jobs
 from .kernel_backend import KernelBackend
 
 INSTALL_HINT = ('the "triton" backend needs the triton package (3.6 to 3.9): '
@@ -47,11 +48,16 @@ class TritonLauncher:
     def load(self, code: GeneratedCode, artifacts: Path) -> tuple[dict[str, Callable], list]:
         if not self.interpret and not _USER_TRITON_CACHE:  # Triton's binaries next to ours
             os.environ["TRITON_CACHE_DIR"] = str(artifacts.parent.parent / "kernels" / "triton")
-        modules, launchers = [], {}
+        modules, launchers, warm = [], {}, []
         for emitted in code.kernels:
-            module = load_kernel_module(artifacts / emitted.source_file, self.interpret)
+            path = artifacts / emitted.source_file
+            module, new = load_kernel_module(path, self.interpret)
             modules.append(module)
             launchers[emitted.name] = bind(module, emitted, quiet=self.interpret)
+            if new and not self.interpret:
+                warm += warmup_jobs(path, emitted)
+        if warm:  # compiled now, in parallel where there are several, binaries beside sources
+            warm_kernels(warm, artifacts)
         return launchers, modules
 
 
@@ -100,18 +106,20 @@ _lock = threading.Lock()
 _ENV = threading.Lock()
 
 
-def load_kernel_module(path: Path, interpret: bool) -> ModuleType:
+def load_kernel_module(path: Path, interpret: bool) -> tuple[ModuleType, bool]:
     """The kernel module in `path`, executed once per process per source text (a new graph with
-    the same kernel reuses it, and on CUDA Triton's compiled binaries with it)."""
+    the same kernel reuses it, and on CUDA Triton's compiled binaries with it); and whether
+    it was executed just now."""
     text = path.read_text()
     key = (hashlib.sha256(text.encode()).hexdigest(), interpret)
     with _lock:
         module = _modules.get(key)
-        if module is None:
-            module = _execute(path, f"lazytriton_kernels.{path.stem}_{key[0][:12]}", interpret)
-            _modules[key] = module
-            metrics.counter_inc("KernelCompile")
-    return module
+        if module is not None:
+            return module, False
+        module = _execute(path, f"lazytriton_kernels.{path.stem}_{key[0][:12]}", interpret)
+        _modules[key] = module
+        metrics.counter_inc("KernelCompile")
+    return module, True
 
 
 def _execute(path: Path, name: str, interpret: bool) -> ModuleType:
