@@ -108,8 +108,8 @@ def run_all(args: argparse.Namespace) -> list[dict]:
 
 
 def format_markdown(results: list[dict]) -> str:
-    rows = ["| model | system | resident at step start MiB | step peak MiB | peak above start MiB |",
-            "| --- | --- | --- | --- | --- |"]
+    rows = ["| model | system | resident at step start MiB | step peak MiB "
+            "| peak above start MiB |", "| --- | --- | --- | --- | --- |"]
     for r in results:
         if "error" in r:
             rows.append(f"| {r['model']} | {r['system']} | {r['error']} | | |")
