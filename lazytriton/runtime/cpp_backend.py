@@ -57,7 +57,19 @@ class CppLauncher:
                 fn = library.function(f"segment{k}", [ctypes.c_void_p] * 3)
                 fn.restype = ctypes.c_int64
                 entries[f"segment{k}"] = functools.partial(fn, *addresses)
-        return entries, (library, arrays)
+        return entries, LoadedFrame(library, arrays)
+
+
+class LoadedFrame:
+    """What a framed program keeps alive: its library (None without kernels) and arrays."""
+
+    def __init__(self, library, arrays: "FrameArrays"):
+        self.library, self.arrays = library, arrays
+
+    @property
+    def path(self):
+        """The built library's file, as a plain launcher's library names it (cache index)."""
+        return None if self.library is None else self.library.path
 
 
 class FrameArrays:
