@@ -350,9 +350,12 @@ class TunedKernel:
 
 def written_args(emitted) -> list[int]:
     """Positions of the arguments a generated kernel writes: its members' buffers (those not
-    kept in registers) and the error and bounds flags."""
+    kept in registers; an input whose buffer a member's output was donated), and the error and
+    bounds flags."""
     from .codegen.signature import BOUNDS, BUFFER, ERR
     stored = {id(m.buffer) for m in emitted.kernel.members if not m.local}
+    stored |= {id(getattr(m.buffer, "donor", None)) for m in emitted.kernel.members
+               if not m.local and getattr(m.buffer, "donor", None) is not None}  # in place
     return [i for i, p in enumerate(emitted.signature.params())
             if (p.kind == BUFFER and id(p.value) in stored) or p.kind in (ERR, BOUNDS)]
 
