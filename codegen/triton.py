@@ -594,7 +594,7 @@ def kernel_name(kernel: Kernel, kind: str, number: int) -> str:
     ops = [o.split(".")[0].lstrip("_") for o in kernel.origins]
     ops = list(dict.fromkeys(o for o in ops if o not in _PLUMBING)) or ["copy"]
     composite = [o for o in ops if o in _COMPOSITE]
-    named = composite[-1:] or ops[:3]
+    named = ops[:3] if kind == "tem" else composite[-1:] or ops[:3]  # a template: its mm first
     return f"triton_{kind}_{'_'.join(named)}_{number}"
 
 
@@ -618,13 +618,23 @@ class TritonCodegen:
     parallel_inner = False  # without an outer range a kernel is one program
     kernel_dtypes = frozenset(TL_TYPE)  # ops on others (complex) stay aten calls
 
+    matmul_templates = True  # mm + epilogue as one kernel (lazytriton/template_fusion.py)
+
     def __init__(self, interpret: bool):
         self.interpret = interpret  # only block sizes differ: the source is the same
+
+    @staticmethod
+    def _writer(kernel: Kernel) -> type[TritonKernel]:
+        from lazytriton.template_fusion import TemplateKernel
+        if isinstance(kernel, TemplateKernel):
+            from .triton_template import TritonMatmulKernel  # (imports this module)
+            return TritonMatmulKernel
+        return TritonKernel
 
     def generate(self, kernels: list[Kernel], sizevars: SizeVars) -> GeneratedCode:
         out, files = [], {}
         for number, kernel in enumerate(kernels):
-            writer = TritonKernel(kernel, f"KERNEL_{number}", sizevars, self.interpret)
+            writer = self._writer(kernel)(kernel, f"KERNEL_{number}", sizevars, self.interpret)
             source, launches, kind = writer.generate()
             name = kernel_name(kernel, kind, number)
             source = re.sub(rf"\bKERNEL_{number}(?!\d)", name, source)

@@ -185,6 +185,9 @@ class WrapperWriter:
         return name
 
     def _kernel(self, kernel: Kernel) -> None:
+        template = getattr(kernel, "template", None)
+        if template is not None and template.store_output:  # a matmul template's product
+            self._allocate(template.output)
         for m in kernel.members:
             if not m.local:
                 self._allocate(m.buffer)

@@ -28,6 +28,7 @@ from ..graph import Graph
 from ..lowering import Lowering
 from ..scheduler import Kernel, Schedule, extern_reads, schedule
 from ..sizevars import SizeVars
+from ..template_fusion import fuse_matmul_templates, templates_wanted
 from .backend import Backend
 from .disk_cache import atomic_write
 from .reference import ReferenceProgram
@@ -115,8 +116,11 @@ def lower_and_schedule(graph: Graph, codegen: KernelCodegen, symbols: dict | Non
     lowering = Lowering(graph, kernel_dtypes=getattr(codegen, "kernel_dtypes", None),
                         symbols=symbols)
     outputs = lowering.outputs()
-    return lowering, schedule(lowering.steps, outputs, lowering_extern_reads(lowering),
-                              getattr(codegen, "parallel_inner", True))
+    sched = schedule(lowering.steps, outputs, lowering_extern_reads(lowering),
+                     getattr(codegen, "parallel_inner", True))
+    if getattr(codegen, "matmul_templates", False) and templates_wanted():
+        sched = fuse_matmul_templates(sched, lowering.sizevars)
+    return lowering, sched
 
 
 def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launcher: Launcher,

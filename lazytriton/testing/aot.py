@@ -48,8 +48,9 @@ def compile_kernel(folder: Path, entry: dict, arch: int = 90) -> list[dict]:
     for launch in entry["launches"]:
         fn = getattr(module, launch["function"])
         config = launch["config"]
-        constexprs = {k: config[k] for k in ("XBLOCK", "RBLOCK")
-                      if config.get(k) is not None and k in fn.arg_names}
+        constexprs = {k: v for k, v in config.items()  # XBLOCK, RBLOCK; a template's BLOCK_M...
+                      if k not in ("num_warps", "num_stages") and v is not None
+                      and k in fn.arg_names}
         signature = {name: types[name] for name in fn.arg_names if name not in constexprs}
         signature.update({name: "constexpr" for name in constexprs})
         start = time.perf_counter()
