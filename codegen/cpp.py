@@ -4,6 +4,7 @@ first use), so the same fused loop nest prints the same source whatever the batc
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import sympy
 import torch
@@ -500,6 +501,21 @@ class CppKernel:
                             parallel=False)
         return [f"{ctype} {acc}_v = 0;", f"int64_t {acc}_i = -1;"] + loops + \
             [f"int64_t {acc} = {acc}_i < 0 ? 0 : {acc}_i;"]
+
+
+@dataclass(frozen=True, eq=False)
+class CppVariant:
+    """One compiled form of a kernel: its function, a label and the config it was built with."""
+    label: str
+    function: str
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class CppLaunch:
+    """A kernel's variants, the heuristic one first, and their source (the autotuner's key)."""
+    variants: list[CppVariant]
+    source: str
 
 
 def _dtype_of_ctype(ctype: str, node) -> torch.dtype:

@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from . import autotune as _autotune
 from . import debug, metrics
 from ._version import __version__
 from .device import register_lazy_kernels
@@ -29,20 +30,27 @@ from .tracing import materialize as _materialize
 
 __all__ = ["init", "mark_step", "wait_device_ops", "sync", "sync_multi", "to_cpu", "save",
            "get_tensor_id", "add_step_closure", "run_step_closures",
-           "available_backends", "backend_name", "backend_device", "cache_dir", "metrics", "debug", "LazyTensor",
+           "available_backends", "backend_name", "backend_device", "cache_dir", "metrics", "debug",
+           "LazyTensor",
            "LazyExecutionError"]
 
 
 def init(backend: str | None = None, cache_dir: str | os.PathLike | None = None,
-         device: str | torch.device | None = None) -> None:
+         device: str | torch.device | None = None, autotune: str | None = None) -> None:
     """Make the "lazy" device live. backend: "auto" (default), "triton", "cpp" or "aten";
     device: where the lazy tensors' data lives, "cuda" or "cpu" (default: CUDA for triton and
     aten when there is a GPU, else the CPU; cpp is CPU only). Env LAZYTRITON_BACKEND /
     LAZYTRITON_DEVICE / LAZYTRITON_CACHE_DIR apply when the argument is None.
+    autotune: "off", "default" or "max" (lazytriton/autotune.py); None: $LAZYTRITON_AUTOTUNE,
+    else "default".
     Calling init again switches backend (after the running steps finish)."""
     backend = backend or os.environ.get("LAZYTRITON_BACKEND") or "auto"
     device = device or os.environ.get("LAZYTRITON_DEVICE") or None
+    autotune_mode = autotune  # checked before anything changes
+    if autotune_mode is not None and autotune_mode not in _autotune.MODES:
+        raise ValueError(f"autotune must be one of {_autotune.MODES}, not {autotune_mode!r}")
     _session.start(backend, Path(cache_dir) if cache_dir else None, device)
+    _autotune.set_mode(autotune_mode)  # a new session: its graphs compile in this mode
     register_lazy_kernels()  # at init, not import: importing must not take the device over
     keep_shared_tensors_on_conversion()
 

@@ -4,6 +4,8 @@
     output_code  each new graph's folder and kernel files, as it is compiled
     recompiles   why a graph was compiled again: which input, op, shape or guard differs from
                  the nearest graph compiled before in this process
+    autotune     each tuned kernel's choice (timed, read from a record, or the heuristic), the
+                 candidates' times, and candidates that failed
 
 Messages go to the `lazytriton.<topic>` logger, which prints them on stderr when the topic is
 on (the variable is read at each message, so it can be set after import).
@@ -20,6 +22,8 @@ TOPICS: dict[str, str] = {
     "output_code": "each new graph's folder and kernel files, as it is compiled",
     "recompiles": "why a graph was compiled again: what differs from the nearest graph "
                   "compiled before in this process",
+    "autotune": "each tuned kernel's choice and how it was made, candidates' times and "
+                "failures",
 }
 
 

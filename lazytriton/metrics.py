@@ -1,6 +1,7 @@
 """Counters and timings, named as DESIGN.md says: MarkStep, UncachedCompile, CachedCompile,
-KernelCompile, KernelCacheLoad, FallbackGraph and aten::<op> per op that fell back to eager;
-timings for trace, compile, cxx and execute. COUNTER_HELP and TIMING_HELP say what each means,
+KernelCompile, KernelCacheLoad, FallbackGraph, AutotuneBenchmark, AutotuneCacheHit and
+aten::<op> per op that fell back to eager; timings for trace, compile, cxx, execute and
+AutotuneTime. COUNTER_HELP and TIMING_HELP say what each means,
 for the report and for tools that print them (examples/mnist.py's --help). The report ends with
 why each graph of an already seen structure was compiled again (note_recompile: the session's
 shape families, runtime/shapes.py)."""
@@ -26,6 +27,9 @@ COUNTER_HELP: dict[str, str] = {
     "KernelCacheLoad": "kernel libraries loaded from the disk cache instead of built",
     "FallbackGraph": "graphs the code generator could not compile, run on the reference "
                      "executor instead",
+    "AutotuneBenchmark": "kernel candidates timed by the autotuner (0 when every choice "
+                         "came from a stored record)",
+    "AutotuneCacheHit": "tuned kernels whose choice was read from a record in the cache dir",
     "aten::<op>": "calls of this op that fell back to aten (output shape depends on data, "
                   "or no lowering)",
 }
@@ -34,7 +38,8 @@ TIMING_HELP: dict[str, str] = {
     "trace": "recording ops into the IR",
     "compile": "compiling new graphs, cxx included",
     "cxx": "C++ compiler runs",
-    "execute": "running graphs, on the runtime thread",
+    "execute": "running graphs, on the runtime thread (AutotuneTime included)",
+    "AutotuneTime": "timing kernel candidates, at a graph's first execution",
 }
 
 
@@ -156,7 +161,8 @@ def metrics_report() -> str:
     lines += [f"  {name:<{width}}  {counters[name]:>6}  {describe_counter(name)}".rstrip()
               for name in sorted(counters)] or ["  (none)"]
     lines.append("Timings:")
-    names = [n for n in TIMING_HELP if n != "cxx" or n in timings]  # cxx: C++ backend only
+    # cxx: C++ backend only; AutotuneTime: only when something was tuned
+    names = [n for n in TIMING_HELP if n not in ("cxx", "AutotuneTime") or n in timings]
     names += sorted(set(timings) - set(TIMING_HELP))
     rows = [format_timing(name, *timings.get(name, [0, 0.0, 0.0])) for name in names]
     width = max(map(len, rows), default=0)

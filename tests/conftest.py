@@ -24,6 +24,11 @@ TEST_BACKEND = os.environ.get("LAZYTRITON_TEST_BACKEND", "aten")
 DIFFERENTIAL_BACKENDS = [TEST_BACKEND] if "LAZYTRITON_TEST_BACKEND" in os.environ else \
     [b for b in ("aten", "cpp", "triton") if b in lazytriton.available_backends()]
 os.environ.setdefault("LAZYTRITON_STRICT", "1")  # a compiler failure fails the test, loudly
+# No autotuning unless a test asks (test_autotune*.py do): variants would lengthen every test
+# graph's C++ build and timing its first run, and a choice made by timing varies by machine and
+# load, so which code a test checked would too. Each variant is checked on its own instead, by
+# forcing it (autotune.forced). LAZYTRITON_AUTOTUNE=default pytest ... runs the suite tuned.
+os.environ.setdefault("LAZYTRITON_AUTOTUNE", "off")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

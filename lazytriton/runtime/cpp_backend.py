@@ -2,7 +2,9 @@
 one shared library per graph, and run by a generated Python wrapper.
 
 The pipeline is the shared one (kernel_backend.compile_graph); this module is the launcher:
-build the translation unit, look each kernel up by name and call it through ctypes.
+build the translation unit, look each kernel up by name and call it through ctypes. A kernel
+the code generator emitted in several variants (name, name__c1, ...: codegen/cpp.py) becomes
+an autotune.TunedKernel over them, which picks one per size bucket at its first call.
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from typing import Callable
 
 import torch
 
-from ..codegen.cpp import CppCodegen
-from ..codegen.signature import SCALAR, GeneratedCode, Param
+from .. import autotune
+from ..codegen.cpp import CppCodegen, CppVariant
+from ..codegen.signature import SCALAR, GeneratedCode, GeneratedKernel, Param
 from .backend import register_backend
-from .cpp_build import build_library, compiler_command
+from .cpp_build import CXX_FLAGS, _compiler_version, build_library, compiler_command
 from .kernel_backend import KernelBackend
 
 
@@ -25,12 +28,33 @@ class CppLauncher:
     def load(self, code: GeneratedCode, artifacts: Path) -> tuple[dict[str, Callable], object]:
         (source,) = code.files.values()
         library = build_library(source, artifacts.parent.parent)
+        budget = autotune.budget_for_graph()  # one per graph: tuning time stays bounded
         launchers = {}
         for emitted in code.kernels:
             params = emitted.signature.params()
-            fn = library.function(emitted.name, [_ctype(p) for p in params])
-            launchers[emitted.name] = _bind(fn, params)
+            argtypes = [_ctype(p) for p in params]
+            candidates = [autotune.Candidate(v.label, v.config,
+                                             _bind(library.function(v.function, argtypes), params))
+                          for v in _variants(emitted)]
+            launchers[emitted.name] = candidates[0].fn if len(candidates) == 1 else \
+                autotune.TunedKernel(
+                    emitted.name, candidates, source=emitted.launch.source, device="cpu",
+                    toolchain=_toolchain(), cache_dir=artifacts.parent.parent, budget=budget,
+                    size_args=autotune.size_args(emitted), written=autotune.written_args(emitted),
+                    on_choice=autotune.kernels_json_recorder(artifacts, emitted.name))
         return launchers, library
+
+
+def _variants(emitted: GeneratedKernel) -> list[CppVariant]:
+    """The kernel's variant functions, the heuristic one first (just it in mode "off")."""
+    launch = emitted.launch
+    if launch is None:
+        return [CppVariant("heuristic", emitted.name, {})]
+    return launch.variants[:1] if autotune.mode() == "off" else launch.variants
+
+
+def _toolchain() -> str:
+    return f"{_compiler_version(tuple(compiler_command()))} {' '.join(CXX_FLAGS)}"
 
 
 def _ctype(param: Param):
