@@ -115,3 +115,47 @@ def matmul_candidates(m: int, n: int, k: int, interpret: bool) -> list[MatmulCon
                                     num_warps=w, num_stages=s)
                        for bm, bn, bk, w, s in MATMUL_CANDIDATES]
     return list(dict.fromkeys(found))
+
+
+# --- autotuning candidates (lazytriton/autotune.py times them; the heuristic comes first) ----
+
+def _warps(elements: int) -> int:
+    return 8 if elements >= 4096 else 4 if elements >= 512 else 2
+
+
+def pointwise_candidates(xnumel: int, interpret: bool) -> list[Config]:
+    first = pointwise_config(xnumel, interpret)
+    if interpret:  # bounded: the interpreter is for tests
+        return list(dict.fromkeys([first, Config(XBLOCK=max(1, first.XBLOCK // 4))]))
+    top = next_power_of_2(xnumel)
+    found = [first] + [Config(XBLOCK=min(x, top), num_warps=w)
+                       for x, w in ((256, 4), (512, 4), (1024, 4), (2048, 8), (128, 4))]
+    return list(dict.fromkeys(found))
+
+
+def row_candidates(xnumel: int, rnumel: int, persistent_rows: bool,
+                   interpret: bool) -> list[Config]:
+    """Rows held whole (RBLOCK covers a row; XBLOCK rows per program) or looped over RBLOCK
+    chunks; the heuristic first."""
+    first = row_config(xnumel, rnumel, persistent_rows, interpret)
+    top_x = next_power_of_2(xnumel)
+    if persistent_rows:
+        rblock = next_power_of_2(rnumel)
+        shapes = [(x, rblock) for x in (1, 2, 4, 8, 16, 32) if x * rblock <= 16384]
+    else:
+        shapes = [(x, r) for x in (1, 4) for r in (128, 512, 1024, 2048)]
+    if interpret:
+        shapes = shapes[:1]  # bounded: one more besides the heuristic
+    found = [first] + [Config(XBLOCK=min(x, top_x), RBLOCK=r, num_warps=_warps(min(x, top_x) * r))
+                       for x, r in shapes]
+    if not interpret:
+        found += [Config(XBLOCK=c.XBLOCK, RBLOCK=c.RBLOCK, num_warps=w, num_stages=c.num_stages)
+                  for c in found[:1] for w in (2, 4, 8) if w != c.num_warps]
+    return list(dict.fromkeys(found))
+
+
+def label(config, prefix: str = "") -> str:
+    """A candidate's name in logs and kernels.json: its block sizes, warps and stages."""
+    values = config.as_dict()
+    blocks = ",".join(f"{k}={v}" for k, v in values.items() if k.isupper() and v is not None)
+    return f"{prefix}{blocks},w{values['num_warps']},s{values['num_stages']}"

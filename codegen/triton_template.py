@@ -9,12 +9,14 @@ rounds it), so a consumer's load of the product's buffer at its own element is t
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from importlib import resources
 
 import sympy
 import torch
 
 from lazytriton.loopir import ScalarArg, StridedView
+from lazytriton.scheduler import Kernel, Member
 from lazytriton.sizevars import flat_index
 from lazytriton.template_fusion import TemplateKernel
 from .triton import TritonKernel
@@ -63,8 +65,11 @@ class TritonMatmulKernel(TritonKernel):
         config = matmul_config(self._hint(m), self._hint(n), self._hint(k), self.interpret)
         sizes = {name: self.index(size)[0] for name, size in zip("MNK", t.sizes)}
         source = self._render(holes, sizes, t.output.dtype)
-        grid = self._matmul_grid(m, n, config)
-        return source, [Launch(self.name, grid, config)], "tem"
+        return source, [self.launch_for(config)], "tem"
+
+    def launch_for(self, config) -> Launch:
+        m, n, _ = self.kernel.template.sizes
+        return Launch(self.name, self._matmul_grid(m, n, config), config)
 
     def _operand(self, box, tile: str) -> dict:
         """An operand's pointer, offset and strides, printed in the kernel's parameters."""
@@ -146,3 +151,77 @@ def generate_template(kernel: TemplateKernel, name: str, sizevars, interpret: bo
     source, launches, kind = writer.generate()
     return source, launches, kind, writer
 
+
+
+# --- the template's rival in autotune mode "max": aten's mm, then the epilogue as a kernel ------
+
+@dataclass(frozen=True)
+class ExternRival:
+    """How to run a template kernel's computation the old way, with the template's arguments:
+    `op` (aten mm/addmm, out= the product) on views of the operand parameters, then the
+    epilogue kernel's launches (`epilogue_args`: per epilogue parameter, the template argument
+    it is, or -1 for the product). Views are (param, sizes, strides, offset) with Python
+    expressions of the template's parameter names."""
+    op: str
+    operands: tuple  # a, b[, bias]: (param index, sizes, strides, offset)
+    scales: tuple  # alpha, beta: a number or ("arg", index)
+    output: tuple  # ("arg", index) or ("new", sizes, strides, dtype name)
+    epilogue_launches: tuple
+    epilogue_signature: object  # its KernelSignature (bind needs its params)
+    epilogue_args: tuple
+
+
+def extern_rival(kernel: TemplateKernel, writer: TritonMatmulKernel, name: str, sizevars,
+                 interpret: bool) -> tuple[str | None, ExternRival] | None:
+    """(the epilogue kernel's source or None, the rival) for a written template kernel; None if
+    its arguments cannot express the rival."""
+    t = kernel.template
+    params = writer.signature.params()
+    before = len(params)
+    position = {_param_key(p): i for i, p in enumerate(params)}
+    source, launches, signature = None, (), None
+    if kernel.members:
+        plain = Kernel(f"{name}_epilogue", [t.output.sizes[0]],
+                       [Member(m.buffer, 1) for m in kernel.members])
+        epi = TritonKernel(plain, plain.name, sizevars, interpret)
+        source, launches, _ = epi.generate()
+        signature = epi.signature
+    out_key = ("buffer", t.output.name)
+    try:
+        args = tuple(-1 if _param_key(p) == out_key and out_key not in position
+                     else position[_param_key(p)] for p in (signature.params() if signature
+                                                            else []))
+        operands = tuple(_view(writer, position, box) for box in t.operands())
+        scales = tuple(("arg", position[("scalar", s.name)]) if isinstance(s, ScalarArg)
+                       else s for s in (t.alpha, t.beta))
+        out = t.output
+        output = ("arg", position[out_key]) if out_key in position else \
+            ("new", _exprs(writer, out.sizes), _exprs(writer, out.strides),
+             str(out.dtype).split(".")[-1])
+    except KeyError:  # the epilogue needs something the template does not take
+        return None
+    if len(writer.signature.params()) != before:
+        return None  # printing named a new size: the template's parameters would change
+    return source, ExternRival(t.op_name, operands, scales, output, tuple(launches), signature,
+                               args)
+
+
+def _param_key(p) -> tuple:
+    if p.kind == "buffer":
+        return ("buffer", p.value.name)
+    if p.kind == "size":
+        return ("size", str(p.value))
+    if p.kind == "scalar":
+        return ("scalar", p.value.name)
+    return (p.kind,)
+
+
+def _view(writer, position: dict, box) -> tuple:
+    base = box.base if isinstance(box, StridedView) else box
+    offset = box.offset if isinstance(box, StridedView) else base.offset
+    return (position[("buffer", base.name)], _exprs(writer, box.sizes),
+            _exprs(writer, box.strides), _exprs(writer, [offset])[0])
+
+
+def _exprs(writer, exprs) -> tuple:
+    return tuple(str(writer.signature.rename_sizes(sympy.sympify(e))) for e in exprs)
