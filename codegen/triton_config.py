@@ -108,8 +108,7 @@ def matmul_candidates(m: int, n: int, k: int, interpret: bool) -> list[MatmulCon
     only, so tuning stays short."""
     first = matmul_config(m, n, k, interpret)
     if interpret:
-        second = MatmulConfig(_clamp(32, m, 32), _clamp(32, n, 32), _clamp(16, k, 16),
-                              num_warps=4, num_stages=1)
+        second = MatmulConfig(16, 16, 16, num_warps=4, num_stages=1)
         return list(dict.fromkeys([first, second]))
     found = [first] + [MatmulConfig(_clamp(bm, m, 256), _clamp(bn, n, 256), _clamp(bk, k, 128),
                                     num_warps=w, num_stages=s)

@@ -1,0 +1,157 @@
+"""Autotuning the Triton backend (codegen/triton_tuning.py), under Triton's interpreter: every
+candidate a kernel offers gives eager's result (each forced in turn), tuning picks one of them,
+writes it to kernels.json and to a record a later session reuses without timing anything.
+Shapes are tiny: under the interpreter a kernel has at most three candidates."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lazytriton
+from lazytriton import autotune, metrics
+from lazytriton.runtime import triton_backend
+
+pytestmark = pytest.mark.skipif(not triton_backend.triton_installed(), reason="needs triton")
+
+
+@pytest.fixture
+def cache(tmp_path):
+    yield tmp_path / "cache"
+    lazytriton.wait_device_ops()  # (the next test's init sets its own mode)
+
+
+def _start(cache, mode: str) -> None:
+    lazytriton.init("triton", cache_dir=cache, autotune=mode)
+    metrics.reset()
+
+
+def _entries(cache) -> list[dict]:
+    return [e for path in sorted((cache / "graphs").glob("*/kernels.json"))
+            for e in json.loads(path.read_text())]
+
+
+def _labels(cache, prefix: str) -> list[str]:
+    (entry,) = [e for e in _entries(cache) if e["kernel"].startswith(prefix)]
+    return [c["label"] for c in entry["candidates"]]
+
+
+def _run(fn, inputs: list[torch.Tensor]):
+    got = fn(*[t.to("lazy") for t in inputs])
+    torch.testing.assert_close(got.cpu(), fn(*inputs), rtol=1e-4, atol=1e-4)
+
+
+def _softmax_rows(x):
+    return torch.softmax(x * 2, dim=1)
+
+
+def _column_sum(x):
+    return x.sum(0)
+
+
+def _row_sum(x):
+    return x.sum(1)
+
+
+def _pointwise(x):
+    return torch.sigmoid(x) * x + 1
+
+
+def _linear_relu(x, w, b):
+    return F.relu(F.linear(x, w, b))
+
+
+CASES = {  # kernel name prefix, function, input shapes
+    "softmax": ("triton_per_softmax", _softmax_rows, [(6, 40)]),
+    "sum0": ("triton_per_sum", _column_sum, [(9, 5)]),
+    "sum1": ("triton_per_sum", _row_sum, [(9, 5)]),
+    "pointwise": ("triton_poi_sigmoid", _pointwise, [(7, 13)]),
+    "template": ("triton_tem_addmm", _linear_relu, [(9, 12), (20, 12), (20,)]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_candidate_gives_eagers_result(cache, monkeypatch, case):
+    prefix, fn, shapes = CASES[case]
+    torch.manual_seed(0)
+    inputs = [torch.randn(s) for s in shapes]
+    _start(cache, "max")
+    with autotune.forced("heuristic"):  # (no such label: candidate 0) just list them
+        _run(fn, inputs)
+    labels = _labels(cache, prefix)
+    assert len(labels) >= 2, labels
+    for label in labels:
+        _start(cache, "max")
+        with autotune.forced(label):
+            _run(fn, inputs)
+        (entry,) = [e for e in _entries(cache) if e["kernel"].startswith(prefix)]
+        assert entry["autotune"]["buckets"]["static"]["chosen"] == label
+    if case == "softmax":
+        assert any(label.startswith("looped:") for label in labels)
+        source = (next(cache.glob("graphs/*/triton_per_softmax_0.py"))).read_text()
+        assert "def triton_per_softmax_0_looped(" in source and "for roffset in" in source
+    if case == "template":
+        assert "extern" in labels  # aten's mm, then the epilogue kernel
+
+
+def test_tuning_persists_and_a_new_session_reuses_it(cache):
+    torch.manual_seed(0)
+    x, w, b = torch.randn(9, 12), torch.randn(20, 12), torch.randn(20)
+    _start(cache, "max")
+    _run(_softmax_rows, [x])
+    _run(_linear_relu, [x, w, b])
+    tuned = {e["kernel"]: e for e in _entries(cache) if "candidates" in e}
+    assert len(tuned) == 2
+    timed = sum(len(e["candidates"]) for e in tuned.values())
+    assert metrics.counter_value("AutotuneBenchmark") == timed >= 5
+    for entry in tuned.values():
+        choice = entry["autotune"]["buckets"]["static"]
+        assert choice["how"] == "tuned" and choice["chosen"] in [c["label"] for c in
+                                                                 entry["candidates"]]
+        assert entry["config"] == next(c["config"] for c in entry["candidates"]
+                                       if c["label"] == choice["chosen"])
+    assert len(list((cache / "autotune").glob("*/*.json"))) == 2
+    _start(cache, "max")  # a new session: new kernels, the records
+    _run(_softmax_rows, [x])
+    _run(_linear_relu, [x, w, b])
+    assert not metrics.counter_value("AutotuneBenchmark")  # nothing timed (None: never counted)
+    assert metrics.counter_value("AutotuneCacheHit") == 2
+
+
+def test_modes_choose_what_is_tuned(cache, monkeypatch):
+    """off: no candidates and no extra functions; default: the reductions only (and no
+    template: mm stays an extern); max: pointwise kernels and the template too."""
+    monkeypatch.delenv("LAZYTRITON_MM_TEMPLATE", raising=False)
+    torch.manual_seed(0)
+    x, w, b = torch.randn(9, 12), torch.randn(20, 12), torch.randn(20)
+
+    def step(x, w, b):
+        return _softmax_rows(_linear_relu(x, w, b)) + _pointwise(x).sum()
+    found = {}
+    for mode in ("off", "default", "max"):
+        _start(cache / mode, mode)
+        with autotune.forced("heuristic"):
+            _run(step, [x, w, b])
+        found[mode] = {e["kernel"].split("_")[1] for e in _entries(cache / mode)
+                       if "candidates" in e}
+    assert found == {"off": set(), "default": {"per"}, "max": {"per", "poi", "tem"}}
+    sources = "".join(p.read_text() for p in (cache / "off").glob("graphs/*/*.py"))
+    assert "_looped(" not in sources and "_epilogue(" not in sources
+
+
+@pytest.mark.slow
+def test_candidate_functions_compile_for_sm90(cache, tmp_path, monkeypatch):
+    from lazytriton.testing.aot import compile_folder
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))  # really compile
+    torch.manual_seed(0)
+    _start(cache, "max")
+    with autotune.forced("heuristic"):
+        _run(_softmax_rows, [torch.randn(6, 40)])
+        _run(_linear_relu, [torch.randn(9, 12), torch.randn(20, 12), torch.randn(20)])
+    folders = sorted(p.parent for p in (cache / "graphs").glob("*/kernels.json"))
+    compiled = [r for f in folders for r in compile_folder(f, candidates=True)]
+    functions = {r["function"] for r in compiled}
+    assert "triton_per_softmax_0_looped" in functions
+    assert len(compiled) >= 5 and all(r["cubin_bytes"] > 0 for r in compiled)
