@@ -155,3 +155,21 @@ def test_candidate_functions_compile_for_sm90(cache, tmp_path, monkeypatch):
     functions = {r["function"] for r in compiled}
     assert "triton_per_softmax_0_looped" in functions
     assert len(compiled) >= 5 and all(r["cubin_bytes"] > 0 for r in compiled)
+
+
+def test_benchmark_rows_smoke_run_on_the_interpreter(cache):
+    """benchmarks/autotune_triton.py --interpret: the rows benchmarks/autotune.py shows."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parent.parent / "benchmarks" / "autotune_triton.py"
+    spec = importlib.util.spec_from_file_location("autotune_triton", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.triton_rows(interpret=True, names=[bench.MATMUL, "sum dim 0"])
+    matmul, column = rows
+    assert matmul["configs_tried"] >= 2 and matmul["extern_ms"] > 0 and matmul["template_ms"] > 0
+    assert matmul["default_ms"] == pytest.approx(matmul["extern_ms"])  # "off" runs the extern
+    assert column["configs_tried"] >= 2 and column["unit"] == "GB/s"
+    for row in rows:
+        assert 0 < row["best_ms"] <= row["default_ms"] and row["eager_ms"] > 0
+    assert "matmul+bias+ReLU" in bench.format_rows(rows)
