@@ -81,7 +81,7 @@ class Plan:
     """What the config of a written kernel is chosen from (and an autotuner's candidates)."""
     kind: str  # poi, per, red
     xnumel: int  # size hints
-    rnumel: int
+    rnumel: int  # 0: a flat kernel (no r range)
     persistent: bool  # rows held whole in registers
     grid_numel: object  # the x range's size (sympy), None: one program
 

@@ -16,8 +16,10 @@ candidates, so tuning in tests stays short. The heuristic is always candidate 0.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from lazytriton import logs
 from lazytriton.template_fusion import TemplateKernel, forced
 from .triton_config import (Launch, label, matmul_candidates, pointwise_candidates,
                             row_candidates)
@@ -43,10 +45,13 @@ def variants(kernel, writer, launches: list[Launch], sizevars, interpret: bool,
         return [], []
     if plan.kind in ("per", "red"):
         return _row_variants(kernel, writer, plan, sizevars, interpret)
-    if plan.kind == "poi" and mode == "max" and plan.grid_numel is not None:
+    if plan.kind != "poi" or mode != "max" or plan.grid_numel is None:
+        return [], []
+    if plan.rnumel == 0:  # flat
         return [], [_candidate(writer.launch_for(c)) for c in
                     pointwise_candidates(plan.xnumel, interpret)]
-    return [], []
+    return [], [_candidate(writer.launch_for(c)) for c in  # rows of pointwise members
+                row_candidates(plan.xnumel, plan.rnumel, plan.persistent, interpret)]
 
 
 def _candidate(launch: Launch, prefix: str = "", **extra) -> TritonCandidate:
@@ -62,7 +67,12 @@ def _row_variants(kernel, writer, plan, sizevars, interpret):
         return [], found
     looped = type(writer)(kernel, f"{writer.name}_looped", sizevars, interpret)
     looped.looped_rows = True
-    source, _, _ = looped.generate()
+    try:
+        source, _, _ = looped.generate()
+    except Exception as e:  # noqa: BLE001 -- a variant that cannot be written is not offered
+        _strict()
+        logs.emit("autotune", f"{writer.name}: no looped variant ({type(e).__name__}: {e})")
+        return [], found
     if _params(looped.signature) != _params(writer.signature):
         return [], found  # (parameters named in another order: not interchangeable)
     found += [_candidate(looped.launch_for(c), "looped:", reduction="looped") for c in
@@ -77,7 +87,12 @@ def _template_variants(kernel, writer, launches, sizevars, interpret, mode):
              for c in matmul_candidates(m, n, k, interpret)]
     if mode != "max" or forced():
         return [], found
-    rival = extern_rival(kernel, writer, writer.name, sizevars, interpret)
+    try:
+        rival = extern_rival(kernel, writer, writer.name, sizevars, interpret)
+    except Exception as e:  # noqa: BLE001 -- the template then competes with itself only
+        _strict()
+        logs.emit("autotune", f"{writer.name}: no extern rival ({type(e).__name__}: {e})")
+        rival = None
     if rival is None:
         return [], found
     source, spec = rival
@@ -88,3 +103,9 @@ def _template_variants(kernel, writer, launches, sizevars, interpret, mode):
 
 def _params(signature) -> list[tuple]:
     return [(p.kind, p.name, getattr(p.value, "name", str(p.value))) for p in signature.params()]
+
+
+def _strict() -> None:
+    """LAZYTRITON_STRICT=1 (tests): a variant that cannot be written is a bug to see."""
+    if os.environ.get("LAZYTRITON_STRICT"):
+        raise

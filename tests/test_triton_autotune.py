@@ -173,3 +173,25 @@ def test_benchmark_rows_smoke_run_on_the_interpreter(cache):
     for row in rows:
         assert 0 < row["best_ms"] <= row["default_ms"] and row["eager_ms"] > 0
     assert "matmul+bias+ReLU" in bench.format_rows(rows)
+
+
+def test_pointwise_rows_of_two_widths_take_row_configs(cache):
+    """Pointwise members over different row widths share a row kernel (an r range per width):
+    its candidates are row configs, each giving eager's values."""
+    x = torch.randn(4, 6)
+
+    def run():
+        lx = x.to("lazy")
+        a, b = lx * 2 + 1, lx[:, :3].exp()
+        lazytriton.mark_step()
+        torch.testing.assert_close(a.cpu(), x * 2 + 1)
+        torch.testing.assert_close(b.cpu(), x[:, :3].exp())
+    _start(cache, "max")
+    with autotune.forced("heuristic"):
+        run()
+    labels = _labels(cache, "triton_poi_")
+    assert len(labels) >= 2 and all("RBLOCK" in label for label in labels)
+    for label in labels:
+        _start(cache, "max")
+        with autotune.forced(label):
+            run()
