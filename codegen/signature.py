@@ -80,6 +80,7 @@ class GeneratedKernel:
     source_file: str  # the file in the graph's cache folder that holds it
     index: dict = field(default_factory=dict)  # extra facts for kernels.json (e.g. its config)
     launch: Any = None  # what the backend's launcher needs beyond the signature (grids, configs)
+    sample_sizes: dict[str, int] = field(default_factory=dict)  # size param -> this graph's value
     candidates: list = field(default_factory=list)  # other forms an autotuner may choose
 
 

@@ -675,8 +675,10 @@ class TritonCodegen:
                 index["candidates"] = [{"label": c.label, "config": c.config,
                                         "functions": [lc.function for lc in c.launches]}
                                        for c in candidates]
+            sample_sizes = {str(ks): sizevars.evaluate(sym)
+                            for sym, ks in writer.signature.sizes.items()}
             out.append(GeneratedKernel(kernel, name, writer.signature, file, index, launches,
-                                       candidates))
+                                       sample_sizes, candidates))
         return GeneratedCode(out, files)
 
 

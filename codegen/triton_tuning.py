@@ -44,7 +44,7 @@ def variants(kernel, writer, launches: list[Launch], sizevars, interpret: bool,
     if plan is None or len(launches) != 1:
         return [], []
     if plan.kind in ("per", "red"):
-        return _row_variants(kernel, writer, plan, sizevars, interpret)
+        return _row_variants(kernel, writer, plan, sizevars, interpret, mode)
     if plan.kind != "poi" or mode != "max" or plan.grid_numel is None:
         return [], []
     if plan.rnumel == 0:  # flat
@@ -59,10 +59,15 @@ def _candidate(launch: Launch, prefix: str = "", **extra) -> TritonCandidate:
     return TritonCandidate(label(launch.config, prefix), config, (launch,))
 
 
-def _row_variants(kernel, writer, plan, sizevars, interpret):
+# mode "default" on a GPU: this many configs of the kernel's own plan, and of the looped form
+DEFAULT_LIMIT = (4, 2)
+
+
+def _row_variants(kernel, writer, plan, sizevars, interpret, mode):
     kind = "persistent" if plan.persistent else "looped"
+    own, looped_count = DEFAULT_LIMIT if mode == "default" else (None, 4)
     found = [_candidate(writer.launch_for(c), reduction=kind) for c in
-             row_candidates(plan.xnumel, plan.rnumel, plan.persistent, interpret)]
+             row_candidates(plan.xnumel, plan.rnumel, plan.persistent, interpret)[:own]]
     if not plan.persistent:
         return [], found
     looped = type(writer)(kernel, f"{writer.name}_looped", sizevars, interpret)
@@ -76,7 +81,8 @@ def _row_variants(kernel, writer, plan, sizevars, interpret):
     if _params(looped.signature) != _params(writer.signature):
         return [], found  # (parameters named in another order: not interchangeable)
     found += [_candidate(looped.launch_for(c), "looped:", reduction="looped") for c in
-              row_candidates(plan.xnumel, plan.rnumel, False, interpret)[:1 if interpret else 4]]
+              row_candidates(plan.xnumel, plan.rnumel, False, interpret)[
+                  :1 if interpret else looped_count]]
     return [source], found
 
 

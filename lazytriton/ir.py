@@ -18,7 +18,7 @@ from .device_data import DeviceData
 from .sizevars import contiguous_strides
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TensorMeta:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
@@ -33,6 +33,15 @@ class TensorMeta:
             h = hash((self.shape, self.stride, self.dtype, self.storage_offset))
             object.__setattr__(self, "_hash", h)
         return h
+
+    def __eq__(self, other) -> bool:
+        # the tracer compares a view's layout with its storage's on every op: no tuples built
+        if self is other:
+            return True
+        if type(other) is not TensorMeta:
+            return NotImplemented
+        return (self.shape == other.shape and self.stride == other.stride
+                and self.dtype == other.dtype and self.storage_offset == other.storage_offset)
 
     @staticmethod
     def of(t: torch.Tensor) -> "TensorMeta":

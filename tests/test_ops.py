@@ -769,8 +769,23 @@ INDEXING = {  # name: (fn, input factories); x is (5, 7)
                               (lambda: rnd(5, 7), lambda: rnd(7, dtype=BOOL))),
     "masked_fill_tensor": (lambda x, m, v: x.masked_fill(m, v),
                            (lambda: rnd(5, 7), lambda: rnd(5, 1, dtype=BOOL), lambda: rnd())),
+    # a boolean mask with one value: where(mask, v, x), a pointwise kernel
+    "mask_put": (lambda x, m: x.index_put((m,), torch.tensor(-1.5).to(x.device)),
+                 (lambda: rnd(5, 7), lambda: rnd(5, 7, dtype=BOOL))),
+    "mask_put_rows": (lambda x, m, v: x.index_put((m,), v),
+                      (lambda: rnd(5, 7), lambda: rnd(5, dtype=BOOL), lambda: rnd(1))),
+    "mask_put_accumulate": (lambda x, m, v: x.index_put((m,), v, accumulate=True),
+                            (lambda: rnd(5, 7), lambda: rnd(5, 7, dtype=BOOL), lambda: rnd())),
+    "mask_put_transposed": (lambda x, m: x.t().index_put((m,), torch.tensor(3.0).to(x.device)),
+                            (lambda: rnd(5, 7), lambda: rnd(7, 5, dtype=BOOL))),
+    "mask_setitem": (lambda x: _set_where_negative(x * 1, 0.0), (lambda: rnd(4, 6, 3),)),
 }
 INDEXING_NO_GRAD = {"index_put_unique", "scatter_src", "index_copy"}  # indices drawn inside fn
+
+
+def _set_where_negative(x, value):
+    x[x < 0] = value
+    return x
 
 
 @pytest.mark.parametrize("name", INDEXING)

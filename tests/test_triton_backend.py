@@ -227,7 +227,7 @@ def test_floor_helpers_match_python_on_negative_dividends(tmp_path):
               "    tl.store(p2 + i, floor_mod(a, 3))\n")
     path = tmp_path / "floors.py"
     path.write_text(module_source("floors", [], [kernel]))
-    module = triton_backend.load_kernel_module(path, interpret=not torch.cuda.is_available())
+    module, _ = triton_backend.load_kernel_module(path, interpret=not torch.cuda.is_available())
     a = torch.arange(-8, 8, device=lazytriton.runtime.session.current().device)
     q, r = torch.empty_like(a), torch.empty_like(a)
     module.floors[(1,)](a, q, r, XBLOCK=16)
@@ -348,7 +348,7 @@ def test_interpreter_math_matches_torch(tmp_path, name, dtype):
     inputs = [t.to(dtype) for t in (inputs if isinstance(inputs, tuple) else (inputs,))]
     path = _math_module(tmp_path, "math_" + name, [name], len(inputs))
     out = torch.empty_like(inputs[0])
-    getattr(triton_backend.load_kernel_module(path, True), "math_" + name)[(1,)](
+    getattr(triton_backend.load_kernel_module(path, True)[0], "math_" + name)[(1,)](
         *inputs, out, XBLOCK=64)
     tol = dict(rtol=2e-7, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-11, atol=1e-12)
     torch.testing.assert_close(out, reference(*inputs), **tol)

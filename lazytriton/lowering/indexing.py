@@ -214,6 +214,8 @@ def _index(lowering, node, self, indices):
 
 @register(aten.index_put.default, aten._unsafe_index_put.default)
 def _index_put(lowering, node, self, indices, values, accumulate=False):
+    if _is_mask_fill(self, indices, values):
+        return _mask_fill(self, indices[0], values, bool(accumulate), out_dtype(node))
     if not AdvancedIndex.supported(indices):
         return lowering.extern(node, {"self": self, "indices": indices, "values": values,
                                       "accumulate": accumulate}, fallback=True)
@@ -223,6 +225,32 @@ def _index_put(lowering, node, self, indices, values, accumulate=False):
                    src_sizes=list(where.sizes), target=where.source_index,
                    value=operand_loader(values, where.sizes, dtype), accumulate=bool(accumulate),
                    ordered=[where.is_broadcast_dim(k) for k in range(len(where.sizes))])
+
+
+def _is_mask_fill(self, indices, values) -> bool:
+    """x[mask] = v with one value for every selected element: a boolean mask over x's leading
+    dims and a one-element v. The result's shape is x's whatever the mask holds."""
+    if len(indices) != 1 or not is_tensor(indices[0]) or indices[0].dtype != torch.bool:
+        return False
+    mask = indices[0]
+    one_value = not is_tensor(values) or (values.ndim <= len(self.sizes)
+                                          and all(s == 1 for s in values.sizes))
+    return one_value and mask.ndim <= len(self.sizes) and \
+        all(m == s for m, s in zip(mask.sizes, self.sizes))
+
+
+def _mask_fill(self, mask, values, accumulate: bool, dtype) -> Pointwise:
+    """where(mask, v, x), or x + where(mask, v, 0) when accumulating: a pointwise op."""
+    base = operand_loader(self, self.sizes, dtype)
+    value = operand_loader(values, self.sizes, dtype)
+    selected = mask.loader()
+
+    def inner(ops, idx):
+        hit = selected(ops, list(idx[:mask.ndim]))
+        if accumulate:
+            return ops.add(base(ops, idx), ops.where(hit, value(ops, idx), ops.constant(0, dtype)))
+        return ops.where(hit, value(ops, idx), base(ops, idx))
+    return Pointwise(dtype, list(self.sizes), inner=inner)
 
 
 # --- writes through a view ----------------------------------------------------------------------

@@ -17,14 +17,20 @@ def default_cache_dir() -> Path:
     return Path(xdg) / "lazytriton"
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the permissions a plainly created file would get
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    """Write to a temp file in the same folder, then rename: readers never see half a file.
+    The file gets the usual permissions (mkstemp's are owner-only: the cache is for reading)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

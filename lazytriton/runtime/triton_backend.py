@@ -13,6 +13,7 @@ size parameters where a size is a symbol (runtime/shapes.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -29,6 +30,7 @@ from .. import autotune, metrics
 from ..codegen.signature import SCALAR, GeneratedCode, GeneratedKernel
 from ..codegen.triton import TritonCodegen
 from .backend import register_backend
+from .compile_pool import warm_kernels, warmup_jobs
 from .kernel_backend import KernelBackend
 
 INSTALL_HINT = ('the "triton" backend needs the triton package (3.6 to 3.9): '
@@ -47,12 +49,14 @@ class TritonLauncher:
     def load(self, code: GeneratedCode, artifacts: Path) -> tuple[dict[str, Callable], list]:
         if not self.interpret and not _USER_TRITON_CACHE:  # Triton's binaries next to ours
             os.environ["TRITON_CACHE_DIR"] = str(artifacts.parent.parent / "kernels" / "triton")
-        modules, launchers = [], {}
+        modules, launchers, warm = [], {}, []
         budget = autotune.budget_for_graph()  # one per graph: tuning time stays bounded
         for emitted in code.kernels:
             path = artifacts / emitted.source_file
-            module = load_kernel_module(path, self.interpret)
+            module, new = load_kernel_module(path, self.interpret)
             modules.append(module)
+            if new and not self.interpret:
+                warm += warmup_jobs(path, _every_launch(emitted))
             heuristic = bind(module, emitted, quiet=self.interpret)
             if len(emitted.candidates) < 2:
                 launchers[emitted.name] = heuristic
@@ -65,6 +69,8 @@ class TritonLauncher:
                 toolchain=self._toolchain(), cache_dir=artifacts.parent.parent, budget=budget,
                 size_args=autotune.size_args(emitted), written=_written(emitted),
                 on_choice=autotune.kernels_json_recorder(artifacts, emitted.name))
+        if warm:  # compiled now, in parallel where there are several, binaries beside sources
+            warm_kernels(warm, artifacts)
         return launchers, modules
 
     def _candidate(self, module: ModuleType, emitted: GeneratedKernel, candidate) -> Callable:
@@ -78,6 +84,15 @@ class TritonLauncher:
     def _toolchain(self) -> str:
         import triton
         return f"triton {triton.__version__}" + (" interpreter" if self.interpret else "")
+
+
+def _every_launch(emitted: GeneratedKernel) -> GeneratedKernel:
+    """The kernel with its candidates' launches too (an extern rival's epilogue aside: its
+    parameters are its own), so tuning finds them all compiled."""
+    launches = list(emitted.launch)
+    for c in emitted.candidates:
+        launches += [lc for lc in c.launches if lc not in launches]
+    return dataclasses.replace(emitted, launch=launches)
 
 
 def _written(emitted: GeneratedKernel) -> list[int]:
@@ -184,18 +199,20 @@ _lock = threading.Lock()
 _ENV = threading.Lock()
 
 
-def load_kernel_module(path: Path, interpret: bool) -> ModuleType:
+def load_kernel_module(path: Path, interpret: bool) -> tuple[ModuleType, bool]:
     """The kernel module in `path`, executed once per process per source text (a new graph with
-    the same kernel reuses it, and on CUDA Triton's compiled binaries with it)."""
+    the same kernel reuses it, and on CUDA Triton's compiled binaries with it); and whether
+    it was executed just now."""
     text = path.read_text()
     key = (hashlib.sha256(text.encode()).hexdigest(), interpret)
     with _lock:
         module = _modules.get(key)
-        if module is None:
-            module = _execute(path, f"lazytriton_kernels.{path.stem}_{key[0][:12]}", interpret)
-            _modules[key] = module
-            metrics.counter_inc("KernelCompile")
-    return module
+        if module is not None:
+            return module, False
+        module = _execute(path, f"lazytriton_kernels.{path.stem}_{key[0][:12]}", interpret)
+        _modules[key] = module
+        metrics.counter_inc("KernelCompile")
+    return module, True
 
 
 def _execute(path: Path, name: str, interpret: bool) -> ModuleType:

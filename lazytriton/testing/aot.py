@@ -74,8 +74,16 @@ def compile_kernel(folder: Path, entry: dict, arch: int = 90,
 
 
 def compile_folder(folder: Path, arch: int = 90, candidates: bool = False) -> list[dict]:
+    """Every kernel of the folder (with `candidates`, every autotuning candidate's functions
+    too), compiled in the worker pool that compiles a CUDA graph's kernels
+    (runtime/compile_pool.py): the first error found is raised."""
+    from ..runtime.compile_pool import run_jobs
     entries = json.loads((folder / "kernels.json").read_text())
-    return [r for entry in entries for r in compile_kernel(folder, entry, arch, candidates)]
+    results = run_jobs(compile_kernel, [(folder, entry, arch, candidates) for entry in entries])
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return [launch for r in results for launch in r]
 
 
 def main(argv: list[str]) -> int:
