@@ -195,3 +195,24 @@ def test_pointwise_rows_of_two_widths_take_row_configs(cache):
         _start(cache, "max")
         with autotune.forced(label):
             run()
+
+
+@pytest.mark.parametrize("label", ["extern", "BLOCK_M=16,BLOCK_N=16,BLOCK_K=16,GROUP_M=8,w4,s1"])
+def test_template_and_rival_over_batch_sizes_that_change(cache, label):
+    """The extern rival (aten's addmm into the product, then the epilogue kernel) and a template
+    tile, where the batch is a size symbol and the product is kept (read by a later sum)."""
+    torch.manual_seed(0)
+    w, b = torch.randn(20, 12), torch.randn(20)
+    _start(cache, "max")
+    with autotune.forced(label):
+        for batch in (8, 13, 29):
+            x = torch.randn(batch, 12)
+            y = F.linear(x.to("lazy"), w.to("lazy"), b.to("lazy"))
+            z, s = y.relu() * 2, y.sum(0)
+            lazytriton.mark_step()
+            torch.testing.assert_close(z.cpu(), F.linear(x, w, b).relu() * 2, rtol=1e-4,
+                                       atol=1e-4)
+            torch.testing.assert_close(s.cpu(), F.linear(x, w, b).sum(0), rtol=1e-4, atol=1e-4)
+    entries = [e for e in _entries(cache) if e["kernel"].startswith("triton_tem_")]
+    assert len(entries) == 2 and all(label in [c["label"] for c in e["candidates"]]
+                                     for e in entries)
