@@ -168,3 +168,19 @@ def test_template_kernels_compile_for_sm90(template_device, tmp_path, monkeypatc
     folders = {f for f, e in _kernels(template_device) if e["kernel"].startswith("triton_tem_")}
     compiled = [r for f in sorted(folders) for r in compile_folder(f)]
     assert len(compiled) == 6 and all(r["cubin_bytes"] > 0 for r in compiled)
+
+
+def test_dropout_in_the_epilogue_draws_the_same_mask(template_device, monkeypatch):
+    """Random numbers are keyed by the element's flat offset: fused into the template's
+    epilogue, dropout keeps exactly the elements it keeps after an extern mm."""
+    x, w, b = torch.randn(9, 12), torch.randn(20, 12), torch.randn(20)
+    results = []
+    for forced in ("1", "0"):
+        monkeypatch.setenv("LAZYTRITON_MM_TEMPLATE", forced)
+        lazytriton.init("triton", cache_dir=template_device / forced)
+        torch.manual_seed(3)
+        results.append(F.dropout(F.linear(x.to("lazy"), w.to("lazy"), b.to("lazy")), 0.5).cpu())
+    template, extern = results
+    assert torch.equal(template == 0, extern == 0) and 0 < int((template == 0).sum()) < 180
+    torch.testing.assert_close(template, extern, rtol=1e-5, atol=1e-5)
+    assert "native_dropout" in _templates(template_device / "1")[0]["kernel"]
