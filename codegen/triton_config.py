@@ -150,6 +150,9 @@ def row_candidates(xnumel: int, rnumel: int, persistent_rows: bool,
     if not interpret:
         found += [Config(XBLOCK=c.XBLOCK, RBLOCK=c.RBLOCK, num_warps=w, num_stages=c.num_stages)
                   for c in found[:1] for w in (2, 4, 8) if w != c.num_warps]
+        if not persistent_rows:  # a loop over chunks: loads of the next may be pipelined
+            found.append(Config(XBLOCK=first.XBLOCK, RBLOCK=first.RBLOCK,
+                                num_warps=first.num_warps, num_stages=2))
     return list(dict.fromkeys(found))
 
 

@@ -145,14 +145,6 @@ def _extent(buf):
     return 1 + abs(buf.offset) + sum(abs((s - 1) * st) for s, st in zip(buf.sizes, buf.strides))
 
 
-def generate_template(kernel: TemplateKernel, name: str, sizevars, interpret: bool):
-    """(source, launches, kind, writer) for one template kernel."""
-    writer = TritonMatmulKernel(kernel, name, sizevars, interpret)
-    source, launches, kind = writer.generate()
-    return source, launches, kind, writer
-
-
-
 # --- the template's rival in autotune mode "max": aten's mm, then the epilogue as a kernel ------
 
 @dataclass(frozen=True)

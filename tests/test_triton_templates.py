@@ -184,3 +184,21 @@ def test_dropout_in_the_epilogue_draws_the_same_mask(template_device, monkeypatc
     assert torch.equal(template == 0, extern == 0) and 0 < int((template == 0).sum()) < 180
     torch.testing.assert_close(template, extern, rtol=1e-5, atol=1e-5)
     assert "native_dropout" in _templates(template_device / "1")[0]["kernel"]
+
+
+@pytest.mark.slow
+def test_gpu_candidate_tiles_compile_for_sm90(template_device, tmp_path, monkeypatch):
+    """The tiles mode "max" times on a GPU (not those the interpreter uses), each compiled for
+    sm_90 from the same source: a source never depends on its config."""
+    from lazytriton.codegen.triton_config import matmul_candidates
+    from lazytriton.testing.aot import compile_kernel
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))
+    x, w, b = torch.randn(20, 24), torch.randn(40, 24), torch.randn(40)
+    _check(_linear_relu, x, w, b, dtype=torch.float16)  # run small, compiled with large tiles
+    ((folder, entry),) = [(f, e) for f, e in _kernels(template_device)
+                          if e["kernel"].startswith("triton_tem_")]
+    configs = [c.as_dict() for c in matmul_candidates(300, 512, 256, interpret=False)]
+    assert len(configs) >= 6
+    entry = dict(entry, launches=[{"function": entry["kernel"], "config": c} for c in configs])
+    compiled = compile_kernel(folder, entry)
+    assert len(compiled) == len(configs) and all(r["cubin_bytes"] > 0 for r in compiled)
