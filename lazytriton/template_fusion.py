@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import sympy
 import torch
 
+from . import autotune
 from .loopir import Buffer, ExternBuffer, ExternKernel, Pointwise, ScalarArg, StridedView
 from .scheduler import Kernel, Member, Schedule, reads_of
 from .sizevars import SizeVars, flat_index, index_symbol
@@ -36,10 +37,6 @@ def templates_wanted() -> bool:
     forced = os.environ.get(ENV)
     if forced in ("0", "1"):
         return forced == "1"
-    try:
-        from . import autotune
-    except ImportError:  # no autotuner: today's behaviour
-        return False
     return autotune.mode() == "max"
 
 
