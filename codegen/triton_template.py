@@ -18,8 +18,8 @@ import torch
 from lazytriton.loopir import ScalarArg, StridedView
 from lazytriton.scheduler import Kernel, Member
 from lazytriton.sizevars import flat_index
-from lazytriton.template_fusion import TemplateKernel
-from .triton import TritonKernel
+from lazytriton.template_fusion import TemplateKernel, epilogue_index
+from .triton import TritonKernel, used_definitions
 from .triton_config import Launch, cdiv, matmul_config
 from .triton_ops import TritonVar
 
@@ -57,14 +57,17 @@ class TritonMatmulKernel(TritonKernel):
         t = self.kernel.template
         m, n, k = t.sizes
         self.layout = ["x", "r"]
-        x = self._new_range("x", "x", [m])
-        self.current_r = self._new_range("r", "r", [n])
-        index = [x.vars[0], self.current_r.vars[0]]
+        x = self._new_range("x", "x", t.rows or [m])
+        r = self.current_r = self._new_range("r", "r", [n])
+        index, row, _ = epilogue_index(t.rows or [m])
         holes = {"a": self._operand(t.a, "a_tile"), "b": self._operand(t.b, "b_tile")}
-        self._epilogue(t, index)
+        self._epilogue(t, index, [row, r.vars[0]])
         config = matmul_config(self._hint(m), self._hint(n), self._hint(k), self.interpret)
         sizes = {name: self.index(size)[0] for name, size in zip("MNK", t.sizes)}
-        source = self._render(holes, sizes, t.output.dtype)
+        ranges = ["xnumel = M", "rnumel = N"] + self._range_lines(x, "rm[:, None]") + \
+            self._range_lines(r, "rn[None, :]")
+        ranges = used_definitions(ranges, self.body.block.lines)
+        source = self._render(holes, sizes, ranges, t.output.dtype)
         return source, [self.launch_for(config)], "tem"
 
     def launch_for(self, config) -> Launch:
@@ -86,20 +89,20 @@ class TritonMatmulKernel(TritonKernel):
     def _print(self, expr) -> str:
         return self.printer.doprint(self.signature.rename_sizes(sympy.sympify(expr)))
 
-    def _epilogue(self, t, index) -> None:
+    def _epilogue(self, t, index: list, element: list) -> None:
         """The product (plus bias) rounded to the output dtype, stored if read elsewhere, then
         the fused consumers, each computed and stored on the tile."""
         ops = self.ops
         value = self._scaled(TritonVar("acc", torch.float32, frozenset({"x", "r"}), block=True),
                              t.alpha)
         if t.bias is not None:
-            bias = t.bias.loader()(ops, _broadcast_index(t.bias, index))
+            bias = t.bias.loader()(ops, _broadcast_index(t.bias, element))
             value = ops.add(value, self._scaled(ops.to_dtype(bias, torch.float32), t.beta))
         out = t.output
         value = ops.to_dtype(value, out.dtype)
         self.locals[out.name] = value
         if t.store_output:
-            self.store(out, flat_index(index, out.strides, out.offset), value)
+            self.store(out, flat_index(element, out.strides, out.offset), value)
         for m in self.kernel.members:
             buf = m.buffer
             self.store(buf, flat_index(index, buf.strides, buf.offset), m.node.inner(ops, index))
@@ -112,7 +115,7 @@ class TritonMatmulKernel(TritonKernel):
             return value
         return self.ops.mul(value, self.ops.constant(factor, torch.float32))
 
-    def _render(self, holes: dict, sizes: dict, dtype) -> str:
+    def _render(self, holes: dict, sizes: dict, ranges: list[str], dtype) -> str:
         scalars = [p.name for p in self.signature.params() if p.kind == "scalar"]
         precision = ', input_precision="ieee"' if dtype == torch.float32 else ""
         return _template("matmul.py.jinja").render(
@@ -120,6 +123,7 @@ class TritonMatmulKernel(TritonKernel):
             decorator_args=f"(do_not_specialize={scalars})" if scalars else "",
             casts=self._param_casts(), widen=".to(tl.int64)" if self.index_dtype ==
             torch.int64 else "", dot_options=precision, epilogue=self.body.block.lines,
+            ranges=ranges,
             **sizes, **holes)
 
     def _matmul_grid(self, m, n, config) -> tuple:
@@ -173,8 +177,9 @@ def extern_rival(kernel: TemplateKernel, writer: TritonMatmulKernel, name: str, 
     position = {_param_key(p): i for i, p in enumerate(params)}
     source, launches, signature = None, (), None
     if kernel.members:
-        plain = Kernel(f"{name}_epilogue", [t.output.sizes[0]],
-                       [Member(m.buffer, 1) for m in kernel.members])
+        rows = t.rows or [t.output.sizes[0]]
+        plain = Kernel(f"{name}_epilogue", [s for s in rows if s != 1],
+                       [Member(m.buffer, len(rows)) for m in kernel.members])
         epi = TritonKernel(plain, plain.name, sizevars, interpret)
         source, launches, _ = epi.generate()
         signature = epi.signature

@@ -25,7 +25,7 @@ import torch
 from . import autotune
 from .loopir import Buffer, ExternBuffer, ExternKernel, Pointwise, ScalarArg, StridedView
 from .scheduler import Kernel, Member, Schedule, reads_of
-from .sizevars import SizeVars, flat_index, index_symbol
+from .sizevars import SizeVars, flat_index, index_symbol, product
 
 aten = torch.ops.aten
 MATMUL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -56,6 +56,7 @@ class MatmulTemplate:
     alpha: float | ScalarArg  # a Python float the op was called with is a graph input
     beta: float | ScalarArg
     store_output: bool = True
+    rows: list | None = None  # the epilogue's x dims: [M], or sizes whose product is M
 
     @property
     def output(self) -> ExternBuffer:
@@ -142,30 +143,59 @@ def fuse_matmul_templates(sched: Schedule, sizevars: SizeVars) -> Schedule:
 
 
 def _take_epilogue(following: Kernel, template: MatmulTemplate) -> list[Member]:
-    """Move the members of `following` that can be the template's epilogue out of it."""
+    """Move the members of `following` that can be the template's epilogue out of it. They
+    cover the product's [M, N], or a view of it that splits M ([B, T, N] of a linear layer
+    on a batch of sequences: template.rows says how)."""
     out = template.output
     pulled: dict[str, Buffer] = {out.name: out}
     staying = {m.buffer.name for m in following.members}
     taken = []
     for m in following.members:
-        if _fits_epilogue(m, out.sizes, pulled, staying):
-            taken.append(Member(m.buffer, len(out.sizes)))
+        rows = template.rows or _rows_of(m.node, out.sizes)
+        if rows is not None and _fits_epilogue(m, rows, out, pulled, staying):
+            template.rows = rows
+            taken.append(Member(m.buffer, len(rows)))
             pulled[m.buffer.name] = m.buffer
             staying.discard(m.buffer.name)
     following.members = [m for m in following.members if m.buffer.name in staying]
+    template.rows = template.rows or [out.sizes[0]]
     return taken
 
 
-def _fits_epilogue(m: Member, sizes: list, pulled: dict[str, Buffer], staying: set) -> bool:
+def _rows_of(node, sizes: list) -> list | None:
+    """The node's leading sizes if they split the product's M and its last is N."""
+    if not isinstance(node, Pointwise) or len(node.sizes) < 2:
+        return None
+    m, n = sizes
+    if sympy.expand(node.sizes[-1] - n) != 0 or \
+            sympy.expand(product(node.sizes[:-1]) - m) != 0:
+        return None
+    return list(node.sizes[:-1])
+
+
+def epilogue_index(rows: list) -> tuple[list, sympy.Expr, sympy.Symbol]:
+    """An epilogue member's index (x0, x1, ..., r0), the product's row (M index) in those
+    x vars, and r0."""
+    xs = [index_symbol("x", k) for k in range(len(rows))]
+    row = sympy.Integer(0)
+    for var, size in zip(xs, rows):
+        row = row * size + var
+    r = index_symbol("r", 0)
+    return xs + [r], sympy.expand(row), r
+
+
+def _fits_epilogue(m: Member, rows: list, out: Buffer, pulled: dict[str, Buffer],
+                   staying: set) -> bool:
     node = m.node
-    if not isinstance(node, Pointwise) or len(node.sizes) != 2:
+    if not isinstance(node, Pointwise) or len(node.sizes) != len(rows) + 1 or \
+            any(sympy.expand(a - b) != 0 for a, b in zip(node.sizes, rows)):
         return False
-    if any(sympy.expand(a - b) != 0 for a, b in zip(node.sizes, sizes)):
+    if _rows_of(node, out.sizes) is None:
         return False
-    index = [index_symbol("x", 0), index_symbol("r", 0)]
+    index, row, r = epilogue_index(rows)
     for buf, read in reads_of(node, index):
         if buf.name in pulled:
-            own = flat_index(index, buf.strides, buf.offset)
+            own = flat_index([row, r] if buf is out else index, buf.strides, buf.offset)
             if sympy.expand(read - own) != 0:
                 return False  # another element of the tile: not in this lane's registers
         elif buf.name in staying:

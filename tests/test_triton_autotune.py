@@ -216,3 +216,18 @@ def test_template_and_rival_over_batch_sizes_that_change(cache, label):
     entries = [e for e in _entries(cache) if e["kernel"].startswith("triton_tem_")]
     assert len(entries) == 2 and all(label in [c["label"] for c in e["candidates"]]
                                      for e in entries)
+
+
+def test_extern_rival_of_a_linear_on_sequences(cache):
+    """The rival's epilogue kernel over [batch, seq, out] (a view of the product), the batch a
+    size symbol."""
+    torch.manual_seed(0)
+    w, b = torch.randn(20, 12), torch.randn(20)
+    _start(cache, "max")
+    with autotune.forced("extern"):
+        for batch in (2, 3, 7):
+            _run(lambda x, w, b, r: F.gelu(F.linear(x, w, b)) + r,
+                 [torch.randn(batch, 5, 12), w, b, torch.randn(batch, 5, 20)])
+    entries = [e for e in _entries(cache) if e["kernel"].startswith("triton_tem_")]
+    assert len(entries) == 2 and all("extern" in [c["label"] for c in e["candidates"]]
+                                     for e in entries)

@@ -93,6 +93,20 @@ def test_product_read_elsewhere_is_stored_too(template_device):
     torch.testing.assert_close(s.cpu(), F.linear(x, w, b).sum(0), rtol=1e-4, atol=1e-4)
 
 
+def test_linear_on_sequences_fuses_its_3d_consumers(template_device):
+    """A linear layer on [batch, seq, features] is an addmm on a [batch*seq, features] view;
+    its consumers over [batch, seq, out] (GELU, a residual broadcast over seq) are the
+    epilogue, each sequence position a row of the tile."""
+    x, w, b = torch.randn(3, 5, 12), torch.randn(20, 12), torch.randn(20)
+    _check(lambda x, w, b: F.gelu(F.linear(x, w, b)), x, w, b)
+    _check(_linear_residual, x, w, b, torch.randn(3, 1, 20))
+    for batch in (2, 7):  # the batch a size symbol: one program for both
+        _check(_linear_residual, torch.randn(batch, 5, 12), w, b, torch.randn(batch, 5, 20))
+    for folder, entry in _kernels(template_device):
+        assert entry["kernel"].startswith("triton_tem_addmm_")  # the only kernel of each graph
+        assert entry["members"] and len(entry["members"][0]["sizes"]) == 3
+
+
 @pytest.mark.parametrize("layout", ["a.t()", "b.t()", "both", "slice"])
 def test_transposed_and_sliced_operands(template_device, layout):
     a, b, bias = torch.randn(21, 13), torch.randn(13, 19), torch.randn(19)
