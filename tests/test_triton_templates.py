@@ -100,7 +100,7 @@ def test_linear_on_sequences_fuses_its_3d_consumers(template_device):
     x, w, b = torch.randn(3, 5, 12), torch.randn(20, 12), torch.randn(20)
     _check(lambda x, w, b: F.gelu(F.linear(x, w, b)), x, w, b)
     _check(_linear_residual, x, w, b, torch.randn(3, 1, 20))
-    for batch in (2, 7):  # the batch a size symbol: one program for both
+    for batch in (2, 7):
         _check(_linear_residual, torch.randn(batch, 5, 12), w, b, torch.randn(batch, 5, 20))
     for folder, entry in _kernels(template_device):
         assert entry["kernel"].startswith("triton_tem_addmm_")  # the only kernel of each graph
