@@ -45,7 +45,7 @@ class TensorMeta:
 
     @staticmethod
     def of(t: torch.Tensor) -> "TensorMeta":
-        return TensorMeta(tuple(t.shape), tuple(t.stride()), t.dtype, t.storage_offset())
+        return interned(TensorMeta(tuple(t.shape), tuple(t.stride()), t.dtype, t.storage_offset()))
 
     @property
     def storage_numel(self) -> int:
@@ -62,6 +62,21 @@ class TensorMeta:
         if self.storage_offset:
             text += f"{{offset={self.storage_offset}}}"
         return text
+
+
+_interned: dict[TensorMeta, TensorMeta] = {}
+
+
+def interned(meta: TensorMeta) -> TensorMeta:
+    """The one TensorMeta object with these fields: a plan's output layouts and the layouts of
+    tensors made from them are then the same object, so the trace's plan lookups and layout
+    comparisons stop at identity."""
+    found = _interned.get(meta)
+    if found is None:
+        if len(_interned) >= 1 << 16:  # layouts of many batch sizes: start afresh, stay small
+            _interned.clear()
+        found = _interned[meta] = meta
+    return found
 
 
 @dataclass(frozen=True, slots=True)

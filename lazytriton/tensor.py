@@ -13,7 +13,7 @@ import functools
 import torch
 
 from . import ir
-from .ir import TensorMeta, Value
+from .ir import TensorMeta, Value, interned
 from .storage import LazyStorage
 
 LAZY_TORCH_DEVICE = torch.device("lazy", 0)
@@ -45,7 +45,7 @@ class LazyTensor(torch.Tensor):
             cls, shape, strides=stride, storage_offset=offset, dtype=dtype,
             device=LAZY_TORCH_DEVICE, requires_grad=requires_grad)
         t._lt_storage = storage
-        t._lt_layout = layout or TensorMeta(tuple(shape), tuple(stride), dtype, offset)
+        t._lt_layout = layout or interned(TensorMeta(tuple(shape), tuple(stride), dtype, offset))
         return t
 
     __torch_function__ = torch._C._disabled_torch_function_impl

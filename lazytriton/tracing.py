@@ -119,7 +119,8 @@ def _cpu_scalar(t: torch.Tensor) -> Value:
 
 def _uploaded(t: torch.Tensor) -> LazyTensor:
     shape = tuple(t.shape)
-    return fresh_tensor(upload(t, TensorMeta(shape, tuple(contiguous_strides(shape)), t.dtype)))
+    meta = ir.interned(TensorMeta(shape, tuple(contiguous_strides(shape)), t.dtype))
+    return fresh_tensor(upload(t, meta))
 
 
 def _freeze(value):
@@ -296,7 +297,7 @@ def _flat_metas(metas) -> tuple[TensorMeta | None, ...]:
     """Per output, the metadata of a fresh value: its own buffer, from offset 0 (a meta kernel
     may return a view into an input for an op that copies, e.g. unsafe_split)."""
     if isinstance(metas, TensorMeta) and metas.storage_offset:
-        return (TensorMeta(metas.shape, metas.stride, metas.dtype),)
+        return (ir.interned(TensorMeta(metas.shape, metas.stride, metas.dtype)),)
     if isinstance(metas, TensorMeta) or metas is None:
         return (metas,)
     out = []
