@@ -4,17 +4,22 @@ first use), so the same fused loop nest prints the same source whatever the batc
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import sympy
 import torch
 
+from lazytriton import autotune
 from lazytriton.loopir import Buffer, Reduction, Scatter
 from lazytriton.scheduler import Kernel, Member, member_index, ranges_of, store_index
 from lazytriton.sizevars import (contiguous_strides, flat_index, index_symbol, product,
                                   simplify_index)
 
+from . import exprtree
 from .common import CppPrinter, CSEVariable, KernelBody
+from .cpp_variants import (PARALLEL_MIN_WORK, KernelFacts, LoopConfig, facts, reduction_tree,
+                           variants)
 from .signature import (BOUNDS, BUFFER, ERR, SCALAR, GeneratedCode, GeneratedKernel,
                         KernelSignature, Param)
 
@@ -28,8 +33,6 @@ CTYPE = {
     torch.uint8: "uint8_t", torch.bool: "bool", torch.bfloat16: "uint16_t",
     torch.float16: "uint16_t",
 }
-# below this many elements of work a kernel runs serially (an OpenMP team costs ~µs to wake)
-PARALLEL_MIN_WORK = 8192
 
 # dtypes computed in float and stored as 16 bits
 _HALF = {torch.bfloat16: ("lt::bf16_to_float", "lt::float_to_bf16"),
@@ -273,11 +276,19 @@ def _acc_ctype(dtype: torch.dtype, rtype: str) -> str:
 
 
 class CppKernel:
-    """Writes one scheduled Kernel as a C++ function."""
+    """Writes one scheduled Kernel as a C++ function, in the loop shape `config` says
+    (cpp_variants.py); `function`: its name (a variant's: kernel__c1); `signature`: the
+    heuristic variant's, so every variant takes the same parameters in the same order."""
 
-    def __init__(self, kernel: Kernel, checked: bool = False):
+    def __init__(self, kernel: Kernel, checked: bool = False, config: LoopConfig = LoopConfig(),
+                 kernel_facts: KernelFacts | None = None, function: str | None = None,
+                 signature: KernelSignature | None = None):
         self.kernel = kernel
-        self.args = KernelSignature(checked=checked)
+        self.config = config
+        self.facts = kernel_facts or facts(kernel)
+        self.function = function or kernel.name
+        self.args = signature or KernelSignature(checked=checked)
+        self._reduced: dict[tuple, tuple[str, torch.dtype]] = {}  # reduction key -> its acc
         self.body = KernelBody()
         self.ops = CppOps(self)
         self.printer = CppPrinter()
@@ -292,10 +303,13 @@ class CppKernel:
     def generate(self) -> str:
         kernel = self.kernel
         self.parallel_if = self._parallel_condition()
-        outer_vars = [sympy.Symbol(f"x{k}", integer=True, nonnegative=True)
-                      for k in range(len(kernel.outer))]
+        outer_vars = self._outer_vars = [sympy.Symbol(f"x{k}", integer=True, nonnegative=True)
+                                         for k in range(len(kernel.outer))]
         for var, size in zip(outer_vars, kernel.outer):
             self._ranges[var] = size
+        if self.config.columns and self.facts.column:
+            loops = self._column_reduction(kernel.members[0], outer_vars)
+            return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
         body_lines: list[str] = []
         for member in kernel.members:
             body_lines += self._member(member, outer_vars)
@@ -305,11 +319,11 @@ class CppKernel:
     def _parallel_condition(self) -> str | None:
         """"" when the kernel's work is large enough for a team of threads, None when it is
         too small (a serial loop: waking threads costs more than a few thousand elements take),
-        or an `if(...)` clause when that depends on symbolic sizes (decided per call)."""
-        work = max((product(m.node.sizes) * product(getattr(m.node, "reduction_sizes", None) or
-                                                     getattr(m.node, "src_sizes", None) or [])
-                    for m in self.kernel.members), default=sympy.Integer(1), key=str)
-        work = sympy.expand(work)
+        or an `if(...)` clause when that depends on symbolic sizes (decided per call); a
+        config may force either."""
+        if self.config.parallel != "auto":
+            return "" if self.config.parallel == "parallel" else None
+        work = self.facts.work
         if work.is_Integer:
             return "" if int(work) >= PARALLEL_MIN_WORK else None
         return f" if({self.index(work)} >= {PARALLEL_MIN_WORK})"
@@ -336,7 +350,7 @@ class CppKernel:
 
     def _signature(self) -> str:
         params = [_declare(p) for p in self.args.params()]
-        return f'extern "C" void {self.kernel.name}(' + ", ".join(params) + ")"
+        return f'extern "C" void {self.function}(' + ", ".join(params) + ")"
 
     # --- members ----------------------------------------------------------------------------
     def _member(self, member: Member, outer_vars) -> list[str]:
@@ -368,13 +382,40 @@ class CppKernel:
         return f"{target} = {value};"
 
     def _pointwise(self, member: Member, index, inner_vars) -> list[str]:
-        lines, value = self._capture(lambda: member.node.inner(self.ops, index))
+        lines, value = self._capture(lambda: self._pointwise_value(member, index, inner_vars))
         body = lines + [self._store(member, index, value)]
         sizes = member.inner_sizes
         if not inner_vars:
             return body
         parallel = not self.kernel.outer
         return self._loops(inner_vars, sizes, body, simd=True, parallel=parallel)
+
+    def _pointwise_value(self, member: Member, index, inner_vars):
+        """The member's value; with config.store, a summand an earlier sum stored in this
+        member's output is read back, and a division by a row's value is a product with its
+        reciprocal (eager's softmax)."""
+        position = self.kernel.members.index(member)
+        summer = next((i for i, (j, _) in self.facts.stores.items() if j == position), None)
+        if not self.config.store or summer is None:
+            return member.node.inner(self.ops, index)
+        tree = exprtree.record(lambda ops: member.node.inner(ops, index))
+        summand = reduction_tree(self.kernel.members[summer], self._outer_vars, inner_vars)
+        stored = lambda: self.ops.load(member.buffer, store_index(member, index))  # noqa: E731
+        inner = set(inner_vars)
+
+        def by_reciprocal(node, emit):
+            if node.op == "truediv" and _row_invariant(node.args[1], inner):
+                return self.ops.mul(emit(node.args[0]), self.ops.reciprocal(emit(node.args[1])))
+            return None
+        return exprtree.replay(tree, self.ops, {summand.key: stored}, by_reciprocal)
+
+    def _store_summand(self, position: int, value, rvars) -> list[str]:
+        """In a sum's loop: its summand stored where the member that reuses it writes."""
+        reader = self.kernel.members[self.facts.stores[position][0]]
+        index, own = member_index(reader, self._outer_vars, "stored")
+        index = [sympy.sympify(i).xreplace(dict(zip(own, rvars))) for i in index]
+        lines, store = self._capture(lambda: self._store(reader, index, value))
+        return lines + [store]
 
     def _scatter(self, member: Member, index, out_vars) -> list[str]:
         """The base copied into the output in parallel, then the writes: dims that cannot
@@ -415,8 +456,12 @@ class CppKernel:
             return f"{target} = {target} || {value};"
         return f"{target} += {value};"
 
-    def _loops(self, vars_, sizes, body, simd: bool, parallel: bool, extra: str = "") -> list[str]:
-        lines = []
+    def _loops(self, vars_, sizes, body, simd: bool, parallel: bool, extra: str = "",
+               hoist: bool = True) -> list[str]:
+        """Loops over vars_ around body; `hoist`: the body's declarations that depend on no
+        loop variable go before the loops (layer norm's 1/sqrt(var + eps): a call the compiler
+        may not move, which also keeps the loop from vectorizing)."""
+        lines, body = _hoisted(body, vars_) if hoist else ([], body)
         n = len(vars_)
         parallel = parallel and self.parallel_if is not None  # small work: serial loops
         if parallel:
@@ -433,8 +478,15 @@ class CppKernel:
     def _reduction(self, member: Member, index, rvars) -> list[str]:
         node: Reduction = member.node
         rtype = node.reduction_type
-        acc = f"acc{self.kernel.members.index(member)}"
+        position = self.kernel.members.index(member)
+        acc = f"acc{position}"
+        storing = self.config.store and position in self.facts.stores
+        same = None if storing else self._reduction_key(member)
+        if same in self._reduced:  # computed by an earlier member: reuse its accumulator
+            return self._finish_reduction(member, index, *self._reduced[same])
         lines, value = self._capture(lambda: node.inner(self.ops, index, rvars))
+        if storing:
+            lines += self._store_summand(position, value, rvars)
         if rtype in ("argmax", "argmin"):
             code = self._arg_reduction(node, acc, lines, value, rvars)
         else:
@@ -445,17 +497,71 @@ class CppKernel:
             step = f"{acc} = {combine.format(acc=acc, v=value)};"
             code = self._reduce_loops(rvars, node.reduction_sizes, lines + [step], acc, ctype,
                                       init, rtype, combine)
-        result = CSEVariable(acc, node.dtype if rtype not in ("argmax", "argmin") else torch.int64)
-        # converting the accumulator (e.g. rounding to bfloat16) declares variables: capture them
-        if member.local:
-            lines, self.locals[member.buffer.name] = self._capture(lambda: self.ops.to_dtype(
-                CSEVariable(acc, _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)),
-                node.dtype) if rtype not in ("argmax", "argmin") else result)
-            return code + lines
         acc_dtype = node.dtype if rtype in ("argmax", "argmin") else \
             _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)
+        if same is not None:
+            self._reduced[same] = (acc, acc_dtype)
+        return code + self._finish_reduction(member, index, acc, acc_dtype)
+
+    def _finish_reduction(self, member: Member, index, acc: str, acc_dtype) -> list[str]:
+        """The accumulator kept in a register (converted to the member's dtype) or stored."""
+        node = member.node
+        # converting the accumulator (e.g. rounding to bfloat16) declares variables: capture them
+        if member.local:
+            lines, self.locals[member.buffer.name] = self._capture(
+                lambda: self.ops.to_dtype(CSEVariable(acc, acc_dtype), node.dtype)
+                if node.reduction_type not in ("argmax", "argmin") else CSEVariable(acc, acc_dtype))
+            return lines
         lines, store = self._capture(lambda: self._store(member, index, CSEVariable(acc, acc_dtype)))
-        return code + lines + [store]
+        return lines + [store]
+
+    def _reduction_key(self, member: Member) -> tuple | None:
+        """What the reduction computes, independent of its position: two members with one key
+        (layer norm's mean, traced twice by its decomposition) reduce once."""
+        node = member.node
+        if node.reduction_type in ("argmax", "argmin"):
+            return None
+        canonical = [index_symbol("q", k) for k in range(len(node.reduction_sizes))]
+        tree = reduction_tree(member, self._outer_vars, canonical)
+        return None if tree is None else (node.reduction_type, str(node.dtype),
+                                          str(node.src_dtype), tree.key)
+
+    def _column_reduction(self, member: Member, outer_vars) -> list[str]:
+        """One reduction over dims that are not contiguous (a column sum): the reduced dims
+        outside, a block of contiguous outputs inside, accumulated in a stack array and
+        vectorized over the outputs."""
+        node: Reduction = member.node
+        rtype, block = node.reduction_type, self.config.columns
+        index, rvars = member_index(member, outer_vars, "r0_")
+        self._ranges.update(ranges_of(self.kernel, member, outer_vars, rvars))
+        ctype = _acc_ctype(node.src_dtype, rtype)
+        boolean = ctype == "bool" and rtype in _BOOL_COMBINE
+        init = _BOOL_INIT[rtype] if boolean else _REDUCE_INIT[rtype](node.src_dtype)
+        combine = _BOOL_COMBINE[rtype] if boolean else _REDUCE_COMBINE[rtype]
+        last, extent = outer_vars[-1], self.index(self.kernel.outer[-1])
+        slot = f"acc0[{last} - xb]"
+        lines, value = self._capture(lambda: node.inner(self.ops, index, rvars))
+        accumulate = ["#pragma omp simd", f"for (int64_t {last} = xb; {last} < xe; {last}++)",
+                      "{", *["  " + line for line in lines],
+                      f"  {slot} = {combine.format(acc=slot, v=value)};", "}"]
+        reduce = self._loops(rvars, node.reduction_sizes, accumulate, simd=False, parallel=False)
+        store_lines, store = self._capture(lambda: self._store(
+            member, index, CSEVariable(slot, _dtype_of_ctype(ctype, node))))
+        body = [f"int64_t xe = std::min<int64_t>({extent}, xb + {block});",
+                f"{ctype} acc0[{block}];",
+                f"for (int64_t {last} = xb; {last} < xe; {last}++) {slot} = {init};",
+                *reduce,
+                f"for (int64_t {last} = xb; {last} < xe; {last}++)", "{",
+                *["  " + line for line in store_lines + [store]], "}"]
+        n = len(outer_vars)
+        lines = self._parallel_for(n)
+        for k, (var, size) in enumerate(zip(outer_vars[:-1], self.kernel.outer[:-1])):
+            lines.append("  " * k + f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)")
+        lines.append("  " * (n - 1) + f"for (int64_t xb = 0; xb < {extent}; xb += {block})")
+        lines.append("  " * n + "{")
+        lines += ["  " * (n + 1) + line for line in body]
+        lines.append("  " * n + "}")
+        return lines
 
     def _reduce_loops(self, rvars, sizes, body, acc, ctype, init, rtype, combine) -> list[str]:
         if not rvars:
@@ -480,7 +586,8 @@ class CppKernel:
         else:
             loops = ["  #pragma omp for schedule(static)" + (
                 f" collapse({len(rvars)})" if len(rvars) > 1 else "")] + [
-                "  " + line for line in self._loops(rvars, sizes, body, simd=False, parallel=False)]
+                "  " + line for line in self._loops(rvars, sizes, body, simd=False, parallel=False,
+                                                    hoist=False)]  # right after `omp for`
         return ([f"{ctype} {acc} = {init};",
                  f"std::vector<{part_type}> {acc}_parts(omp_get_max_threads(), {init});",
                  "#pragma omp parallel" + (self.parallel_if or " if(0)"), "{",
@@ -517,6 +624,45 @@ class CppLaunch:
     variants: list[CppVariant]
     source: str
 
+    def __iter__(self):  # as Triton's launches: what a program fingerprint compares
+        return iter(self.variants)
+
+
+_DECLARATION = re.compile(r"^[A-Za-z_][\w:<>]* (\w+) = (.*);$")
+_ASSIGNED = re.compile(r"\b([A-Za-z_]\w*)\s*(?:[-+*/|&^]?=)(?!=)")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _hoisted(body: list[str], loop_vars) -> tuple[list[str], list[str]]:
+    """(declarations that can run once before the loops, the rest of the body). A declaration
+    stays if it names a loop variable, a variable assigned in the loop or declared by a line
+    that stays, reads memory (`[`), or touches the error flag (a loop may run zero times)."""
+    varying = {str(v) for v in loop_vars}
+    for line in body:
+        if not _DECLARATION.match(line):
+            varying.update(m.group(1) for m in _ASSIGNED.finditer(line.replace("==", " ")))
+    before, rest = [], []
+    for line in body:
+        found = _DECLARATION.match(line)
+        if found and "[" not in line and "err" not in line and \
+                not (set(_NAME.findall(found.group(2))) & varying) and found.group(1) not in varying:
+            before.append(line)
+        else:
+            rest.append(line)
+            if found:
+                varying.add(found.group(1))
+    return before, rest
+
+
+def _row_invariant(node, inner_vars: set) -> bool:
+    """Whether a tree's value is the same for every element of a row (no inner loop var)."""
+    for n in exprtree.walk(node):
+        if n.op in ("load", "index_expr"):
+            expr = n.args[1] if n.op == "load" else n.args[0]
+            if sympy.sympify(expr).free_symbols & inner_vars:
+                return False
+    return True
+
 
 def _dtype_of_ctype(ctype: str, node) -> torch.dtype:
     return {"float": torch.float32, "double": torch.float64, "int64_t": torch.int64,
@@ -539,13 +685,47 @@ def _declare(param: Param) -> str:
     return f"int64_t {param.name}"  # SIZE, EXTENT
 
 
-def generate_translation_unit(kernels: list[Kernel], checked: bool = False
-                              ) -> tuple[str, list[CppKernel]]:
-    """All kernels of a graph as one C++ source; `checked`: every access bounds-checked."""
-    emitted = [CppKernel(k, checked) for k in kernels]
-    bodies = [e.generate() for e in emitted]
+def generate_translation_unit(kernels: list[Kernel], checked: bool = False, mode: str = "off",
+                              sizevars=None) -> tuple[str, list[tuple[CppKernel, CppLaunch]]]:
+    """All kernels of a graph as one C++ source, each with the variants the autotune `mode`
+    asks for (cpp_variants.py: none in "off"); `checked`: every access bounds-checked (no
+    variants: those builds are for finding bad accesses)."""
+    emitted, bodies = [], []
+    for kernel in kernels:
+        first, launch = _kernel_variants(kernel, checked, "off" if checked else mode, sizevars)
+        emitted.append((first, launch))
+        bodies.append(launch.source)
     header = "// generated by lazytriton: the fused kernels of one graph\n" + PRELUDE_INCLUDE + "\n"
     return header + "\n" + "\n".join(bodies), emitted
+
+
+def _kernel_variants(kernel: Kernel, checked: bool, mode: str, sizevars
+                     ) -> tuple[CppKernel, CppLaunch]:
+    """The heuristic function, named as the kernel, then kernel__c1, ... for the others."""
+    kernel_facts = facts(kernel)
+    work = kernel_facts.work
+    if not work.is_Integer and sizevars is not None:
+        try:
+            work = sizevars.evaluate(work)
+        except Exception:  # noqa: BLE001 -- unknown work: every parallel choice is a variant
+            work = None
+    configs = variants(kernel_facts, mode, None if work is None else int(work))
+    first = CppKernel(kernel, checked, configs[0], kernel_facts)
+    texts = [first.generate()]
+    found = [CppVariant(configs[0].label, kernel.name, configs[0].as_dict())]
+    for config in configs[1:]:
+        function = f"{kernel.name}__c{len(found)}"
+        other = CppKernel(kernel, checked, config, kernel_facts, function, _copy(first.args))
+        text = other.generate()
+        if other.args.params() == first.args.params():  # the launcher binds one signature
+            texts.append(text)
+            found.append(CppVariant(config.label, function, config.as_dict()))
+    return first, CppLaunch(found, "\n".join(texts))
+
+
+def _copy(signature: KernelSignature) -> KernelSignature:
+    return KernelSignature(dict(signature.buffers), dict(signature.sizes),
+                           dict(signature.scalars), signature.uses_err, signature.checked)
 
 
 class CppCodegen:
@@ -558,7 +738,11 @@ class CppCodegen:
         self.checked = checked
 
     def generate(self, kernels: list[Kernel], sizevars=None) -> GeneratedCode:
-        source, emitted = generate_translation_unit(kernels, self.checked)
+        source, emitted = generate_translation_unit(kernels, self.checked, autotune.mode(),
+                                                    sizevars)
         return GeneratedCode(
-            [GeneratedKernel(e.kernel, e.kernel.name, e.args, self.source_file) for e in emitted],
+            [GeneratedKernel(e.kernel, e.kernel.name, e.args, self.source_file,
+                             {"config": launch.variants[0].config,
+                              "candidates": [v.label for v in launch.variants]}, launch)
+             for e, launch in emitted],
             {self.source_file: source})

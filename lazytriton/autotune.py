@@ -29,8 +29,9 @@ generated wrapper calls it like any kernel (the KernelSignature's arguments, in 
     written_args(emitted)  the argument positions a generated kernel writes.
     kernels_json_recorder(folder, name)  an on_choice callback that writes the choice into the
                        graph's kernels.json ("config", and "autotune": how it was chosen).
-    forced(label)      (tests) every TunedKernel made while active runs the candidate with this
-                       label (or candidate 0 if it has none): each variant can be checked.
+    forced(label)      (tests, benchmarks) a TunedKernel choosing while this is active runs the
+                       candidate with this label, or candidate 0 if it has none (HEURISTIC:
+                       always candidate 0), without timing: each variant can be checked.
 
 Timing: CPU (the C++ backend, the Triton interpreter): one warm-up call, then the median of
 repeated calls (at least MIN_REPS, until CANDIDATE_S has passed or MAX_REPS). CUDA:
@@ -73,6 +74,8 @@ BUDGET_S = {"off": 0.0, "default": 2.0, "max": 60.0}
 # CPU timing: at least MIN_REPS calls, then until CANDIDATE_S has passed, at most MAX_REPS
 MIN_REPS, MAX_REPS, CANDIDATE_S = 3, 50, 0.05
 RECORD_VERSION = 1
+
+HEURISTIC = "<heuristic>"  # forced(HEURISTIC): every kernel runs its heuristic config
 
 _mode_override: str | None = None
 _forced: str | None = None

@@ -1,0 +1,160 @@
+"""The loop shapes a C++ kernel can be printed in, and which of them the autotuner tries.
+
+A `LoopConfig` says how codegen/cpp.py prints one scheduled Kernel:
+- parallel: "auto" (a team of threads when the work reaches PARALLEL_MIN_WORK; an `if(...)`
+  per call where the work is symbolic), "serial" or "parallel";
+- store: a pointwise member that recomputes an expensive summand of an earlier sum in its
+  kernel (softmax's `exp(x - max)`) reads it back instead: the sum's loop stores it in the
+  member's output, and a division by the row's sum becomes a product with its reciprocal (as
+  eager's softmax does);
+- columns: a kernel that is one reduction over a dim that is not contiguous (a column sum)
+  runs the reduced dims outside and a block of `columns` contiguous outputs inside, vectorized
+  over the outputs (0: the plain order, each output's reduction innermost).
+
+`facts(kernel)` finds what applies to a kernel; `heuristic(facts)` is the config without
+tuning (what mode "off" runs); `variants(facts, mode, work)` the configs worth timing, the
+heuristic first: in mode "default" only the choices whose heuristic is known to be weak
+(recompute or store; row or column order; serial or parallel near the threshold), in "max"
+every applicable one."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import sympy
+
+from lazytriton.scheduler import Kernel, Member, member_index
+from lazytriton.sizevars import index_symbol, product
+
+from .exprtree import EXPENSIVE_OPS, Node, contains, record, uses_op, walk
+
+# below this many elements of work a kernel runs serially (an OpenMP team costs ~µs to wake)
+PARALLEL_MIN_WORK = 8192
+# "default" tunes serial against parallel only for work within this factor of the threshold
+PARALLEL_DOUBT = 16
+COLUMN_BLOCK = 128  # outputs a column reduction accumulates at once (a stack array)
+_COLUMN_REDUCTIONS = ("sum", "prod", "max", "min", "any")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    parallel: str = "auto"  # "auto" | "serial" | "parallel"
+    store: bool = False
+    columns: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        words = [self.parallel] + (["store"] if self.store else []) + \
+            ([f"columns{self.columns}"] if self.columns else [])
+        return "-".join(words)
+
+
+@dataclass
+class KernelFacts:
+    work: sympy.Expr  # elements of work (the largest member's iteration space)
+    stores: dict[int, tuple[int, tuple]]  # sum member -> (reader member, summand's key)
+    column: bool  # one reduction whose reduced dims are not contiguous, its outputs are
+    symbolic: bool
+
+
+def reduction_tree(member: Member, outer_vars, inner_vars) -> Node | None:
+    index, _ = member_index(member, outer_vars, "unused")
+    return record(lambda ops: member.node.inner(ops, index, inner_vars))
+
+
+def pointwise_tree(member: Member, outer_vars, inner_vars) -> Node | None:
+    index, own = member_index(member, outer_vars, "v")
+    index = [sympy.sympify(i).xreplace(dict(zip(own, inner_vars))) for i in index]
+    return record(lambda ops: member.node.inner(ops, index))
+
+
+def kernel_work(kernel: Kernel) -> sympy.Expr:
+    work = max((product(m.node.sizes) * product(getattr(m.node, "reduction_sizes", None) or
+                                                 getattr(m.node, "src_sizes", None) or [])
+                for m in kernel.members), default=sympy.Integer(1), key=str)
+    return sympy.expand(work)
+
+
+def facts(kernel: Kernel) -> KernelFacts:
+    work = kernel_work(kernel)
+    outer_vars = [index_symbol("x", k) for k in range(len(kernel.outer))]
+    return KernelFacts(work, _stores(kernel, outer_vars) if kernel.outer else {},
+                       _column(kernel, outer_vars), not work.is_Integer)
+
+
+def _stores(kernel: Kernel, outer_vars) -> dict[int, tuple[int, tuple]]:
+    """Sum members whose summand a later pointwise member of the same rows recomputes."""
+    found: dict[int, tuple[int, tuple]] = {}
+    readers_taken: set[int] = set()
+    for i, r in enumerate(kernel.members):
+        if not r.is_reduction or r.node.reduction_type != "sum":
+            continue
+        inner = [index_symbol("q", k) for k in range(len(r.node.reduction_sizes))]
+        summand = reduction_tree(r, outer_vars, inner)
+        if summand is None or not uses_op(summand, EXPENSIVE_OPS):
+            continue
+        for j in range(i + 1, len(kernel.members)):
+            p = kernel.members[j]
+            if (j in readers_taken or p.is_reduction or p.local or
+                    p.buffer.dtype != r.node.src_dtype or not p.buffer.dtype.is_floating_point
+                    or p.buffer.dtype.itemsize < 4
+                    or [sympy.sympify(s) for s in p.inner_sizes] !=
+                    [sympy.sympify(s) for s in r.node.reduction_sizes]):
+                continue
+            tree = pointwise_tree(p, outer_vars, inner)
+            if tree is not None and contains(tree, summand.key):
+                found[i] = (j, summand.key)
+                readers_taken.add(j)
+                break
+    return found
+
+
+def _column(kernel: Kernel, outer_vars) -> bool:
+    if len(kernel.members) != 1 or not outer_vars:
+        return False
+    (m,) = kernel.members
+    if not m.is_reduction or m.local or m.node.reduction_type not in _COLUMN_REDUCTIONS:
+        return False
+    inner = [index_symbol("q", k) for k in range(len(m.node.reduction_sizes))]
+    tree = reduction_tree(m, outer_vars, inner)
+    if tree is None:
+        return False
+    last = outer_vars[-1]
+    loads = [sympy.expand(n.args[0 if n.op == "index_expr" else 1])
+             for n in walk(tree) if n.op in ("load", "index_expr")]
+    varying = [e for e in loads if e.free_symbols & set(inner)]
+    return bool(varying) and all(e.coeff(last) == 1 and all(e.coeff(q) != 1 for q in inner)
+                                 for e in varying)
+
+
+def heuristic(f: KernelFacts) -> LoopConfig:
+    return LoopConfig(store=bool(f.stores), columns=COLUMN_BLOCK if f.column else 0)
+
+
+def variants(f: KernelFacts, mode: str, work: int | None) -> list[LoopConfig]:
+    """The configs to time, the heuristic first; `work`: the kernel's work at the sizes it
+    was compiled for (None: unknown)."""
+    base = heuristic(f)
+    if mode == "off":
+        return [base]
+    out = [base]
+    if f.stores:
+        out.append(replace(base, store=not base.store))
+    if f.column:
+        out.append(replace(base, columns=0))
+    near = work is not None and PARALLEL_MIN_WORK // PARALLEL_DOUBT <= work <= \
+        PARALLEL_MIN_WORK * PARALLEL_DOUBT
+    if mode == "max" or near:
+        out += [replace(base, parallel=p) for p in ("serial", "parallel")
+                if _differs(base, p, work)]
+    return list(dict.fromkeys(out))
+
+
+def _differs(base: LoopConfig, parallel: str, work: int | None) -> bool:
+    """Whether forcing `parallel` prints other code than the heuristic's threshold does."""
+    if work is None:
+        return True
+    chosen = "parallel" if work >= PARALLEL_MIN_WORK else "serial"
+    return parallel != chosen
