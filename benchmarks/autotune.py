@@ -269,7 +269,8 @@ def run_workload(name: str, backend: str, device: str, args, cache: Path, bar) -
             row.configs += len(labels)
             row.tried[f"{graph}/{k['kernel']}"] = labels
             for bucket in k.get("autotune", {}).get("buckets", {}).values():
-                row.best.append(f"{graph}/{k['kernel']}: {bucket['chosen']}")
+                row.best.append(f"{graph}/{k['kernel']}: {bucket['chosen']}"
+                                + template_versus_extern(bucket))
     bar.set_postfix_str(f"{name}: tuned steps")
     row.best_ms = time_lazy(tuned, args.repeat) * 1e3
     del tuned
@@ -279,6 +280,16 @@ def run_workload(name: str, backend: str, device: str, args, cache: Path, bar) -
         heuristic = lazy_setup(make, args.quick)
         row.default_ms = time_lazy(heuristic, args.repeat) * 1e3
     return row
+
+
+def template_versus_extern(bucket: dict) -> str:
+    """For a Triton matmul template: its best tile's time against its rival's, the extern
+    (aten's mm: cuBLAS on a GPU) followed by the epilogue kernel, as the tuner timed them."""
+    ms = {label: v for label, v in bucket.get("ms", {}).items() if v is not None}
+    if "extern" not in ms or len(ms) < 2:
+        return ""
+    template = min(v for label, v in ms.items() if label != "extern")
+    return f" (template {template:.3f} ms, extern + epilogue {ms['extern']:.3f} ms)"
 
 
 # --- reports ----------------------------------------------------------------------------------

@@ -671,10 +671,11 @@ class TritonCodegen:
             index = {"launches": [{"function": lc.function, "grid": list(lc.grid),
                                    "config": lc.config.as_dict()} for lc in launches],
                      "index_dtype": str(writer.index_dtype).replace("torch.", "")}
-            if candidates:
-                index["candidates"] = [{"label": c.label, "config": c.config,
-                                        "functions": [lc.function for lc in c.launches]}
-                                       for c in candidates]
+            if candidates:  # labels, as the C++ backend lists them; then what each runs
+                index["candidates"] = [c.label for c in candidates]
+                index["candidate_launches"] = [
+                    {"label": c.label, "config": c.config,
+                     "functions": [lc.function for lc in c.launches]} for c in candidates]
             sample_sizes = {str(ks): sizevars.evaluate(sym)
                             for sym, ks in writer.signature.sizes.items()}
             out.append(GeneratedKernel(kernel, name, writer.signature, file, index, launches,

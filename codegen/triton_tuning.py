@@ -12,7 +12,8 @@ times them at the kernel's first call; runtime/triton_backend.py binds them).
 
 Mode "off": nothing (the heuristic, and no extra functions). "default": reductions and
 templates, whose heuristic is the weakest. Under the interpreter every kernel has at most three
-candidates, so tuning in tests stays short. The heuristic is always candidate 0.
+candidates, so tuning in tests stays short. The heuristic is always candidate 0: for a template
+with its rival, the rival (mode "off" has no template at all).
 """
 from __future__ import annotations
 
@@ -102,9 +103,10 @@ def _template_variants(kernel, writer, launches, sizevars, interpret, mode):
     if rival is None:
         return [], found
     source, spec = rival
-    found.append(TritonCandidate("extern", {"extern": kernel.template.op_name,
-                                            "epilogue": bool(kernel.members)}, (), spec))
-    return ([source] if source else []), found
+    extern = TritonCandidate("extern", {"extern": kernel.template.op_name,
+                                        "epilogue": bool(kernel.members)}, (), spec)
+    # first: the heuristic, what mode "off" runs (and a graph whose tuning budget is spent)
+    return ([source] if source else []), [extern] + found
 
 
 def _params(signature) -> list[tuple]:

@@ -49,7 +49,7 @@ def compile_kernel(folder: Path, entry: dict, arch: int = 90,
     results = []
     launches = [(lc["function"], lc["config"]) for lc in entry["launches"]]
     if candidates:
-        launches += [(function, c["config"]) for c in entry.get("candidates", [])
+        launches += [(function, c["config"]) for c in entry.get("candidate_launches", [])
                      for function in c["functions"]]
     seen = []
     for function, config in launches:
