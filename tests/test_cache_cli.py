@@ -253,7 +253,7 @@ def test_logs_take_a_comma_separated_list_and_warn_of_unknown_topics(own_cache, 
     unknown = f"no_such_topic_{test_backend}"  # warned once per process and value
     monkeypatch.setenv("LAZYTRITON_LOGS", f" output_code , {unknown}")
     with pytest.warns(RuntimeWarning, match=f"unknown topic {unknown}; the topics are "
-                                            "output_code, recompiles and all"):
+                                            "output_code, recompiles, autotune and all"):
         torch.testing.assert_close(torch.ones(3).to("lazy").add(2).cpu(), torch.full((3,), 3.))
     assert len(_log_lines(capfd, "output_code")) == 1
     assert logs.enabled("output_code") and not logs.enabled("recompiles")
