@@ -8,11 +8,11 @@ or in autotune mode "max", where the template's configs compete at the kernel's 
 the extern (aten's mm, cuBLAS on a GPU) followed by a separate epilogue kernel. Otherwise mm
 stays an extern call, as it always was.
 
-What joins the epilogue: Pointwise members of the kernel right after the extern, over exactly
-the product's [M, N] sizes, that read the product (and each other) only at their own element
-and read nothing else that kernel computes. They then run at the extern's place, earlier than
-before, which is safe because every buffer is written once and they read only what exists
-there.
+What joins the epilogue: Pointwise members of the kernels after the extern (up to the next
+extern or scatter), over the product's [M, N] sizes (or a view splitting M), that read the
+product (and each other) only at their own element and read nothing else computed since the
+extern. They then run at the extern's place, earlier than before, which is safe because every
+buffer is written once and they read only what exists there.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import sympy
 import torch
 
 from . import autotune
-from .loopir import Buffer, ExternBuffer, ExternKernel, Pointwise, ScalarArg, StridedView
+from .loopir import (Buffer, ExternBuffer, ExternKernel, Pointwise, Reduction, ScalarArg,
+                     StridedView)
 from .scheduler import Kernel, Member, Schedule, reads_of
 from .sizevars import SizeVars, flat_index, index_symbol, product
 
@@ -130,9 +131,7 @@ def fuse_matmul_templates(sched: Schedule, sizevars: SizeVars) -> Schedule:
         kernel = TemplateKernel(f"template{number}", list(template.output.sizes),
                                 template=template)
         number += 1
-        following = steps[i + 1] if i + 1 < len(steps) else None
-        if isinstance(following, Kernel) and not isinstance(following, TemplateKernel):
-            kernel.members = _take_epilogue(following, template)
+        kernel.members = _take_epilogue(_later_kernels(steps, i), template)
         result.append(kernel)
     result = [s for s in result if not isinstance(s, Kernel) or s.members
               or isinstance(s, TemplateKernel)]
@@ -142,22 +141,42 @@ def fuse_matmul_templates(sched: Schedule, sizevars: SizeVars) -> Schedule:
     return Schedule(result, sched.outputs)
 
 
-def _take_epilogue(following: Kernel, template: MatmulTemplate) -> list[Member]:
-    """Move the members of `following` that can be the template's epilogue out of it. They
-    cover the product's [M, N], or a view of it that splits M ([B, T, N] of a linear layer
-    on a batch of sequences: template.rows says how)."""
+# how many kernels after an extern may give its template members (as the scheduler's own
+# horizontal fusion looks back a bounded number of kernels)
+EPILOGUE_KERNELS = 8
+
+
+def _later_kernels(steps: list, i: int) -> list[Kernel]:
+    """The kernels after step i, up to the next extern call or scatter (a barrier)."""
+    found = []
+    for step in steps[i + 1:i + 1 + EPILOGUE_KERNELS]:
+        if not isinstance(step, Kernel) or isinstance(step, TemplateKernel) or \
+                any(not isinstance(m.node, (Pointwise, Reduction)) for m in step.members):
+            break
+        found.append(step)
+    return found
+
+
+def _take_epilogue(kernels: list[Kernel], template: MatmulTemplate) -> list[Member]:
+    """Move the members of these kernels that can be the template's epilogue out of them: they
+    cover the product's [M, N] (or a view of it that splits M: [B, T, N] of a linear layer on
+    a batch of sequences; template.rows says how) and read nothing computed since the extern
+    but the product and members moved before them. So a ReLU after a linear joins it, and in
+    a training step the optimizer's update of a weight joins the mm of its gradient."""
     out = template.output
     pulled: dict[str, Buffer] = {out.name: out}
-    staying = {m.buffer.name for m in following.members}
+    staying: set[str] = set()  # computed since the extern, where they are
     taken = []
-    for m in following.members:
-        rows = template.rows or _rows_of(m.node, out.sizes)
-        if rows is not None and _fits_epilogue(m, rows, out, pulled, staying):
-            template.rows = rows
-            taken.append(Member(m.buffer, len(rows)))
-            pulled[m.buffer.name] = m.buffer
-            staying.discard(m.buffer.name)
-    following.members = [m for m in following.members if m.buffer.name in staying]
+    for kernel in kernels:
+        staying |= {m.buffer.name for m in kernel.members}
+        for m in kernel.members:
+            rows = template.rows or _rows_of(m.node, out.sizes)
+            if rows is not None and _fits_epilogue(m, rows, out, pulled, staying):
+                template.rows = rows
+                taken.append(Member(m.buffer, len(rows)))
+                pulled[m.buffer.name] = m.buffer
+                staying.discard(m.buffer.name)
+        kernel.members = [m for m in kernel.members if m.buffer.name not in pulled]
     template.rows = template.rows or [out.sizes[0]]
     return taken
 

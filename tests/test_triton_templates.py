@@ -160,7 +160,10 @@ def test_training_step_matches_eager(template_device):
         lazytriton.mark_step()
     for p, q in zip(model.parameters(), lazy.parameters()):
         torch.testing.assert_close(q.cpu(), p, rtol=1e-4, atol=1e-4)
-    assert len(_templates(template_device)) >= 4
+    fused = [set(e["fused_ops"]) for e in _templates(template_device)]
+    assert len(fused) >= 4
+    assert any({"mm.default", "threshold_backward.default"} <= f for f in fused)  # ReLU's grad
+    assert any({"mm.default", "add.Tensor"} <= f for f in fused)  # a weight's update, kernels on
 
 
 def test_without_the_switch_mm_stays_an_extern(template_device, monkeypatch):
