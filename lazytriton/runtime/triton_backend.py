@@ -149,9 +149,9 @@ def extern_rival_call(module: ModuleType, rival, emitted: GeneratedKernel,
         output = lambda *args: args[index]  # noqa: E731
     else:
         _, sizes, strides, dtype = rival.output
-        shape, layout = _exprs(sizes, names), _exprs(strides, names)
+        shape, layout, kind = _exprs(sizes, names), _exprs(strides, names), getattr(torch, dtype)
         output = lambda *args: torch.empty_strided(  # noqa: E731
-            shape(*args), layout(*args), dtype=getattr(torch, dtype), device=args[views[0][0]].device)
+            shape(*args), layout(*args), dtype=kind, device=args[views[0][0]].device)
     epilogue = bind_launches(module, rival.epilogue_launches, rival.epilogue_signature, quiet) \
         if rival.epilogue_launches else None
     op = getattr(torch.ops.aten, rival.op.split(".")[0])
