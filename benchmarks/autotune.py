@@ -70,12 +70,12 @@ def pointwise_chain(to, quick):
 
 
 def softmax(to, quick):
-    x = to(torch.randn(*((512, 512) if quick else (4096, 1024))))
+    x = to(torch.randn(*((512, 384) if quick else (4096, 1024))))
     return Setup(lambda: torch.softmax(x, -1), 2 * _nbytes(x))
 
 
 def _ln_inputs(to, quick):
-    rows, cols = (512, 512) if quick else (4096, 1024)
+    rows, cols = (512, 384) if quick else (4096, 1024)
     return to(torch.randn(rows, cols)), to(torch.randn(cols)), to(torch.randn(cols))
 
 
@@ -96,13 +96,13 @@ def layer_norm_backward(to, quick):
 
 def _sum(dim):
     def make(to, quick):
-        x = to(torch.randn(*((64, 64, 64) if quick else (128, 256, 512))))
+        x = to(torch.randn(*((32, 48, 64) if quick else (128, 256, 512))))
         return Setup(lambda: x.sum(dim), _nbytes(x))
     return make
 
 
 def cross_entropy(to, quick):
-    rows, classes = (512, 256) if quick else (4096, 1000)
+    rows, classes = (512, 200) if quick else (4096, 1000)
     x = to(torch.randn(rows, classes))
     target = to(torch.randint(0, classes, (rows,)))
 
@@ -153,8 +153,8 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_eager(setup: Setup, repeat: int, device: str) -> float:
-    for _ in range(2):
+def time_eager(setup: Setup, repeat: int, device: str, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
         setup.step()
     samples = []
     for _ in range(repeat):
@@ -163,11 +163,11 @@ def time_eager(setup: Setup, repeat: int, device: str) -> float:
         setup.step()
         _sync(device)
         samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return samples
 
 
-def time_lazy(setup: Setup, repeat: int, warmup: int = 2) -> float:
-    """Median execute time of the step's graph (tracing excluded)."""
+def time_lazy(setup: Setup, repeat: int, warmup: int = 2) -> list[float]:
+    """Execute times of the step's graph (tracing excluded), after `warmup` steps."""
     samples = []
     for i in range(warmup + repeat):
         outputs = setup.step()  # held: a value nobody holds is not computed
@@ -176,7 +176,7 @@ def time_lazy(setup: Setup, repeat: int, warmup: int = 2) -> float:
         if i >= warmup:
             samples.append(metrics.timing_total("execute") - before)
         del outputs
-    return statistics.median(samples) if samples else 0.0
+    return samples
 
 
 def to_lazy(t: torch.Tensor) -> torch.Tensor:
@@ -247,20 +247,34 @@ def graph_kernels(cache: Path) -> list[tuple[str, dict]]:
 
 
 def run_workload(name: str, backend: str, device: str, args, cache: Path, bar) -> Row:
+    """Tune the workload's graphs, then time eager, tuned and heuristic in turn, `rounds`
+    times (on a shared machine, load comes and goes: each figure sees all of it)."""
     make = WORKLOADS[name]
     row = Row(name)
     torch.manual_seed(0)
     eager = make(lambda t: t.to(device), args.quick)
     row.bytes, row.flops = eager.bytes, eager.flops
-    bar.set_postfix_str(f"{name}: eager")
-    row.eager_ms = time_eager(eager, args.repeat, device) * 1e3
-    del eager
     cache = cache / name  # this workload's graphs only
     bar.set_postfix_str(f"{name}: compile and tune")
     lazytriton.init(backend, cache_dir=cache, autotune=args.mode)
-    tuned = lazy_setup(make, args.quick)
-    time_lazy(tuned, 0, warmup=2)  # compiles, tunes at the first execution
-    kernels = graph_kernels(cache)
+    time_lazy(lazy_setup(make, args.quick), 0, warmup=2)  # tunes at the first execution
+    _describe_tuning(row, graph_kernels(cache))
+    samples: dict[str, list[float]] = {"eager": [], "tuned": [], "heuristic": []}
+    for round_ in range(args.rounds):
+        bar.set_postfix_str(f"{name}: round {round_ + 1}/{args.rounds}")
+        samples["eager"] += time_eager(eager, args.repeat, device, args.warmup)
+        lazytriton.init(backend, cache_dir=cache, autotune=args.mode)  # the records' choices
+        samples["tuned"] += time_lazy(lazy_setup(make, args.quick), args.repeat, args.warmup)
+        lazytriton.init(backend, cache_dir=cache, autotune=args.mode)  # new programs
+        with autotune.forced(autotune.HEURISTIC):
+            samples["heuristic"] += time_lazy(lazy_setup(make, args.quick), args.repeat,
+                                              args.warmup)
+    row.eager_ms, row.best_ms, row.default_ms = (
+        statistics.median(samples[k]) * 1e3 for k in ("eager", "tuned", "heuristic"))
+    return row
+
+
+def _describe_tuning(row: Row, kernels: list[tuple[str, dict]]) -> None:
     row.kernels = len(kernels)
     for graph, k in kernels:
         labels = k.get("candidates") or []
@@ -271,15 +285,6 @@ def run_workload(name: str, backend: str, device: str, args, cache: Path, bar) -
             for bucket in k.get("autotune", {}).get("buckets", {}).values():
                 row.best.append(f"{graph}/{k['kernel']}: {bucket['chosen']}"
                                 + template_versus_extern(bucket))
-    bar.set_postfix_str(f"{name}: tuned steps")
-    row.best_ms = time_lazy(tuned, args.repeat) * 1e3
-    del tuned
-    bar.set_postfix_str(f"{name}: heuristic steps")
-    lazytriton.init(backend, cache_dir=cache, autotune=args.mode)  # new programs, same library
-    with autotune.forced(autotune.HEURISTIC):
-        heuristic = lazy_setup(make, args.quick)
-        row.default_ms = time_lazy(heuristic, args.repeat) * 1e3
-    return row
 
 
 def template_versus_extern(bucket: dict) -> str:
@@ -339,7 +344,8 @@ def text_table(rows: list[list[str]]) -> str:
 def markdown(report: dict, rows: list[list[str]]) -> str:
     head = [f"# Kernel autotuning benchmark: {report['backend']} on {report['machine']}", "",
             f"`{report['command']}` — {report['date']}, torch {report['torch']}, "
-            f"mode {report['mode']}, {report['repeat']} timed steps per figure.", "",
+            f"mode {report['mode']}; each figure the median of {report['rounds']} rounds x "
+            f"{report['repeat']} steps (eager, tuned and heuristic take turns).", "",
             f"Peaks measured in this run: copy {report['peaks']['copy_bytes'] / 1e9:.1f} GB/s "
             f"(read + write), matmul {report['peaks']['matmul_flops'] / 1e9:.1f} GFLOP/s.", "",
             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -375,13 +381,19 @@ def parse_args(argv=None):
     parser.add_argument("--only", help=f"comma-separated workloads of: {', '.join(WORKLOADS)}")
     parser.add_argument("--mode", default="max", choices=autotune.MODES[1:],
                         help="which candidates to try (default: max, every one)")
-    parser.add_argument("--repeat", type=int, help="timed steps per figure (default 20; 5 quick)")
+    parser.add_argument("--repeat", type=int, help="timed steps per round (default 10; 5 quick)")
+    parser.add_argument("--warmup", type=int, default=10,
+                        help="untimed steps before each round's timed ones (default 10: the "
+                        "first steps of a new program run slower)")
+    parser.add_argument("--rounds", type=int, help="rounds of eager, tuned, heuristic (default 3; "
+                        "1 quick): each figure is the median over all its rounds' steps")
     parser.add_argument("--interpret", action="store_true",
                         help="Triton under its interpreter on the CPU (slow: a smoke test)")
     parser.add_argument("--cache", type=Path, help="cache dir (default: a fresh temp dir)")
     parser.add_argument("--out", type=Path, default=_HERE / "reports", help="report folder")
     args = parser.parse_args(argv)
-    args.repeat = args.repeat or (5 if args.quick else 20)
+    args.repeat = args.repeat or (5 if args.quick else 10)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     names = args.only.split(",") if args.only else list(WORKLOADS)
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
@@ -410,12 +422,14 @@ def main(argv=None) -> int:
             rows.append(Row(name, error=f"{type(e).__name__}: {e}"[:200]))
         if bar.disable:
             print(f"  {name}: " + (rows[-1].error or f"tuned {rows[-1].best_ms:.3f} ms, "
+                                   f"heuristic {rows[-1].default_ms:.3f} ms, "
                                    f"eager {rows[-1].eager_ms:.3f} ms"), flush=True)
     bar.close()
     table = table_rows(rows, peaks)
     print(text_table(table))
     report = {"backend": backend, "device": device, "machine": machine_name(device),
               "mode": args.mode, "quick": args.quick, "repeat": args.repeat,
+              "rounds": args.rounds,
               "command": "python benchmarks/autotune.py " + " ".join(sys.argv[1:] if argv is None
                                                                     else argv),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -308,7 +308,7 @@ class CppKernel:
         for var, size in zip(outer_vars, kernel.outer):
             self._ranges[var] = size
         if self.config.columns and self.facts.column:
-            loops = self._column_reduction(kernel.members[0], outer_vars)
+            loops = self._column_reduction(outer_vars)
             return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
         body_lines: list[str] = []
         for member in kernel.members:
@@ -331,9 +331,17 @@ class CppKernel:
     def _parallel_for(self, n: int, simd: bool = False, extra: str = "") -> list[str]:
         """The pragma spreading `n` collapsed loops over threads (just simd when serial)."""
         if self.parallel_if is None:
-            return ["#pragma omp simd" + extra] if simd and n == 1 else []
+            return [self._simd() + extra] if simd and n == 1 else []
         return ["#pragma omp parallel for" + (f" collapse({n})" if n > 1 else "")
-                + (" simd" if simd and n == 1 else "") + extra + self.parallel_if]
+                + (" simd" + self._simdlen() if simd and n == 1 else "") + extra + self.parallel_if]
+
+    def _simd(self) -> str:
+        return "#pragma omp simd" + self._simdlen()
+
+    def _simdlen(self) -> str:
+        """config.width: lanes per vector iteration; twice the machine's vector gives a
+        reduction independent accumulators (its adds' latency no longer serializes it)."""
+        return f" simdlen({self.config.width})" if self.config.width else ""
 
     def _outer_loops(self, outer_vars, body_lines: list[str]) -> list[str]:
         if not outer_vars:
@@ -438,7 +446,8 @@ class CppKernel:
                                     node.accumulate)
         dims = sorted(range(len(src_vars)), key=lambda d: node.ordered[d])  # free dims first
         loops = self._loops([src_vars[d] for d in dims], [node.src_sizes[d] for d in dims],
-                            lines + [write], simd=False, parallel=False)
+                            lines + [write], simd=False, parallel=False,
+                            hoist=False)  # a pragma may go right before these loops
         free = node.ordered.count(False)
         if free:
             loops = self._parallel_for(free) + loops
@@ -468,7 +477,7 @@ class CppKernel:
             lines += self._parallel_for(n, simd, extra)
         for k, (var, size) in enumerate(zip(vars_, sizes)):
             if k == n - 1 and simd and not parallel:
-                lines.append("  " * k + "#pragma omp simd" + extra)
+                lines.append("  " * k + self._simd() + extra)
             lines.append("  " * k + f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)")
         lines.append("  " * n + "{")
         lines += ["  " * (n + 1) + line for line in body]
@@ -526,33 +535,38 @@ class CppKernel:
         return None if tree is None else (node.reduction_type, str(node.dtype),
                                           str(node.src_dtype), tree.key)
 
-    def _column_reduction(self, member: Member, outer_vars) -> list[str]:
-        """One reduction over dims that are not contiguous (a column sum): the reduced dims
-        outside, a block of contiguous outputs inside, accumulated in a stack array and
-        vectorized over the outputs."""
-        node: Reduction = member.node
-        rtype, block = node.reduction_type, self.config.columns
-        index, rvars = member_index(member, outer_vars, "r0_")
-        self._ranges.update(ranges_of(self.kernel, member, outer_vars, rvars))
-        ctype = _acc_ctype(node.src_dtype, rtype)
-        boolean = ctype == "bool" and rtype in _BOOL_COMBINE
-        init = _BOOL_INIT[rtype] if boolean else _REDUCE_INIT[rtype](node.src_dtype)
-        combine = _BOOL_COMBINE[rtype] if boolean else _REDUCE_COMBINE[rtype]
+    def _column_reduction(self, outer_vars) -> list[str]:
+        """Reductions over dims that are not contiguous (column sums): the reduced dims
+        outside, a block of contiguous outputs inside, accumulated in stack arrays (one per
+        member) and vectorized over the outputs."""
+        members, block = self.kernel.members, self.config.columns
+        rvars = member_index(members[0], outer_vars, "r0_")[1]
+        indices = [member_index(m, outer_vars, "r0_")[0] for m in members]
+        for m in members:
+            self._ranges.update(ranges_of(self.kernel, m, outer_vars, rvars))
         last, extent = outer_vars[-1], self.index(self.kernel.outer[-1])
-        slot = f"acc0[{last} - xb]"
-        lines, value = self._capture(lambda: node.inner(self.ops, index, rvars))
-        accumulate = ["#pragma omp simd", f"for (int64_t {last} = xb; {last} < xe; {last}++)",
-                      "{", *["  " + line for line in lines],
-                      f"  {slot} = {combine.format(acc=slot, v=value)};", "}"]
-        reduce = self._loops(rvars, node.reduction_sizes, accumulate, simd=False, parallel=False)
-        store_lines, store = self._capture(lambda: self._store(
-            member, index, CSEVariable(slot, _dtype_of_ctype(ctype, node))))
-        body = [f"int64_t xe = std::min<int64_t>({extent}, xb + {block});",
-                f"{ctype} acc0[{block}];",
-                f"for (int64_t {last} = xb; {last} < xe; {last}++) {slot} = {init};",
-                *reduce,
-                f"for (int64_t {last} = xb; {last} < xe; {last}++)", "{",
-                *["  " + line for line in store_lines + [store]], "}"]
+        lines, values = self._capture(lambda: [m.node.inner(self.ops, index, rvars)
+                                               for m, index in zip(members, indices)])
+        inits, steps, stores = [], [], []
+        for k, (m, index, value) in enumerate(zip(members, indices, values)):
+            rtype = m.node.reduction_type
+            ctype = _acc_ctype(m.node.src_dtype, rtype)
+            boolean = ctype == "bool" and rtype in _BOOL_COMBINE
+            init = _BOOL_INIT[rtype] if boolean else _REDUCE_INIT[rtype](m.node.src_dtype)
+            combine = _BOOL_COMBINE[rtype] if boolean else _REDUCE_COMBINE[rtype]
+            slot = f"acc{k}[{last} - xb]"
+            inits += [f"{ctype} acc{k}[{block}];",
+                      f"for (int64_t {last} = xb; {last} < xe; {last}++) {slot} = {init};"]
+            steps.append(f"  {slot} = {combine.format(acc=slot, v=value)};")
+            store_lines, store = self._capture(lambda: self._store(
+                m, index, CSEVariable(slot, _dtype_of_ctype(ctype, m.node))))
+            stores += ["  " + line for line in store_lines + [store]]
+        accumulate = [self._simd(), f"for (int64_t {last} = xb; {last} < xe; {last}++)",
+                      "{", *["  " + line for line in lines], *steps, "}"]
+        reduce = self._loops(rvars, members[0].node.reduction_sizes, accumulate, simd=False,
+                             parallel=False)
+        body = [f"int64_t xe = std::min<int64_t>({extent}, xb + {block});", *inits, *reduce,
+                f"for (int64_t {last} = xb; {last} < xe; {last}++)", "{", *stores, "}"]
         n = len(outer_vars)
         lines = self._parallel_for(n)
         for k, (var, size) in enumerate(zip(outer_vars[:-1], self.kernel.outer[:-1])):
@@ -580,7 +594,7 @@ class CppKernel:
                      f"  int64_t {acc}_chunk = ({size} + {acc}_n - 1) / {acc}_n;",
                      f"  int64_t {acc}_lo = {acc}_t * {acc}_chunk;",
                      f"  int64_t {acc}_hi = std::min<int64_t>({size}, {acc}_lo + {acc}_chunk);",
-                     f"  #pragma omp simd reduction({clause}:{acc})",
+                     f"  {self._simd()} reduction({clause}:{acc})",
                      f"  for (int64_t {var} = {acc}_lo; {var} < {acc}_hi; {var}++)", "  {"]
             loops = split + ["    " + line for line in body] + ["  }"]
         else:

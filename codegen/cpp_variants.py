@@ -7,9 +7,13 @@ A `LoopConfig` says how codegen/cpp.py prints one scheduled Kernel:
   kernel (softmax's `exp(x - max)`) reads it back instead: the sum's loop stores it in the
   member's output, and a division by the row's sum becomes a product with its reciprocal (as
   eager's softmax does);
-- columns: a kernel that is one reduction over a dim that is not contiguous (a column sum)
-  runs the reduced dims outside and a block of `columns` contiguous outputs inside, vectorized
-  over the outputs (0: the plain order, each output's reduction innermost).
+- columns: a kernel of reductions over dims that are not contiguous (column sums; none
+  reading another's result) runs the reduced dims outside and a block of `columns` contiguous
+  outputs inside, vectorized over the outputs (0: the plain order, each output's reduction
+  innermost);
+- width: `simdlen` of the vectorized loops (0: the compiler's choice); 16 or 32 float lanes are
+  two or four AVX2/AVX-512 vectors per iteration, so a row reduction keeps independent
+  accumulators.
 
 `facts(kernel)` finds what applies to a kernel; `heuristic(facts)` is the config without
 tuning (what mode "off" runs); `variants(facts, mode, work)` the configs worth timing, the
@@ -32,6 +36,7 @@ PARALLEL_MIN_WORK = 8192
 # "default" tunes serial against parallel only for work within this factor of the threshold
 PARALLEL_DOUBT = 16
 COLUMN_BLOCK = 128  # outputs a column reduction accumulates at once (a stack array)
+WIDTHS = (16, 32)  # simdlen variants tried in mode "max"
 _COLUMN_REDUCTIONS = ("sum", "prod", "max", "min", "any")
 
 
@@ -40,6 +45,7 @@ class LoopConfig:
     parallel: str = "auto"  # "auto" | "serial" | "parallel"
     store: bool = False
     columns: int = 0
+    width: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +53,8 @@ class LoopConfig:
     @property
     def label(self) -> str:
         words = [self.parallel] + (["store"] if self.store else []) + \
-            ([f"columns{self.columns}"] if self.columns else [])
+            ([f"columns{self.columns}"] if self.columns else []) + \
+            ([f"w{self.width}"] if self.width else [])
         return "-".join(words)
 
 
@@ -57,6 +64,7 @@ class KernelFacts:
     stores: dict[int, tuple[int, tuple]]  # sum member -> (reader member, summand's key)
     column: bool  # one reduction whose reduced dims are not contiguous, its outputs are
     symbolic: bool
+    vector_loops: bool  # members with inner loops (what `width` changes)
 
 
 def reduction_tree(member: Member, outer_vars, inner_vars) -> Node | None:
@@ -81,7 +89,8 @@ def facts(kernel: Kernel) -> KernelFacts:
     work = kernel_work(kernel)
     outer_vars = [index_symbol("x", k) for k in range(len(kernel.outer))]
     return KernelFacts(work, _stores(kernel, outer_vars) if kernel.outer else {},
-                       _column(kernel, outer_vars), not work.is_Integer)
+                       _column(kernel, outer_vars), not work.is_Integer,
+                       any(m.inner_sizes or m.is_reduction for m in kernel.members))
 
 
 def _stores(kernel: Kernel, outer_vars) -> dict[int, tuple[int, tuple]]:
@@ -112,21 +121,38 @@ def _stores(kernel: Kernel, outer_vars) -> dict[int, tuple[int, tuple]]:
 
 
 def _column(kernel: Kernel, outer_vars) -> bool:
-    if len(kernel.members) != 1 or not outer_vars:
+    """Every member a reduction of the same dims, stored, whose loads are contiguous along the
+    last outer dim and not along a reduced one, or do not depend on the last outer dim: column
+    sums, like a layer norm's weight and bias gradients (which read a row's mean and rstd)."""
+    members = kernel.members
+    if not outer_vars or not all(m.is_reduction and not m.local and
+                                 m.node.reduction_type in _COLUMN_REDUCTIONS for m in members):
         return False
-    (m,) = kernel.members
-    if not m.is_reduction or m.local or m.node.reduction_type not in _COLUMN_REDUCTIONS:
+    sizes = [str(s) for s in members[0].node.reduction_sizes]
+    if any([str(s) for s in m.node.reduction_sizes] != sizes for m in members):
         return False
-    inner = [index_symbol("q", k) for k in range(len(m.node.reduction_sizes))]
-    tree = reduction_tree(m, outer_vars, inner)
-    if tree is None:
-        return False
+    inner = [index_symbol("q", k) for k in range(len(sizes))]
     last = outer_vars[-1]
-    loads = [sympy.expand(n.args[0 if n.op == "index_expr" else 1])
-             for n in walk(tree) if n.op in ("load", "index_expr")]
-    varying = [e for e in loads if e.free_symbols & set(inner)]
-    return bool(varying) and all(e.coeff(last) == 1 and all(e.coeff(q) != 1 for q in inner)
-                                 for e in varying)
+    contiguous = False
+    produced = {m.buffer.name for m in members}
+    for m in members:
+        tree = reduction_tree(m, outer_vars, inner)
+        if tree is None:
+            return False
+        for n in walk(tree):
+            if n.op == "load" and n.args[0].name in produced:
+                return False  # it needs another member's finished result (softmax over dim 0)
+            if n.op not in ("load", "index_expr"):
+                continue
+            e = sympy.expand(n.args[0 if n.op == "index_expr" else 1])
+            if not e.free_symbols & set(inner):
+                continue
+            if e.coeff(last) == 0:  # the same for a block of outputs (a row's mean)
+                continue
+            if e.coeff(last) != 1 or any(e.coeff(q) == 1 for q in inner):
+                return False
+            contiguous = True
+    return contiguous
 
 
 def heuristic(f: KernelFacts) -> LoopConfig:
@@ -149,6 +175,8 @@ def variants(f: KernelFacts, mode: str, work: int | None) -> list[LoopConfig]:
     if mode == "max" or near:
         out += [replace(base, parallel=p) for p in ("serial", "parallel")
                 if _differs(base, p, work)]
+    if mode == "max" and f.vector_loops:
+        out += [replace(base, width=w) for w in WIDTHS]
     return list(dict.fromkeys(out))
 
 

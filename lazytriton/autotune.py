@@ -23,9 +23,13 @@ generated wrapper calls it like any kernel (the KernelSignature's arguments, in 
                        slow (logged under LAZYTRITON_LOGS=autotune, never an error), the
                        fastest wins and is persisted; then the winner runs on the real
                        arguments. Later calls of that bucket go straight to it.
-    Budget(seconds)    shared by the TunedKernels of one graph: once spent, the graph's other
-                       kernels run their heuristic (not persisted, so a later process tunes
-                       them). budget_for_graph() gives one for the current mode.
+    Budget(seconds)    shared by the TunedKernels of one graph: checked before each candidate
+                       is timed; once spent, the kernel being tuned takes the best of those
+                       timed and the graph's other kernels their heuristic, neither persisted
+                       (a later process tunes them). A candidate is timed for at most about
+                       CANDIDATE_S (at least MIN_REPS calls), so a graph's tuning overshoots
+                       its budget by at most one candidate's timing.
+                       budget_for_graph() gives one for the current mode.
     written_args(emitted)  the argument positions a generated kernel writes.
     kernels_json_recorder(folder, name)  an on_choice callback that writes the choice into the
                        graph's kernels.json ("config", and "autotune": how it was chosen).
@@ -288,11 +292,14 @@ class TunedKernel:
             return self._report(heuristic, bucket, "budget spent: heuristic")
         start = time.perf_counter()
         with metrics.timed("AutotuneTime"):
-            times = self._benchmark(args)
+            times = self._benchmark(args, start)
         self.budget.spent += time.perf_counter() - start
-        best = min(self.candidates, key=lambda c: times[c.label])
-        if math.isinf(times[best.label]):
+        best = min(times, key=lambda c: times[c]) if times else heuristic.label
+        best = next(c for c in self.candidates if c.label == best)
+        if math.isinf(times.get(best.label, math.inf)):
             return self._report(heuristic, bucket, "every candidate failed: heuristic")
+        if len(times) < len(self.candidates):  # the budget ran out: not a result to keep
+            return self._report(best, bucket, "budget spent: best of those timed", times=times)
         write_record(path, {"version": RECORD_VERSION, "key": key, "kernel": self.name,
                             "device": device_name(self.device), "toolchain": self.toolchain,
                             "bucket": list(bucket), "best": best.label, "config": best.config,
@@ -301,14 +308,17 @@ class TunedKernel:
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return self._report(best, bucket, "tuned", times=times, record=path)
 
-    def _benchmark(self, args) -> dict[str, float]:
-        """Seconds per candidate label (inf: it failed), on copies of the written arguments."""
+    def _benchmark(self, args, start: float) -> dict[str, float]:
+        """Seconds per candidate label (inf: it failed), on copies of the written arguments;
+        candidates left when the graph's budget runs out are not timed (not in the result)."""
         args = list(args)
         for i in self.written:
             args[i] = copy_for_timing(args[i])
         timer = timer_for(self.device)
-        times = {}
+        times: dict[str, float] = {}
         for c in self.candidates:
+            if times and self.budget.spent + time.perf_counter() - start >= self.budget.seconds:
+                break
             metrics.counter_inc("AutotuneBenchmark")
             try:
                 times[c.label] = timer(c.fn, args)

@@ -183,14 +183,15 @@ def test_mode_off_and_spent_budget_run_the_heuristic(tmp_path, monkeypatch):
 def test_budget_is_shared_by_a_graphs_kernels(tmp_path):
     budget = autotune.Budget(0.01)
     out = torch.zeros(1)
-    first = autotune.TunedKernel("k0", _candidates(_slow(0.004), _fast), source="a",
+    first = autotune.TunedKernel("k0", _candidates(_fast, _slow(0.004)), source="a",
                                  device="cpu", toolchain="t", cache_dir=tmp_path, budget=budget,
                                  size_args=[1], written=[0])
     second = autotune.TunedKernel("k1", _candidates(_slow(0.004), _fast), source="b",
                                   device="cpu", toolchain="t", cache_dir=tmp_path, budget=budget,
                                   size_args=[1], written=[0])
     first(out, 8)
-    assert budget.exhausted and first.choices[(8,)].label == "c1"
+    assert budget.exhausted and first.choices[(8,)].label == "c0"
+    assert len(list((tmp_path / "autotune").rglob("*.json"))) == 1  # both timed: recorded
     second(out, 8)
     assert second.choices[(8,)].label == "c0"  # no time left: the heuristic
 
@@ -217,3 +218,21 @@ def test_copy_for_timing_keeps_the_layout():
     copy = autotune.copy_for_timing(view)
     assert copy.stride() == view.stride() and copy.data_ptr() != view.data_ptr()
     assert torch.equal(copy, view)
+
+
+def test_cache_clear_removes_the_records(tmp_path):
+    from lazytriton.runtime import cache_index
+    _tuned(tmp_path, _candidates(_slow(0.001), _fast))(torch.zeros(1), 8)
+    assert list((tmp_path / "autotune").rglob("*.json"))
+    cache_index.clear(tmp_path)
+    assert not (tmp_path / "autotune").exists()
+
+
+def test_budget_running_out_mid_kernel_keeps_no_record(tmp_path):
+    out = torch.zeros(1)
+    kernel = _tuned(tmp_path, _candidates(_fast, _slow(0.004), _fast), budget=0.01)
+    kernel(out, 8)
+    # c0 is timed quickly, c1 uses up the budget (4 calls of 4 ms), c2 is never timed
+    assert metrics.counter_value("AutotuneBenchmark") == 2
+    assert kernel.choices[(8,)].label == "c0" and out.item() == 1
+    assert not (tmp_path / "autotune").exists()

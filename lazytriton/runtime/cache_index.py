@@ -386,8 +386,8 @@ def compiling(cache_dir: Path):
 
 def clear(cache_dir: Path) -> dict:
     """Empty the cache safely with other processes using it: wait until no compile is in flight
-    (they hold the compile lock), move graphs/, kernels/ and the root files aside in one rename
-    each, then delete them. Processes keep the kernels they have loaded; the next graph they
+    (they hold the compile lock), move graphs/, kernels/, autotune/ (the tuning records) and the
+    root files aside in one rename each, then delete them. Processes keep the kernels they have loaded; the next graph they
     meet is compiled afresh. Returns what was removed."""
     cache_dir = Path(cache_dir)
     removed = {"graphs": len(graph_folders(cache_dir)), "libraries": len(_cpp_libraries(cache_dir)),
@@ -396,7 +396,7 @@ def clear(cache_dir: Path) -> dict:
         return removed  # nothing to clear: do not create the dir for its lock
     trash = cache_dir / f".trash-{uuid.uuid4().hex}"
     with _file_lock(cache_dir / _COMPILE_LOCK, exclusive=True):
-        for name in (GRAPHS, "kernels", ROOT_INDEX, ROOT_README):
+        for name in (GRAPHS, "kernels", "autotune", ROOT_INDEX, ROOT_README):
             if (cache_dir / name).exists():
                 trash.mkdir(exist_ok=True)
                 os.rename(cache_dir / name, trash / name)
