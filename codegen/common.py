@@ -151,11 +151,20 @@ class PythonPrinter(ExprPrinter):
         base, div, mod = expr.args
         return f"(({self.paren(base)} // {self.paren(div)}) % {self.paren(mod)})"
 
+    def _print_Max(self, expr):
+        return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
 
 class CppPrinter(ExprPrinter):
     def _print_Integer(self, expr):
         value = int(expr)
         return f"{value}L" if abs(value) > 2**31 - 1 else str(value)
+
+    def _print_Max(self, expr):  # arena block sizes (codegen/cpp_frame.py)
+        first, *rest = expr.args
+        if not rest:
+            return self._print(first)
+        return f"std::max<int64_t>({self._print(first)}, {self._print(sympy.Max(*rest))})"
 
 
 # --- kernel bodies ------------------------------------------------------------------------

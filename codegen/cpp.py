@@ -746,6 +746,7 @@ class CppCodegen:
     """The C++ backend's kernel code generator: one translation unit per graph."""
     source_file = "kernels.cpp"
     parallel_inner = True  # `omp parallel for` over the inner loop when there is no outer one
+    segments = True  # kernels between externs run from one C function (cpp_frame.py)
     kernel_dtypes = frozenset(CTYPE)  # ops on others (complex) stay aten calls
 
     def __init__(self, checked: bool = False):

@@ -41,6 +41,7 @@ class KernelSignature:
     checked: bool = False  # bounds-checked accesses: an extent per buffer, and a report slot
 
     def buffer(self, buf: Buffer) -> str:
+        buf = getattr(buf, "donor", None) or buf  # a donated output is its input's memory
         if buf.name not in self.buffers:
             self.buffers[buf.name] = (f"p{len(self.buffers)}", buf)
         return self.buffers[buf.name][0]
@@ -89,3 +90,4 @@ class GeneratedCode:
     """A graph's kernels and the source files to write next to its IR."""
     kernels: list[GeneratedKernel]
     files: dict[str, str]  # file name -> text
+    frame: Any = None  # cpp_frame.Frame when kernels run in segments from argument arrays

@@ -73,8 +73,9 @@ class _Slot:
 def fix_layout(t: torch.Tensor, sizes, strides) -> torch.Tensor:
     """An extern's output in the layout the kernels index it by, owning its buffer from offset
     0 (an op may return a view into its input: unsafe_split's second piece)."""
-    if (tuple(t.stride()) == tuple(strides) and t.storage_offset() == 0) or t.numel() == 0:
-        return t
+    if (tuple(t.stride()) == tuple(strides) and t.storage_offset() == 0 and not t._is_view()) \
+            or t.numel() == 0:
+        return t  # a view (of an input, of planned memory) is copied: outputs own their memory
     return torch.empty_strided(sizes, strides, dtype=t.dtype, device=t.device).copy_(t)
 
 
@@ -85,17 +86,30 @@ def extent(t: torch.Tensor) -> int:
     return 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
 
 
+def owned(t: torch.Tensor) -> torch.Tensor:
+    """A donated input's buffer, or a copy when another tensor shares its storage (a view the
+    graph's IR cannot see, e.g. an eager fallback's result aliasing its input)."""
+    if sole_user(t):
+        return t
+    return t.clone()
+
+
+def sole_user(t: torch.Tensor) -> bool:
+    # the count includes the Python storage object untyped_storage() makes
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata) <= 2
+
+
 class BoundsError(IndexError):
     """A bounds-checked kernel (LAZYTRITON_CHECK=bounds) addressed outside a buffer."""
 
 
 def check_bounds(bounds: torch.Tensor, kernel: str, params: list[tuple[str, str]],
                  source: str) -> None:
-    param, index, size = (int(v) for v in bounds)
+    param, index, size = (int(v) for v in bounds[:3])
     if param == 0:
         return
     name, buffer = params[param - 1]
-    bounds.zero_()
+    bounds[0] = bounds[1] = bounds[2] = 0
     raise BoundsError(f"lazytriton bounds check: kernel {kernel} ({source}) accessed buffer "
                       f"{buffer} (parameter {name}) at index {index}, outside its extent "
                       f"[0, {size})")
@@ -108,8 +122,9 @@ def raise_kernel_error(code: int) -> None:
 
 class WrapperWriter:
     def __init__(self, lowering: Lowering, sched: Schedule, kernels: list[GeneratedKernel],
-                 device: torch.device, folder: str = "."):
+                 device: torch.device, folder: str = ".", donated: frozenset = frozenset()):
         self.lowering = lowering
+        self.donated = donated  # input indices whose buffers outputs are written into
         self.folder = folder  # where the kernels' sources are, for error messages
         self.sched = sched
         self.kernels = {k.kernel.name: k for k in kernels}
@@ -119,7 +134,7 @@ class WrapperWriter:
         self.names: dict[int, str] = {}  # id(buffer) -> variable holding it
         self.namespace: dict[str, Any] = {"torch": torch, "device": device,
                                           "fix_layout": fix_layout, "extent": extent,
-                                          "check_bounds": check_bounds,
+                                          "check_bounds": check_bounds, "owned": owned,
                                           "raise_kernel_error": raise_kernel_error}
         self._pool: dict[tuple, list[str]] = {}
 
@@ -138,24 +153,31 @@ class WrapperWriter:
             else:
                 self._kernel(step)
             self._release(i, last_use)
-        uses_err = any(k.signature.uses_err for k in self.kernels.values())
-        if uses_err:
+        self._finish()
+        if any(k.signature.uses_err for k in self.kernels.values()):
             self.lines.append("if err[0] != 0:")
             self.lines.append("    raise_kernel_error(int(err[0]))")
         outs = ", ".join(self._tensor(o) for o in self.sched.outputs)
         self.lines.append(f"return [{outs}]")
+        return "\n".join(self._header() + ["    " + line for line in self.lines]) + "\n"
+
+    def _header(self) -> list[str]:
         header = ["def call(inputs):"]
-        if uses_err:
+        if any(k.signature.uses_err for k in self.kernels.values()):
             header.append("    err = torch.zeros(1, dtype=torch.int32, device=device)")
         if any(k.signature.checked for k in self.kernels.values()):
             header.append("    bounds = torch.zeros(3, dtype=torch.int64, device=device)")
-        return "\n".join(header + ["    " + line for line in self.lines]) + "\n"
+        return header
+
+    def _finish(self) -> None:
+        """After the last step (a subclass flushes what it batched)."""
 
     # --- inputs and sizes -------------------------------------------------------------------
     def _bind_inputs(self) -> None:
         for k, lowered in enumerate(self.lowering.inputs):
             name = lowered.name
-            self.lines.append(f"{name} = inputs[{k}]")
+            self.lines.append(f"{name} = owned(inputs[{k}])" if k in self.donated
+                              else f"{name} = inputs[{k}]")
             if isinstance(lowered, InputBuffer):
                 self.names[id(lowered)] = name
         for const in self.lowering.constants:
@@ -173,6 +195,10 @@ class WrapperWriter:
     # --- steps ------------------------------------------------------------------------------
     def _allocate(self, buf: ComputedBuffer) -> str:
         name = buf.name
+        if buf.donor is not None:
+            self.names[id(buf)] = self.names[id(buf.donor)]
+            self.lines.append(f"# {name} is written into {self.names[id(buf)]}'s buffer (donated)")
+            return self.names[id(buf)]
         pooled = self._pool.get(self._pool_key(buf))
         if pooled:
             old = pooled.pop()

@@ -17,7 +17,7 @@ class LazyExecutionError(RuntimeError):
 class DeviceData:
     """A buffer on the backend device, or the promise of one from the async runtime."""
 
-    __slots__ = ("_tensor", "_error", "_ready")
+    __slots__ = ("_tensor", "_error", "_ready", "__weakref__")
 
     def __init__(self, tensor: torch.Tensor | None = None):
         self._tensor = tensor

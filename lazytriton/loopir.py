@@ -97,6 +97,7 @@ class ConstantBuffer(Buffer):
 class ComputedBuffer(Buffer):
     """A realized Pointwise or Reduction: the scheduler emits the loops that fill it."""
     node: "Computation | None" = None
+    donor: "InputBuffer | None" = None  # an input whose memory it is written into (donation)
 
 
 @dataclass(eq=False)

@@ -8,7 +8,7 @@ import contextlib
 import itertools
 import weakref
 
-from .ir import TensorMeta, Value
+from .ir import DataNode, TensorMeta, Value
 
 _storage_ids = itertools.count()
 _tracking = True  # off while a compiler re-traces a decomposition: its tensors are not the user's
@@ -17,12 +17,13 @@ _pending: dict[int, weakref.ref] = {}
 
 
 class LazyStorage:
-    __slots__ = ("id", "value", "views", "__weakref__")
+    __slots__ = ("id", "value", "views", "last_data", "__weakref__")
 
     def __init__(self, value: Value):
         self.id = next(_storage_ids)
         self.views: dict[TensorMeta, Value] = {}  # by the view's layout
         self.value = value
+        self.last_data = _data_ref(value)  # weakref to the DeviceData it last held
         if _tracking and not value.node.is_leaf:
             _pending[self.id] = weakref.ref(self, _forget(self.id))
 
@@ -38,6 +39,8 @@ class LazyStorage:
         self.value = value
         if self.views:
             self.views.clear()  # cached views read the old value
+        if value.node.is_leaf:
+            self.last_data = _data_ref(value) or self.last_data
         if not _tracking:
             return
         if not value.node.is_leaf:  # (inlined: this runs for every write the tracer records)
@@ -45,6 +48,21 @@ class LazyStorage:
                 _pending[self.id] = weakref.ref(self, _forget(self.id))
         else:
             _pending.pop(self.id, None)
+
+
+def replaced_data(storage: LazyStorage):
+    """The buffer `storage` held before its pending value (None if gone): the one its next
+    graph may write the new value into (buffer donation, runtime/session.py)."""
+    return storage.last_data() if storage.last_data is not None else None
+
+
+def _data_ref(value: Value):
+    node = value.node
+    # a skeleton's leaves (graph.skeleton: a graph's structure kept for comparing lowerings)
+    # hold no data; a decomposition lowered over one still makes storages of them
+    if isinstance(node, DataNode) and not node.on_cpu and node.data is not None:
+        return weakref.ref(node.data)
+    return None
 
 
 def _forget(storage_id: int):

@@ -150,3 +150,25 @@ def test_a_dense_kernel_over_symbolic_sizes_indexes_simply(test_backend):
                        and "data : float32[16, 7]" in f.read_text()]
         source = (symbolic / "kernels.cpp").read_text()
         assert "p0[(r0_0 + (x0 * ks1))]" in source, source
+
+
+def test_a_graph_and_its_skeleton_lower_to_the_same_program(test_backend):
+    """The shape family compares a new graph's program with its first graph's skeleton (leaves
+    without data) lowered with the same symbols: a decomposition reading a leaf directly
+    (nll_loss of the target) must lower the same over a skeleton, or no program would ever be
+    shape-generic."""
+    from lazytriton.graph import build_graph, skeleton
+    from lazytriton.runtime.kernel_backend import lower_and_schedule
+    from lazytriton.runtime.session import current
+    from lazytriton.storage import pending_storages
+    x, y = torch.randn(16, 6), torch.randint(0, 6, (16,))
+    loss = F.cross_entropy(x.to("lazy").requires_grad_(), y.to("lazy"))
+    graph = build_graph([s.value for s in pending_storages()])
+    backend = current().backend
+    symbols = {(k, 0): 0 for k, leaf in enumerate(graph.inputs)
+               if leaf.outputs[0].meta is not None and leaf.outputs[0].meta.shape}
+    lowering, _ = lower_and_schedule(skeleton(graph), backend.codegen, symbols)
+    assert not lowering.externs  # nll_loss decomposed into kernels, not an aten call
+    made = backend.fingerprint(graph, symbols)
+    assert made is not None and backend.fingerprint(skeleton(graph), symbols) == made
+    torch.testing.assert_close(loss.cpu(), F.cross_entropy(x, y))

@@ -52,3 +52,16 @@ def test_with_overlap_submit_returns_while_the_job_runs():
     release.set()
     runner.wait()
     assert seen == [1]
+
+
+def test_a_finished_job_and_what_it_holds_are_freed_before_the_next_arrives():
+    """The worker drops a job once it ran: the buffers a step replaced (its inputs) must not
+    stay resident until the next step is submitted."""
+    import weakref
+    runner = async_runner.AsyncRunner(overlap=True)
+    held = torch.randn(1000)
+    ref = weakref.ref(held)
+    runner.submit(lambda held=held: held.sum())
+    del held
+    runner.wait()
+    assert ref() is None

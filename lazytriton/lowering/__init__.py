@@ -55,6 +55,11 @@ class Lowering:
         self.guards: dict[int, Any] = {}  # graph input index -> value it was specialized to
         self.constants: list[ConstantBuffer] = []  # tensors decompositions created
         self.input_index = {id(n): k for k, n in enumerate(graph.inputs)}
+        # graph outputs other nodes read: stored when lowered, so readers load them rather than
+        # compute them again (and an optimizer's parameter update never re-reads the old state
+        # the same kernel launch overwrites: see donation.py)
+        read = {id(v) for n in graph.nodes for v in n.inputs}
+        self._store_early = {id(v) for v in graph.outputs if id(v) in read}
         self.inputs: list[Any] = [self._lower_leaf(n) for n in graph.inputs]
 
     # --- leaves -----------------------------------------------------------------------------
@@ -118,12 +123,16 @@ class Lowering:
             result = self.extern(node, args, fallback=True)
         results = result if isinstance(result, (list, tuple)) else [result]
         _record_origins(node.op_name, flatten(results), self._realized)
-        results = [self.realize(r) if isinstance(r, (Reduction, Scatter)) else r
-                   for r in flatten(results)]
+        results = [self.realize(r) if isinstance(r, (Reduction, Scatter)) or
+                   (isinstance(r, Pointwise) and self._stored_early(node, i)) else r
+                   for i, r in enumerate(flatten(results))]
         for out, box in zip(node.outputs, results):
             if out.meta is not None and isinstance(box, TensorBox):
                 self.sizevars.check(box.sizes, out.meta.shape, f"{node.op_name} output")
             self._remember(out, box)
+
+    def _stored_early(self, node: Node, i: int) -> bool:
+        return i < len(node.outputs) and id(node.outputs[i]) in self._store_early
 
     def _in_kernel_dtypes(self, node: Node, args: dict) -> bool:
         if self.kernel_dtypes is None:

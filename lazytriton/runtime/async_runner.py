@@ -63,4 +63,7 @@ class AsyncRunner:
             except BaseException as e:  # graph errors go to their outputs; this is a closure's
                 self._errors.append(e)
             finally:
+                # a finished job's inputs (the buffers a step replaced) are freed now, not
+                # when the next job arrives: `job` would hold them until then
+                job = None
                 self._queue.task_done()

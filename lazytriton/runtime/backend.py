@@ -72,10 +72,13 @@ class Backend(ABC):
     dynamic_shapes = False
 
     @abstractmethod
-    def compile(self, graph: Graph, artifacts: Path) -> CompiledGraph:
+    def compile(self, graph: Graph, artifacts: Path, donate: tuple = ()) -> CompiledGraph:
         """Compile `graph`; `artifacts` is the graph's folder in the cache, for readable output.
         A backend with `dynamic_shapes` takes `symbols` ((input, dim) -> size symbol) too, and
-        its program carries a `fingerprint` (see `fingerprint`)."""
+        its program carries a `fingerprint` (see `fingerprint`).
+        `donate`: (input, output) index pairs whose input buffer is dead after the step, so
+        the output may be written into it; a backend may ignore any of them. The program's
+        `donated` (default none) says which outputs are returned in their input's buffer."""
 
     def fingerprint(self, graph: Graph, symbols: dict) -> str | None:
         """Everything the program compiled from `graph` with `symbols` would run, with

@@ -9,6 +9,7 @@ an autotune.TunedKernel over them, which picks one per size bucket at its first 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 
 from .. import autotune
 from ..codegen.cpp import CppCodegen, CppVariant
+from ..codegen.cpp_frame import arena_view, bounds_reporter
 from ..codegen.signature import SCALAR, GeneratedCode, GeneratedKernel, Param
 from .backend import register_backend
 from .cpp_build import CXX_FLAGS, _compiler_version, build_library, compiler_command
@@ -25,7 +27,12 @@ from .kernel_backend import KernelBackend
 
 
 class CppLauncher:
+    def __init__(self):
+        self.arena = Arena()  # one for every program of this backend: they run one at a time
+
     def load(self, code: GeneratedCode, artifacts: Path) -> tuple[dict[str, Callable], object]:
+        if code.frame is not None:
+            return self._load_segments(code, artifacts)
         (source,) = code.files.values()
         library = build_library(source, artifacts.parent.parent)
         budget = autotune.budget_for_graph()  # one per graph: tuning time stays bounded
@@ -43,6 +50,68 @@ class CppLauncher:
                     size_args=autotune.size_args(emitted), written=autotune.written_args(emitted),
                     on_choice=autotune.kernels_json_recorder(artifacts, emitted.name))
         return launchers, library
+
+    def _load_segments(self, code: GeneratedCode, artifacts: Path):
+        """The wrapper's namespace entries: argument arrays, the arena and one callable per
+        segment, bound to the arrays once."""
+        frame = code.frame
+        arrays = FrameArrays(frame)
+        entries = {"P": arrays.P, "S": arrays.S, "F": arrays.F, "err": arrays.err,
+                   "bounds": arrays.bounds, "grow_arena": self.arena.grow,
+                   "arena_view": arena_view,
+                   "report_bounds": bounds_reporter(frame, arrays.bounds, str(artifacts))}
+        library = None
+        if frame.segments:
+            (source,) = code.files.values()
+            library = build_library(source, artifacts.parent.parent)
+            addresses = [ctypes.addressof(a) for a in (arrays.P, arrays.S, arrays.F)]
+            for k in range(len(frame.segments)):
+                fn = library.function(f"segment{k}", [ctypes.c_void_p] * 3)
+                fn.restype = ctypes.c_int64
+                entries[f"segment{k}"] = functools.partial(fn, *addresses)
+        return entries, LoadedFrame(library, arrays)
+
+
+class LoadedFrame:
+    """What a framed program keeps alive: its library (None without kernels) and arrays."""
+
+    def __init__(self, library, arrays: "FrameArrays"):
+        self.library, self.arrays = library, arrays
+
+    @property
+    def path(self):
+        """The built library's file, as a plain launcher's library names it (cache index)."""
+        return None if self.library is None else self.library.path
+
+
+class FrameArrays:
+    """A program's argument arrays, made once."""
+
+    def __init__(self, frame):
+        self.P = (ctypes.c_void_p * max(len(frame.pointers), 1))()
+        self.S = (ctypes.c_int64 * max(len(frame.ints), 1))()
+        self.F = (ctypes.c_double * max(len(frame.floats), 1))()
+        self.err = (ctypes.c_int32 * 1)()
+        self.bounds = (ctypes.c_int64 * 3)()
+        self.P[frame.pointers["err"]] = ctypes.addressof(self.err)
+        self.P[frame.pointers["bounds"]] = ctypes.addressof(self.bounds)
+
+
+class Arena:
+    """The memory the programs' intermediates live in, grown when a call needs more. Shared by
+    the programs of one backend, which the session's runner thread calls one at a time; no
+    program's outputs are in it (an extern result viewing it is copied), so nothing reads it
+    once a call has returned. One per program would keep every program's peak resident, the
+    first step's and the steady step's alike."""
+
+    def __init__(self):
+        self.memory = torch.empty(0, dtype=torch.uint8)
+
+    def grow(self, nbytes: int) -> torch.Tensor:
+        if self.memory.numel() < nbytes:
+            self.memory = torch.empty(0, dtype=torch.uint8)  # the old block goes first
+            self.memory = torch.empty(nbytes, dtype=torch.uint8)
+        return self.memory
 
 
 def _variants(emitted: GeneratedKernel) -> list[CppVariant]:

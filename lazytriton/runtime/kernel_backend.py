@@ -21,8 +21,9 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from .. import metrics
+from .. import donation, metrics
 from ..codegen.signature import GeneratedCode
+from ..codegen.cpp_frame import FrameWrapperWriter, segments_source
 from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
 from ..lowering import Lowering
@@ -53,8 +54,10 @@ class Launcher(Protocol):
 
 
 class CompiledProgram:
-    def __init__(self, call: Callable, guards: dict, keepalive: Any, kernels: list[Kernel]):
+    def __init__(self, call: Callable, guards: dict, keepalive: Any, kernels: list[Kernel],
+                 donated: frozenset = frozenset()):
         self.call = call
+        self.donated = donated  # output indices returned in their input's buffer
         self.guards = guards  # graph input index -> the scalar value this program assumed
         self.keepalive = keepalive
         self.kernels = kernels
@@ -70,10 +73,11 @@ class KernelBackend(Backend):
 
     dynamic_shapes = True
 
-    def compile(self, graph: Graph, artifacts: Path, symbols: dict | None = None):
+    def compile(self, graph: Graph, artifacts: Path, symbols: dict | None = None,
+                donate: tuple = ()):
         try:
             return compile_graph(graph, artifacts, self.codegen, self.launcher, self.device,
-                                 symbols)
+                                 symbols, donate)
         except Exception as e:  # noqa: BLE001 -- any compiler failure must not lose the step
             if os.environ.get("LAZYTRITON_STRICT"):
                 raise
@@ -92,14 +96,12 @@ class KernelBackend(Backend):
                       f"is not reported again). Generated files: {artifacts}", RuntimeWarning,
                       stacklevel=3)
 
-    def fingerprint(self, graph: Graph, symbols: dict) -> str | None:
+    def fingerprint(self, graph: Graph, symbols: dict, donate: tuple = ()) -> str | None:
         try:
             with metrics.uncounted():  # a comparison, not a compile
-                lowering, sched = lower_and_schedule(graph, self.codegen, symbols)
-                kernels = [s for s in sched.steps if isinstance(s, Kernel)]
-                code = self.codegen.generate(kernels, lowering.sizevars)
-                writer = WrapperWriter(lowering, sched, code.kernels, self.device, "")
-                return program_fingerprint(lowering, code, writer.generate())
+                lowering, _, _, code, _, wrapper_source = generate_program(
+                    graph, self.codegen, self.device, "", symbols, donate)
+                return program_fingerprint(lowering, code, wrapper_source)
         except Exception:  # noqa: BLE001 -- no fingerprint: the program stays size-specific
             return None
 
@@ -123,22 +125,44 @@ def lower_and_schedule(graph: Graph, codegen: KernelCodegen, symbols: dict | Non
     return lowering, sched
 
 
-def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launcher: Launcher,
-                  device: torch.device, symbols: dict | None = None) -> CompiledProgram:
+def generate_program(graph: Graph, codegen: KernelCodegen, device: torch.device, folder: str,
+                     symbols: dict | None = None, donate: tuple = ()):
+    """Lower, schedule, grant donations, generate the kernels and the wrapper (and, for a
+    code generator that runs segments, their C functions): everything but files and loading."""
     lowering, sched = lower_and_schedule(graph, codegen, symbols)
+    granted = donation.grant(lowering.inputs, sched, donate)
     kernels = [s for s in sched.steps if isinstance(s, Kernel)]
     code = codegen.generate(kernels, lowering.sizevars)
-    writer = WrapperWriter(lowering, sched, code.kernels, device, str(artifacts))
+    writer_class = FrameWrapperWriter if getattr(codegen, "segments", False) else WrapperWriter
+    writer = writer_class(lowering, sched, code.kernels, device, folder,
+                          frozenset(j for j, _ in granted.values()))
     wrapper_source = writer.generate()
+    if isinstance(writer, FrameWrapperWriter):  # the C functions that run the segments
+        code.files[codegen.source_file] += "\n" + segments_source(writer.frame, writer.names)
+        code.frame = writer.frame
+    return lowering, sched, granted, code, writer, wrapper_source
+
+
+def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launcher: Launcher,
+                  device: torch.device, symbols: dict | None = None,
+                  donate: tuple = ()) -> CompiledProgram:
+    lowering, sched, granted, code, writer, wrapper_source = generate_program(
+        graph, codegen, device, str(artifacts), symbols, donate)
+    kernels = [s for s in sched.steps if isinstance(s, Kernel)]
     for name, text in code.files.items():
         atomic_write(artifacts / name, text)
     atomic_write(artifacts / "wrapper.py", _wrapper_file(wrapper_source, code))
     atomic_write(artifacts / "kernels.json", json.dumps(kernel_index(code), indent=1))
-    launchers, keepalive = launcher.load(code, artifacts) if kernels else ({}, None)
+    launchers, keepalive = launcher.load(code, artifacts) if kernels or code.frame else \
+        ({}, None)
+    if code.frame is not None:  # segments and their argument arrays
+        writer.namespace.update(launchers)
     for emitted in code.kernels:
-        writer.namespace[f"k_{emitted.name}"] = launchers[emitted.name]
+        writer.namespace[f"k_{emitted.name}"] = launchers.get(emitted.name)
     exec(compile(wrapper_source, str(artifacts / "wrapper.py"), "exec"), writer.namespace)
-    program = CompiledProgram(writer.namespace["call"], lowering.guards, keepalive, kernels)
+    program = CompiledProgram(writer.namespace["call"], lowering.guards, keepalive, kernels,
+                              frozenset(granted))
+    program.frame = code.frame  # the memory plan and segments, where the backend runs them
     if symbols:
         program.fingerprint = program_fingerprint(lowering, code, wrapper_source)
     return program
@@ -184,5 +208,7 @@ def kernel_index(code: GeneratedCode) -> list[dict]:
 
 def _wrapper_file(source: str, code: GeneratedCode) -> str:
     files = ", ".join(sorted(code.files)) or "no kernels"
+    launch = "segment<k>() run consecutive kernels" if code.frame is not None else \
+        "k_<name> launch the kernels"
     return ("# generated by lazytriton: the Python side of one compiled graph.\n"
-            f"# k_<name> launch the kernels in {files}; externN call aten ops.\n" + source)
+            f"# {launch} in {files}; externN call aten ops.\n" + source)

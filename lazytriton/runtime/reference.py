@@ -141,7 +141,7 @@ class AtenBackend(Backend):
     def __init__(self, device: torch.device | None = None):
         self.device = device or self.default_device()
 
-    def compile(self, graph: Graph, artifacts: Path) -> ReferenceProgram:
+    def compile(self, graph: Graph, artifacts: Path, donate: tuple = ()) -> ReferenceProgram:
         return ReferenceProgram(graph, self.device)
 
 

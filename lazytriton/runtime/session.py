@@ -5,6 +5,8 @@ syncs every pending storage, a read syncs just the storage it needs.
 """
 from __future__ import annotations
 
+import functools
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,8 +16,8 @@ import torch
 from .. import metrics
 from ..device_data import DeviceData
 from ..graph import Graph, build_graph, skeleton, structure, to_text
-from ..ir import DataNode
-from ..storage import LazyStorage, pending_storages
+from ..ir import DataNode, TensorMeta
+from ..storage import LazyStorage, pending_storages, replaced_data
 from .async_runner import AsyncRunner, overlap_pays
 from .backend import Backend, CompiledGraph, create_backend
 from .cache_index import compiling, graph_folder
@@ -34,6 +36,7 @@ class Session:
         self._compiled: dict[tuple, list[CompiledGraph]] = {}
         self._families: dict[tuple, Family] = {}  # structure key -> its graphs (shapes.py)
         self._closures: list[tuple[Callable, tuple, bool]] = []
+        self._input_uses: dict[tuple, list[int]] = {}  # graph key -> input_uses(graph)
         self._log = CompileLog(cache_dir, backend.artifact_name)  # records, index, logs
 
     # --- cutting and running graphs --------------------------------------------------------
@@ -42,8 +45,9 @@ class Session:
         if not pending:
             return
         graph = build_graph([s.value for s in pending])
+        donate = self._donations(graph, pending)
         try:
-            program = self._program(graph)
+            program = self._program(graph, donate)
         except BaseException as e:
             _fail(pending, e)  # later steps must not retry this graph forever
             raise
@@ -53,24 +57,43 @@ class Session:
         self.runner.submit(_job(program, _input_handles(graph),
                                 [handles[id(v)] for v in graph.outputs]))
 
-    def _program(self, graph: Graph) -> CompiledGraph:
-        candidates = self._compiled.setdefault(graph.key, [])
+    def _donations(self, graph: Graph, pending: list[LazyStorage]) -> tuple:
+        """(input, output) pairs where a storage's new value may be written over the buffer it
+        held before: that buffer is a graph input nothing outside this graph can still read.
+        The compiled program proves each pair safe for its schedule or does not donate."""
+        inputs = {id(leaf.data): k for k, leaf in enumerate(graph.inputs)
+                  if isinstance(leaf, DataNode) and not leaf.on_cpu}
+        outputs = {id(v): k for k, v in enumerate(graph.outputs)}
+        uses = self._input_uses.get(graph.key)
+        if uses is None:
+            uses = self._input_uses[graph.key] = input_uses(graph)
+        pairs = {}
+        for s in pending:
+            j = inputs.get(id(replaced_data(s)))
+            leaf = graph.inputs[j] if j is not None else None
+            if leaf is not None and j not in pairs and leaf.outputs[0].meta == s.value.meta \
+                    and only_read_by_graph(leaf.outputs[0], uses[j]):
+                pairs[j] = outputs[id(s.value)]
+        return tuple(sorted(pairs.items()))
+
+    def _program(self, graph: Graph, donate: tuple) -> CompiledGraph:
+        candidates = self._compiled.setdefault((graph.key, donate), [])
         for program in candidates:
             if _guards_hold(program, graph):
                 metrics.counter_inc("CachedCompile")
                 return program
-        program = self._generic_program(graph)
+        program = self._generic_program(graph, donate)
         candidates.append(program)
         return program
 
-    def _generic_program(self, graph: Graph) -> CompiledGraph:
+    def _generic_program(self, graph: Graph, donate: tuple) -> CompiledGraph:
         """A program of this graph's structure whose shape guard holds, else a new one: static
         for the first graph of a structure, with the changed dims symbolic after that."""
         now = structure(graph)
-        family = self._families.get(now.key)
+        family = self._families.get((now.key, donate))  # donation: another program
         if family is None:
-            self._families[now.key] = Family(skeleton(graph), now)
-            return self._compile(graph)
+            self._families[(now.key, donate)] = Family(skeleton(graph), now)
+            return self._compile(graph, donate)
         for guard, program in family.generic:
             if guard.holds(now.ints) and _guards_hold(program, graph):
                 metrics.counter_inc("CachedCompile")
@@ -80,25 +103,26 @@ class Session:
         if any(min(pair) < 2 for pair in changed.values()):  # 0 and 1 change broadcasting
             metrics.note_recompile(f"{what}: compiled for these sizes (a size of 0 or 1 is "
                                    f"never a symbol)")
-            return self._compile(graph)
+            return self._compile(graph, donate)
         if family.static_reason or not getattr(self.backend, "dynamic_shapes", False):
             reason = family.static_reason or \
                 f"the {self.backend.name} backend compiles sizes as given"
             metrics.note_recompile(f"{what}: compiled for these sizes ({reason})")
-            return self._compile(graph)
-        return self._compile_generic(graph, family, now, changed, what)
+            return self._compile(graph, donate)
+        return self._compile_generic(graph, donate, family, now, changed, what)
 
-    def _compile_generic(self, graph, family, now, changed, what) -> CompiledGraph:
+    def _compile_generic(self, graph, donate, family, now, changed, what) -> CompiledGraph:
         symbols = assign_symbols(changed)
         guard = build_guard(family.first_structure, now, symbols) if changed else None
         if guard is None:
             family.static_reason = ("an integer changed that is no affine function of the sizes"
                                     if changed else "only non-size integers changed")
             metrics.note_recompile(f"{what}: compiled for these sizes ({family.static_reason})")
-            return self._compile(graph)
-        program = self._compile(graph, symbols)
+            return self._compile(graph, donate)
+        program = self._compile(graph, donate, symbols)
         made = getattr(program, "fingerprint", None)  # None: compiling failed, or no backend's
-        if made is not None and self.backend.fingerprint(family.first, symbols) == made:
+        extra = {"donate": donate} if donate else {}
+        if made is not None and self.backend.fingerprint(family.first, symbols, **extra) == made:
             family.generic.append((guard, program))
             metrics.note_recompile(f"{what}: compiled with the changed dims as size symbols; "
                                    f"later sizes of them reuse it")
@@ -109,25 +133,31 @@ class Session:
                                    f"compile again")
         return program
 
-    def _compile(self, graph: Graph, symbols: dict | None = None) -> CompiledGraph:
+    def _compile(self, graph: Graph, donate: tuple = (), symbols: dict | None = None
+                 ) -> CompiledGraph:
         start = time.perf_counter()
         # timed(): a progress display can see it running; compiling(): `cache clear` waits
         with metrics.timed("compile"), compiling(self.cache_dir):
-            folder = self._write_artifacts(graph, symbols)
-            program = self.backend.compile(graph, folder, symbols) if symbols else \
-                self.backend.compile(graph, folder)
+            folder = self._write_artifacts(graph, symbols, donate)
+            extra = {"donate": donate} if donate else {}
+            program = self.backend.compile(graph, folder, symbols, **extra) if symbols else \
+                self.backend.compile(graph, folder, **extra)
         self._log.compiled(graph, folder, program, time.perf_counter() - start,
-                           self._compiled.get(graph.key, []))
+                           self._compiled.get((graph.key, donate), []))
         metrics.counter_inc("UncachedCompile")
         return program
 
-    def _write_artifacts(self, graph: Graph, symbols: dict | None = None) -> Path:
+    def _write_artifacts(self, graph: Graph, symbols: dict | None = None,
+                         donate: tuple = ()) -> Path:
         """The graph's folder in the cache, graphs/<backend>-<ops>-<key>: its IR (with the size
-        symbols it was compiled with, if any) and record."""
+        symbols it was compiled with, if any, and the inputs its outputs are written into) and
+        record."""
         dynamic = f"# size symbols (input, dim) -> s: {sorted(symbols.items())}\n" \
             if symbols else ""
-        return graph_folder(self.cache_dir, self.backend.artifact_name, graph,
-                            dynamic + to_text(graph))
+        text = dynamic + to_text(graph)
+        if donate:  # a different program: outputs written over these inputs' buffers
+            text += "donate " + ", ".join(f"input {j} -> output {k}" for j, k in donate) + "\n"
+        return graph_folder(self.cache_dir, self.backend.artifact_name, graph, text)
 
     # --- steps -----------------------------------------------------------------------------
     def mark_step(self) -> None:
@@ -150,6 +180,39 @@ class Session:
 
     def wait(self) -> None:
         self.runner.wait()
+
+
+def input_uses(graph: Graph) -> list[int]:
+    """Per graph input, how many times the graph's nodes take its value as an input."""
+    position = {id(leaf): k for k, leaf in enumerate(graph.inputs)}
+    uses = [0] * len(graph.inputs)
+    for node in graph.nodes:
+        for v in node.inputs:
+            k = position.get(id(v.node))
+            if k is not None:
+                uses[k] += 1
+    return uses
+
+
+def only_read_by_graph(value, uses: int) -> bool:
+    """No reference to `value` exists but its node's and the graph's `uses` by its nodes: no
+    tensor, pending computation or view cache outside the graph can read it after the step.
+    (Unreachable IR not yet collected counts too: it only makes donation less frequent.)"""
+    return _references(value) - uses <= _unreferenced()
+
+
+def _references(value) -> int:
+    return sys.getrefcount(value)
+
+
+@functools.cache
+def _unreferenced() -> int:
+    """The count `_references` sees, called as above, for a leaf value nothing uses: measured,
+    not assumed, so that how the IR holds a node's outputs may change."""
+    def probe(value, uses: int) -> int:
+        return _references(value) - uses
+    return probe(DataNode(DeviceData(torch.empty(0)), TensorMeta.of(torch.empty(0))).outputs[0],
+                 0)
 
 
 def _guards_hold(program: CompiledGraph, graph: Graph) -> bool:
@@ -178,7 +241,7 @@ def _job(program: CompiledGraph, inputs: list[Any], outputs: list[DeviceData]):
         try:
             real = [x.get() if isinstance(x, DeviceData) else x for x in inputs]
             start = time.perf_counter()
-            results = program(real)
+            results = distinct_results(program(real), real, getattr(program, "donated", ()))
             metrics.add_time("execute", time.perf_counter() - start)
         except BaseException as e:  # surfaces where an output is read
             for handle in outputs:
@@ -187,6 +250,18 @@ def _job(program: CompiledGraph, inputs: list[Any], outputs: list[DeviceData]):
         for handle, result in zip(outputs, results):
             handle.set(result)
     return run
+
+
+def distinct_results(results: list, inputs: list, donated) -> list:
+    """Each output its own tensor object, so that storage use counts see every alias (a later
+    graph writes into a buffer only where its tensor is the storage's sole user). A donated
+    output is its input's object: that input's handle is dead."""
+    seen = {id(x) for x in inputs}
+    for k, r in enumerate(results):
+        if id(r) in seen and k not in donated:
+            r = results[k] = r.view_as(r)
+        seen.add(id(r))
+    return results
 
 
 _current: Session | None = None
