@@ -195,7 +195,7 @@ class WrapperWriter:
     # --- steps ------------------------------------------------------------------------------
     def _allocate(self, buf: ComputedBuffer) -> str:
         name = buf.name
-        if buf.donor is not None:
+        if getattr(buf, "donor", None) is not None:  # (a template's product has none)
             self.names[id(buf)] = self.names[id(buf.donor)]
             self.lines.append(f"# {name} is written into {self.names[id(buf)]}'s buffer (donated)")
             return self.names[id(buf)]
