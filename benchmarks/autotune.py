@@ -283,7 +283,18 @@ def _describe_tuning(row: Row, kernels: list[tuple[str, dict]]) -> None:
             row.configs += len(labels)
             row.tried[f"{graph}/{k['kernel']}"] = labels
             for bucket in k.get("autotune", {}).get("buckets", {}).values():
-                row.best.append(f"{graph}/{k['kernel']}: {bucket['chosen']}")
+                row.best.append(f"{graph}/{k['kernel']}: {bucket['chosen']}"
+                                + template_versus_extern(bucket))
+
+
+def template_versus_extern(bucket: dict) -> str:
+    """For a Triton matmul template: its best tile's time against its rival's, the extern
+    (aten's mm: cuBLAS on a GPU) followed by the epilogue kernel, as the tuner timed them."""
+    ms = {label: v for label, v in bucket.get("ms", {}).items() if v is not None}
+    if "extern" not in ms or len(ms) < 2:
+        return ""
+    template = min(v for label, v in ms.items() if label != "extern")
+    return f" (template {template:.3f} ms, extern + epilogue {ms['extern']:.3f} ms)"
 
 
 # --- reports ----------------------------------------------------------------------------------

@@ -82,6 +82,7 @@ class GeneratedKernel:
     index: dict = field(default_factory=dict)  # extra facts for kernels.json (e.g. its config)
     launch: Any = None  # what the backend's launcher needs beyond the signature (grids, configs)
     sample_sizes: dict[str, int] = field(default_factory=dict)  # size param -> this graph's value
+    candidates: list = field(default_factory=list)  # other forms an autotuner may choose
 
 
 @dataclass

@@ -12,12 +12,14 @@ concrete sizes; sizes themselves are kernel parameters, so a new batch size reus
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
 import sympy
 import torch
 
+from lazytriton import autotune
 from lazytriton.loopir import Buffer, Reduction, Scatter
 from lazytriton.scheduler import Kernel, Member, kernel_reads, store_index
 from lazytriton.sizevars import (FloorDiv, ModularIndexing, SizeVars, index_symbol, product,
@@ -28,6 +30,7 @@ from .triton_config import (INT32_LIMIT, SIZE_HINT, Launch, cdiv, persistent, po
                             row_config)
 from .triton_helpers import helper_block, uses_libdevice
 from .triton_ops import HALF, TL_TYPE, TritonOps, TritonVar, compute_dtype, literal
+from .triton_tuning import TritonCandidate, variants
 
 
 class TritonPrinter(ExprPrinter):
@@ -73,8 +76,21 @@ _ELEMENTWISE = {"add": "{0} + {1}", "mul": "{0} * {1}", "maximum": "maximum({0},
                 "minimum": "minimum({0}, {1})"}
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What the config of a written kernel is chosen from (and an autotuner's candidates)."""
+    kind: str  # poi, per, red
+    xnumel: int  # size hints
+    rnumel: int  # 0: a flat kernel (no r range)
+    persistent: bool  # rows held whole in registers
+    grid_numel: object  # the x range's size (sympy), None: one program
+
+
 class TritonKernel:
     """Writes one scheduled Kernel as the kernel function(s) of a Triton module."""
+
+    looped_rows = False  # True: loop over RBLOCK chunks even where a row fits (a variant)
+    plan: Plan | None = None  # set by generate() for flat and row kernels
 
     def __init__(self, kernel: Kernel, name: str, sizevars: SizeVars, interpret: bool):
         self.kernel = kernel
@@ -308,9 +324,15 @@ class TritonKernel:
             self.store(m.buffer, store_index(m, index), m.node.inner(self.ops, index))
         config = pointwise_config(self._hint(x.numel), self.interpret)
         prologue = self._x_prologue(x) if sizes else []
-        grid = self._grid(x.numel, config.XBLOCK) if sizes else (1,)
+        self.plan = Plan("poi", self._hint(x.numel), 0, False, x.numel if sizes else None)
         source = self.function(self.name, prologue, self.body.block.lines)
-        return source, [Launch(self.name, grid, config)], "poi"
+        return source, [self.launch_for(config)], "poi"
+
+    def launch_for(self, config) -> Launch:
+        """This kernel's launch with `config` (its grid follows XBLOCK)."""
+        numel = self.plan.grid_numel
+        grid = self._grid(numel, config.XBLOCK) if numel is not None else (1,)
+        return Launch(self.name, grid, config)
 
     def _rows(self):
         """x over the outer dims; each member's inner dims an r range, in registers or looped."""
@@ -326,7 +348,7 @@ class TritonKernel:
         rnumels = [self._hint(g.numel) for g in groups.values()]
         # a symbolic row may be longer than any block: looped, never held whole
         rows_fit = persistent(rnumels) and all(self._evaluate_constant(g.numel) is not None
-                                               for g in groups.values())
+                                               for g in groups.values()) and not self.looped_rows
         lines: list[str] = []
         for m in self.kernel.members:
             lines += self._member(m, x, groups.get(_inner_key(m)), rows_fit)
@@ -342,9 +364,10 @@ class TritonKernel:
         kind = "poi"
         if any(m.is_reduction for m in self.kernel.members):
             kind = "per" if rows_fit else "red"
-        grid = self._grid(x.numel, config.XBLOCK) if outer else (1,)
+        self.plan = Plan(kind, self._hint(x.numel), max(rnumels, default=1), rows_fit,
+                         x.numel if outer else None)
         source = self.function(self.name, prologue, lines)
-        return source, [Launch(self.name, grid, config)], kind
+        return source, [self.launch_for(config)], kind
 
     def _member(self, m: Member, x: _Range, rng: _Range | None, rows_fit: bool) -> list[str]:
         """One member's lines: its loop over its r range (unless in registers), then its
@@ -594,7 +617,7 @@ def kernel_name(kernel: Kernel, kind: str, number: int) -> str:
     ops = [o.split(".")[0].lstrip("_") for o in kernel.origins]
     ops = list(dict.fromkeys(o for o in ops if o not in _PLUMBING)) or ["copy"]
     composite = [o for o in ops if o in _COMPOSITE]
-    named = composite[-1:] or ops[:3]
+    named = ops[:3] if kind == "tem" else composite[-1:] or ops[:3]  # a template: its mm first
     return f"triton_{kind}_{'_'.join(named)}_{number}"
 
 
@@ -618,23 +641,56 @@ class TritonCodegen:
     parallel_inner = False  # without an outer range a kernel is one program
     kernel_dtypes = frozenset(TL_TYPE)  # ops on others (complex) stay aten calls
 
+    matmul_templates = True  # mm + epilogue as one kernel (lazytriton/template_fusion.py)
+
     def __init__(self, interpret: bool):
         self.interpret = interpret  # only block sizes differ: the source is the same
 
+    @staticmethod
+    def _writer(kernel: Kernel) -> type[TritonKernel]:
+        from lazytriton.template_fusion import TemplateKernel
+        if isinstance(kernel, TemplateKernel):
+            from .triton_template import TritonMatmulKernel  # (imports this module)
+            return TritonMatmulKernel
+        return TritonKernel
+
     def generate(self, kernels: list[Kernel], sizevars: SizeVars) -> GeneratedCode:
         out, files = [], {}
+        mode = autotune.mode()
         for number, kernel in enumerate(kernels):
-            writer = TritonKernel(kernel, f"KERNEL_{number}", sizevars, self.interpret)
+            writer = self._writer(kernel)(kernel, f"KERNEL_{number}", sizevars, self.interpret)
             source, launches, kind = writer.generate()
+            extra, candidates = variants(kernel, writer, launches, sizevars, self.interpret, mode)
             name = kernel_name(kernel, kind, number)
-            source = re.sub(rf"\bKERNEL_{number}(?!\d)", name, source)
-            launches = [Launch(lc.function.replace(f"KERNEL_{number}", name), lc.grid,
-                               lc.config) for lc in launches]
+            placeholder = re.compile(rf"\bKERNEL_{number}(?!\d)")
+            sources = [placeholder.sub(name, text) for text in [source] + extra]
+            launches = [_renamed(lc, placeholder, name) for lc in launches]
+            candidates = [_renamed_candidate(c, placeholder, name) for c in candidates]
             file = f"{name}.py"
-            files[file] = module_source(name, kernel.origins, [source])
-            out.append(GeneratedKernel(kernel, name, writer.signature, file, {
-                "launches": [{"function": lc.function, "grid": list(lc.grid),
-                              "config": lc.config.as_dict()} for lc in launches],
-                "index_dtype": str(writer.index_dtype).replace("torch.", "")}, launches,
-                {str(ks): sizevars.evaluate(sym) for sym, ks in writer.signature.sizes.items()}))
+            files[file] = module_source(name, kernel.origins, sources)
+            index = {"launches": [{"function": lc.function, "grid": list(lc.grid),
+                                   "config": lc.config.as_dict()} for lc in launches],
+                     "index_dtype": str(writer.index_dtype).replace("torch.", "")}
+            if candidates:  # labels, as the C++ backend lists them; then what each runs
+                index["candidates"] = [c.label for c in candidates]
+                index["candidate_launches"] = [
+                    {"label": c.label, "config": c.config,
+                     "functions": [lc.function for lc in c.launches]} for c in candidates]
+            sample_sizes = {str(ks): sizevars.evaluate(sym)
+                            for sym, ks in writer.signature.sizes.items()}
+            out.append(GeneratedKernel(kernel, name, writer.signature, file, index, launches,
+                                       sample_sizes, candidates))
         return GeneratedCode(out, files)
+
+
+def _renamed(launch: Launch, placeholder: re.Pattern, name: str) -> Launch:
+    return Launch(placeholder.sub(name, launch.function), launch.grid, launch.config)
+
+
+def _renamed_candidate(c: TritonCandidate, placeholder: re.Pattern, name: str):
+    rival = c.rival
+    if rival is not None:
+        rival = dataclasses.replace(rival, epilogue_launches=tuple(
+            _renamed(lc, placeholder, name) for lc in rival.epilogue_launches))
+    return dataclasses.replace(c, launches=tuple(_renamed(lc, placeholder, name)
+                                                 for lc in c.launches), rival=rival)

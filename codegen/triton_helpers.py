@@ -28,6 +28,17 @@ HALF_PI = 1.5707963267948966
 LN2 = 0.6931471805599453
 
 
+# --- matmul operands --------------------------------------------------------------------------
+
+def dot_operand(x):
+    return x
+
+
+def dot_operand_interpreted(x):
+    # the interpreter holds bfloat16 as its raw bits, which its dot would multiply as integers
+    return x.to(tl.float32)
+
+
 # --- index arithmetic with floor semantics (Triton's // and % truncate, like C) -------------
 
 def floor_div(a, b):

@@ -195,7 +195,7 @@ class WrapperWriter:
     # --- steps ------------------------------------------------------------------------------
     def _allocate(self, buf: ComputedBuffer) -> str:
         name = buf.name
-        if buf.donor is not None:
+        if getattr(buf, "donor", None) is not None:  # (a template's product has none)
             self.names[id(buf)] = self.names[id(buf.donor)]
             self.lines.append(f"# {name} is written into {self.names[id(buf)]}'s buffer (donated)")
             return self.names[id(buf)]
@@ -211,6 +211,9 @@ class WrapperWriter:
         return name
 
     def _kernel(self, kernel: Kernel) -> None:
+        template = getattr(kernel, "template", None)
+        if template is not None and template.store_output:  # a matmul template's product
+            self._allocate(template.output)
         for m in kernel.members:
             if not m.local:
                 self._allocate(m.buffer)

@@ -63,6 +63,8 @@ def _reads_before_write(sched: Schedule, source: Buffer, out: Buffer) -> bool:
         reads = kernel_reads(step) if isinstance(step, Kernel) else extern_reads(step)
         if i > position and any(b is source for b in reads):
             return False
+    if any(b is source for b in sched.steps[position].extra_reads()):
+        return False  # a matmul template's operand: other tiles read it at other elements
     return _in_kernel_reads_safe(sched.steps[position], source, out)
 
 

@@ -64,6 +64,10 @@ class Kernel:
     def origins(self) -> list[str]:
         return list(dict.fromkeys(o for m in self.members for o in m.origins))
 
+    def extra_reads(self) -> list[Buffer]:
+        """Buffers it reads besides its members' loads (a template kernel's operands)."""
+        return []
+
 
 @dataclass
 class Schedule:
@@ -291,7 +295,7 @@ def kernel_reads(kernel: Kernel) -> list[Buffer]:
         index, inner = member_index(m, outer_vars, "r")
         reads = reads_of(m.node, index, inner) if m.is_reduction else reads_of(m.node, index)
         found += [buf for buf, _ in reads]
-    return found
+    return found + kernel.extra_reads()
 
 
 def extern_reads(kernel: ExternKernel) -> list[Buffer]:

@@ -22,7 +22,7 @@ def _expected_files() -> set[str]:
     files = set()
     for installed, source in SOURCE_DIRS.items():
         for path in source.rglob("*"):
-            if path.suffix in (".py", ".h") and "__pycache__" not in path.parts:
+            if path.suffix in (".py", ".h", ".jinja") and "__pycache__" not in path.parts:
                 files.add(f"{installed}/{path.relative_to(source).as_posix()}")
     return files
 
@@ -42,7 +42,7 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
-def test_wheel_holds_every_module_and_header(wheel):
+def test_wheel_holds_every_module_header_and_template(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = sorted(_expected_files() - names)
     assert not missing, f"not in the wheel: {missing}"

@@ -29,6 +29,7 @@ from ..graph import Graph
 from ..lowering import Lowering
 from ..scheduler import Kernel, Schedule, extern_reads, schedule
 from ..sizevars import SizeVars
+from ..template_fusion import fuse_matmul_templates, templates_wanted
 from .backend import Backend
 from .disk_cache import atomic_write
 from .reference import ReferenceProgram
@@ -117,8 +118,11 @@ def lower_and_schedule(graph: Graph, codegen: KernelCodegen, symbols: dict | Non
     lowering = Lowering(graph, kernel_dtypes=getattr(codegen, "kernel_dtypes", None),
                         symbols=symbols)
     outputs = lowering.outputs()
-    return lowering, schedule(lowering.steps, outputs, lowering_extern_reads(lowering),
-                              getattr(codegen, "parallel_inner", True))
+    sched = schedule(lowering.steps, outputs, lowering_extern_reads(lowering),
+                     getattr(codegen, "parallel_inner", True))
+    if getattr(codegen, "matmul_templates", False) and templates_wanted():
+        sched = fuse_matmul_templates(sched, lowering.sizevars)
+    return lowering, sched
 
 
 def generate_program(graph: Graph, codegen: KernelCodegen, device: torch.device, folder: str,

@@ -38,18 +38,28 @@ def load_compiled(path: Path):
     return _execute(path, f"lazytriton_aot.{path.stem}", interpret=False)
 
 
-def compile_kernel(folder: Path, entry: dict, arch: int = 90) -> list[dict]:
-    """Compile every function of one kernels.json entry; one result per launch."""
+def compile_kernel(folder: Path, entry: dict, arch: int = 90,
+                   candidates: bool = False) -> list[dict]:
+    """Compile every function of one kernels.json entry; one result per launch, and with
+    `candidates` one per autotuning candidate's (function, config) besides."""
     import triton
     from triton.backends.compiler import GPUTarget
     module = load_compiled(folder / entry["source"])
     types = param_types(entry["params"], entry.get("index_dtype", "int64"))
     results = []
-    for launch in entry["launches"]:
-        fn = getattr(module, launch["function"])
-        config = launch["config"]
-        constexprs = {k: config[k] for k in ("XBLOCK", "RBLOCK")
-                      if config.get(k) is not None and k in fn.arg_names}
+    launches = [(lc["function"], lc["config"]) for lc in entry["launches"]]
+    if candidates:
+        launches += [(function, c["config"]) for c in entry.get("candidate_launches", [])
+                     for function in c["functions"]]
+    seen = []
+    for function, config in launches:
+        if (function, config) in seen:
+            continue
+        seen.append((function, config))
+        fn = getattr(module, function)
+        constexprs = {k: v for k, v in config.items()  # XBLOCK, RBLOCK; a template's BLOCK_M...
+                      if k not in ("num_warps", "num_stages") and v is not None
+                      and k in fn.arg_names and isinstance(v, int)}
         signature = {name: types[name] for name in fn.arg_names if name not in constexprs}
         signature.update({name: "constexpr" for name in constexprs})
         start = time.perf_counter()
@@ -57,17 +67,19 @@ def compile_kernel(folder: Path, entry: dict, arch: int = 90) -> list[dict]:
                                   target=GPUTarget("cuda", arch, 32),
                                   options={"num_warps": config["num_warps"],
                                            "num_stages": config["num_stages"]})
-        results.append({"function": launch["function"], "seconds": time.perf_counter() - start,
+        results.append({"function": function, "config": config,
+                        "seconds": time.perf_counter() - start,
                         "cubin_bytes": len(compiled.asm["cubin"])})
     return results
 
 
-def compile_folder(folder: Path, arch: int = 90) -> list[dict]:
-    """Every kernel of the folder, compiled in the worker pool that compiles a CUDA graph's
-    kernels (runtime/compile_pool.py): the first error found is raised."""
+def compile_folder(folder: Path, arch: int = 90, candidates: bool = False) -> list[dict]:
+    """Every kernel of the folder (with `candidates`, every autotuning candidate's functions
+    too), compiled in the worker pool that compiles a CUDA graph's kernels
+    (runtime/compile_pool.py): the first error found is raised."""
     from ..runtime.compile_pool import run_jobs
     entries = json.loads((folder / "kernels.json").read_text())
-    results = run_jobs(compile_kernel, [(folder, entry, arch) for entry in entries])
+    results = run_jobs(compile_kernel, [(folder, entry, arch, candidates) for entry in entries])
     for r in results:
         if isinstance(r, Exception):
             raise r
