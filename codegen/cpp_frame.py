@@ -120,6 +120,8 @@ class FrameWrapperWriter(WrapperWriter):
             if isinstance(lowered, InputBuffer):
                 self._set_pointer(lowered.name)
             elif isinstance(lowered, ScalarArg):
+                if lowered.dtype.is_complex:  # only aten ops take complex numbers
+                    continue
                 expr = f"inputs[{k}]"
                 if lowered.dtype == torch.float64:
                     self.lines.append(f"F[{self.frame.float_slot(expr)}] = {expr}")
