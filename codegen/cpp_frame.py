@@ -120,7 +120,7 @@ class FrameWrapperWriter(WrapperWriter):
             if isinstance(lowered, InputBuffer):
                 self._set_pointer(lowered.name)
             elif isinstance(lowered, ScalarArg):
-                if lowered.dtype.is_complex:  # only aten ops take complex numbers
+                if isinstance(lowered.value, complex):  # only aten ops take complex numbers
                     continue
                 expr = f"inputs[{k}]"
                 if lowered.dtype == torch.float64:
