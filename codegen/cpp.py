@@ -505,13 +505,30 @@ class CppKernel:
             init = _BOOL_INIT[rtype] if boolean else _REDUCE_INIT[rtype](node.src_dtype)
             combine = _BOOL_COMBINE[rtype] if boolean else _REDUCE_COMBINE[rtype]
             step = f"{acc} = {combine.format(acc=acc, v=value)};"
-            code = self._reduce_loops(rvars, node.reduction_sizes, lines + [step], acc, ctype,
-                                      init, rtype, combine)
+            if self.kernel.outer and rvars and rtype in ("max", "min") and not boolean \
+                    and ctype in ("float", "double"):
+                code = self._flagged_extremum(acc, ctype, init, rtype, lines, value, rvars,
+                                              node.reduction_sizes)
+            else:
+                code = self._reduce_loops(rvars, node.reduction_sizes, lines + [step], acc, ctype,
+                                          init, rtype, combine)
         acc_dtype = node.dtype if rtype in ("argmax", "argmin") else \
             _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)
         if same is not None:
             self._reduced[same] = (acc, acc_dtype)
         return code + self._finish_reduction(member, index, acc, acc_dtype)
+
+    def _flagged_extremum(self, acc, ctype, init, rtype, lines, value, rvars, sizes):
+        """A row max/min with its NaN tracked beside it: the loop carries a plain max (one
+        instruction on the loop's dependency chain) and an OR of "is NaN" off that chain. The
+        NaN-propagating select takes five, which made softmax's max pass latency-bound."""
+        flag, op = f"{acc}_nan", ">" if rtype == "max" else "<"
+        step = [f"{acc} = ({value} {op} {acc}) ? {value} : {acc};",
+                f"{flag} |= ({value} != {value});"]
+        extra = f" reduction({rtype}:{acc}) reduction(|:{flag})"
+        return ([f"{ctype} {acc} = {init};", f"int {flag} = 0;"]
+                + self._loops(rvars, sizes, lines + step, simd=True, parallel=False, extra=extra)
+                + [f"if ({flag}) {acc} = std::numeric_limits<{ctype}>::quiet_NaN();"])
 
     def _finish_reduction(self, member: Member, index, acc: str, acc_dtype) -> list[str]:
         """The accumulator kept in a register (converted to the member's dtype) or stored."""
