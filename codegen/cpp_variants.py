@@ -79,10 +79,15 @@ def pointwise_tree(member: Member, outer_vars, inner_vars) -> Node | None:
 
 
 def kernel_work(kernel: Kernel) -> sympy.Expr:
-    work = max((product(m.node.sizes) * product(getattr(m.node, "reduction_sizes", None) or
-                                                 getattr(m.node, "src_sizes", None) or [])
-                for m in kernel.members), default=sympy.Integer(1), key=str)
-    return sympy.expand(work)
+    works = [sympy.expand(product(m.node.sizes) * product(
+        getattr(m.node, "reduction_sizes", None) or getattr(m.node, "src_sizes", None) or []))
+        for m in kernel.members]
+    return max(works, default=sympy.Integer(1), key=_magnitude)
+
+
+def _magnitude(work: sympy.Expr) -> float:
+    """A size to compare works by: symbolic sizes count as large (a batch is not 1)."""
+    return float(work.subs({s: 1024 for s in work.free_symbols}))
 
 
 def facts(kernel: Kernel) -> KernelFacts:

@@ -124,6 +124,30 @@ def test_layer_norm_reduces_its_mean_once(tmp_path):
     assert source.count("reduction(+:") == 2  # mean and variance; not the mean twice
 
 
+def test_a_kernel_is_as_parallel_as_its_largest_member(tmp_path):
+    """An optimizer kernel updating a 128x9216 weight and its 128-element bias together has
+    1.2M elements of work, not 128 (sizes were once compared as text, and "128" > "1179648")."""
+    def update(w, b, gw, gb):
+        return w.add_(gw, alpha=-0.1), b.add_(gb, alpha=-0.1)
+    w, b = torch.randn(128, 9216), torch.randn(128)
+    gw, gb = torch.randn(128, 9216), torch.randn(128)
+    source = _source(tmp_path, update, w, b, gw, gb)
+    assert "#pragma omp parallel for" in source
+
+
+def test_row_max_tracks_nan_beside_a_plain_max(tmp_path):
+    x = torch.randn(8, 300)
+    x[2, 17], x[5] = float("nan"), float("-inf")
+    x[6, :] = float("nan")
+    source = _source(tmp_path, lambda t: (t.amax(-1), t.amin(-1), torch.softmax(t, -1)), x)
+    assert "reduction(max:acc0) reduction(|:acc0_nan)" in source and "ltmax" not in source
+    lazytriton.init("cpp", cache_dir=tmp_path, autotune="off")
+    got = lazytriton.to_cpu([x.to("lazy").amax(-1), x.to("lazy").amin(-1),
+                             torch.softmax(x.to("lazy"), -1)])
+    for g, e in zip(got, [x.amax(-1), x.amin(-1), torch.softmax(x, -1)]):
+        torch.testing.assert_close(g, e, equal_nan=True)
+
+
 def test_column_sum_runs_its_rows_outside(tmp_path):
     source = _source(tmp_path, lambda x: x.sum(0), torch.randn(300, 200))
     assert "xb += 128" in source
