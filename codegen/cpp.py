@@ -18,6 +18,7 @@ from lazytriton.sizevars import (contiguous_strides, flat_index, index_symbol, p
 
 from . import exprtree
 from .common import CppPrinter, CSEVariable, KernelBody
+from .cpp_loops import FlatLoop, flat_loop, group_loop, shared_loop_groups
 from .cpp_variants import (PARALLEL_MIN_WORK, KernelFacts, LoopConfig, facts, reduction_tree,
                            variants)
 from .signature import (BOUNDS, BUFFER, ERR, SCALAR, GeneratedCode, GeneratedKernel,
@@ -142,6 +143,10 @@ class CppOps:
             return CSEVariable(x.name, dtype)
         if dtype == torch.bool:
             return self._cse(f"bool {x}", dtype, f"static_cast<bool>({x})")
+        if x.dtype == torch.bool:  # a select: a cast from the byte-wide bool keeps g++ from
+            ctype = compute_ctype(dtype)  # vectorizing the loop (dropout's backward mask)
+            return self._cse(f"cast {x} {dtype}", dtype,
+                             f"({x} ? static_cast<{ctype}>(1) : static_cast<{ctype}>(0))")
         return self._cse(f"cast {x} {dtype}", dtype, f"static_cast<{compute_ctype(dtype)}>({x})")
 
     # --- computing --------------------------------------------------------------------------
@@ -310,10 +315,17 @@ class CppKernel:
         if self.config.columns and self.facts.column:
             loops = self._column_reduction(outer_vars)
             return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
+        flat = None if self.config.columns else flat_loop(kernel, outer_vars, "r0_")
+        if flat is not None:
+            loops = self._flat(flat, outer_vars)  # before the signature: it names the params
+            return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
         body_lines: list[str] = []
-        for member in kernel.members:
-            body_lines += self._member(member, outer_vars)
-        loops = self._outer_loops(outer_vars, body_lines)
+        for group in shared_loop_groups(kernel.members, outer_vars, self._prefix):
+            shared = len(group) > 1 or group_loop(group, outer_vars, self._prefix(group[0]))
+            body_lines += self._shared_loop(group, outer_vars) if shared else \
+                self._member(group[0], outer_vars)
+        has_inner = any(m.inner_sizes or m.is_reduction for m in kernel.members)
+        loops = self._outer_loops(outer_vars, kernel.outer, body_lines, has_inner)
         return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
 
     def _parallel_condition(self) -> str | None:
@@ -343,13 +355,13 @@ class CppKernel:
         reduction independent accumulators (its adds' latency no longer serializes it)."""
         return f" simdlen({self.config.width})" if self.config.width else ""
 
-    def _outer_loops(self, outer_vars, body_lines: list[str]) -> list[str]:
+    def _outer_loops(self, outer_vars, sizes, body_lines: list[str], has_inner: bool
+                     ) -> list[str]:
         if not outer_vars:
             return body_lines
-        has_inner = any(m.inner_sizes or m.is_reduction for m in self.kernel.members)
         n = len(outer_vars)
         lines = self._parallel_for(n, simd=not has_inner)
-        for k, (var, size) in enumerate(zip(outer_vars, self.kernel.outer)):
+        for k, (var, size) in enumerate(zip(outer_vars, sizes)):
             lines.append("  " * k + f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)")
         lines.append("  " * n + "{")
         lines += ["  " * (n + 1) + line for line in body_lines]
@@ -361,8 +373,42 @@ class CppKernel:
         return f'extern "C" void {self.function}(' + ", ".join(params) + ")"
 
     # --- members ----------------------------------------------------------------------------
+    def _prefix(self, member: Member) -> str:
+        return f"r{self.kernel.members.index(member)}_"
+
+    def _flat(self, flat: FlatLoop, outer_vars) -> list[str]:
+        """Every member in one loop over the merged trailing dims (cpp_loops.py), inside
+        loops over the outer dims that did not merge."""
+        self._ranges[flat.var] = flat.size
+        body = []
+        for member in self.kernel.members:
+            index = [sympy.sympify(e).subs(flat.subs)
+                     for e in member_index(member, outer_vars, "r0_")[0]]
+            lines, value = self._capture(lambda: member.node.inner(self.ops, index))
+            body += lines + [self._store(member, index, value)]
+        kept = outer_vars[:flat.keep]
+        inner = self._loops([flat.var], [flat.size], body, simd=True, parallel=not kept)
+        return self._outer_loops(kept, self.kernel.outer[:flat.keep], inner, has_inner=True)
+
+    def _shared_loop(self, group: list[Member], outer_vars) -> list[str]:
+        """Consecutive pointwise members over the same inner sizes in one loop, their inner
+        dims merged into one where they can be (cpp_loops.py)."""
+        prefix, body = self._prefix(group[0]), []
+        flat = group_loop(group, outer_vars, prefix)
+        sizes = [flat.size] if flat else group[0].inner_sizes
+        for member in group:
+            index, inner_vars = member_index(member, outer_vars, prefix)
+            self._ranges.update(ranges_of(self.kernel, member, outer_vars, inner_vars))
+            if flat:
+                index, inner_vars = [sympy.sympify(e).subs(flat.subs) for e in index], [flat.var]
+                self._ranges[flat.var] = flat.size
+            lines, value = self._capture(
+                lambda: self._pointwise_value(member, index, inner_vars))
+            body += lines + [self._store(member, index, value)]
+        return self._loops(inner_vars, sizes, body, simd=True, parallel=not self.kernel.outer)
+
     def _member(self, member: Member, outer_vars) -> list[str]:
-        prefix = f"r{self.kernel.members.index(member)}_"
+        prefix = self._prefix(member)
         index, inner_vars = member_index(member, outer_vars, prefix)
         self._ranges.update(ranges_of(self.kernel, member, outer_vars, inner_vars))
         if member.is_reduction:

@@ -67,16 +67,20 @@ def _vectorized_loops(source: str, target: Target, tmp_path) -> tuple[int, list[
 
 @pytest.fixture(scope="module")
 def chain_and_softmax_graphs(tmp_path_factory) -> list[Path]:
-    """Cache folders of three graphs whose loops call the vector math: a sin/exp/tanh chain,
-    tanh-relu-sigmoid and softmax."""
+    """Cache folders of five graphs whose loops g++ once left scalar or could: a sin/exp/tanh
+    chain, tanh-relu-sigmoid, softmax, an Adam-like update (sqrt: a libm call unless errno is
+    off) and a mask used as a number (dropout's backward: a bool-to-float cast)."""
     cache_dir = tmp_path_factory.mktemp("vectorize-cache")
     lazytriton.init("cpp", cache_dir=cache_dir)  # only these graphs
     x = torch.randn(16, 64)
     pointwise_chain(x.to("lazy")).cpu()
     torch.sigmoid(torch.relu(torch.tanh(x.to("lazy")) - 0.5)).cpu()
     torch.softmax(x.to("lazy") * 2, -1).cpu()
+    m, v = x.to("lazy"), (x * x).to("lazy")
+    (m - 0.01 * m / (v.sqrt() + 1e-8)).cpu()
+    ((m > 0).float() * v * 2.0).cpu()
     folders = [p.parent for p in (cache_dir / "graphs").glob("*/kernels.cpp")]
-    assert len(folders) == 3
+    assert len(folders) == 5
     return folders
 
 
