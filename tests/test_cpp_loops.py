@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import lazytriton
-from codegen.cpp_loops import Accesses, _merge_start, elementwise_safe
+from lazytriton.codegen.cpp_loops import Accesses, _merge_start, elementwise_safe
 
 
 def _run(tmp_path, fn, *inputs):
