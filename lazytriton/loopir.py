@@ -130,6 +130,9 @@ class Computation(TensorBox):
     # the aten ops whose result this computation is (not those it loads or inlines), for the
     # kernel index; a realized Pointwise hands them to the loop that fills its buffer
     origins: list[str] = field(default_factory=list)
+    # what the lowering that made it knows of its values, kept when it is realized
+    # (max_pool2d's indices: the window they index, which its backward relies on)
+    facts: dict = field(default_factory=dict)
 
 
 @dataclass(eq=False)

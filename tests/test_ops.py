@@ -7,6 +7,7 @@ asked, gradients of a random weighting of the outputs). Inputs are random, never
 from __future__ import annotations
 
 import operator
+import re
 
 import pytest
 import torch
@@ -902,6 +903,10 @@ POOL = {
     "max_ceil": lambda x: F.max_pool2d(x, 2, ceil_mode=True),
     "max_dilation": lambda x: F.max_pool2d(x, 2, dilation=2),
     "max_indices": lambda x: F.max_pool2d(x, 3, stride=2, return_indices=True),
+    "max_indices_2": lambda x: F.max_pool2d(x, 2, return_indices=True),
+    "max_2x3": lambda x: F.max_pool2d(x, (2, 3)),
+    "max_2_s1": lambda x: F.max_pool2d(x, 2, stride=1),  # overlapping: the backward is aten's
+    "max_3d_input": lambda x: F.max_pool2d(x[0], 2, return_indices=True),
     "avg_2": lambda x: F.avg_pool2d(x, 2),
     "avg_3_s2_p1": lambda x: F.avg_pool2d(x, 3, stride=2, padding=1),
     "avg_exclude_pad": lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
@@ -920,9 +925,43 @@ def test_pool(name, shape):
     check_grad(POOL[name], rnd(*shape))
 
 
-@pytest.mark.parametrize("name", ["max_3_s2_p1", "avg_exclude_pad", "adaptive_avg_3x2"])
+@pytest.mark.parametrize("name", ["max_3_s2_p1", "max_2", "avg_exclude_pad", "adaptive_avg_3x2"])
 def test_pool_noncontiguous(name):
     check_grad(lambda x: POOL[name](x.transpose(2, 3)), rnd(2, 3, 9, 7))
+
+
+@pytest.mark.parametrize("name", ["max_2", "max_indices_2", "max_2x3", "max_2_s1"])
+def test_max_pool_nan_inf_and_ties_as_eager(name):
+    """Eager's CPU kernel: a later element wins when greater or NaN (so the last NaN's index),
+    the first of equal maxima keeps its index, an all -inf window points at its first element."""
+    x = rnd(2, 3, 8, 9)
+    flat = x.view(-1)
+    flat[[5, 40, 41, 77]] = float("nan")
+    flat[100:104] = float("-inf")
+    flat[200:220] = 0.5  # ties
+    x[1, 2] = float("-inf")
+    check_grad(POOL[name], x)
+
+
+@pytest.mark.parametrize("name, lowered", [("max_2", True), ("max_indices_2", True),
+                                           ("max_2x3", True), ("max_2_s1", False)])
+def test_max_pool_lowers_to_loops(name, lowered, test_backend):
+    """Windows that do not overlap, no padding: forward and backward are kernels, not aten
+    calls (an overlapping window's backward stays aten's)."""
+    if test_backend == "aten":
+        pytest.skip("the reference executor runs every op as an aten call")
+    before = set(lazytriton.cache_dir().glob("graphs/*"))
+    check_grad(POOL[name], rnd(2, 3, 8, 10))
+    wrappers = [(g / "wrapper.py").read_text() for g in lazytriton.cache_dir().glob("graphs/*")
+                if g not in before and "max_pool2d" in (g / "ir.txt").read_text()]
+    assert wrappers
+    calls = [w for w in wrappers if re.search(r"extern\d+\(.*# max_pool2d_with_indices", w)]
+    assert not calls if lowered else calls, calls
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=str)
+def test_max_pool_dtypes(dtype):
+    check_grad(POOL["max_indices_2"], rnd(2, 3, 8, 8, dtype=dtype))
 
 
 UPSAMPLE = {  # U-Nets and FPNs: every mode and way to give the size, up and down

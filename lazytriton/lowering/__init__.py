@@ -29,7 +29,7 @@ from ..sizevars import SizeVars, contiguous_strides, flatten, product
 from ..storage import untracked
 from ..tensor import fresh_tensor, value_of
 # each family module registers its ops into the table as it is imported
-from . import (decompositions, externs, indexing, optim, pointwise, prims,  # noqa: F401
+from . import (decompositions, externs, indexing, optim, pointwise, pooling, prims,  # noqa: F401
                random, reductions, views)
 from .externs import extern_output_sizes
 from .operands import symbolic_strides
@@ -214,7 +214,8 @@ class Lowering:
         if isinstance(box, (Reduction, Scatter)):  # computed only into memory
             node = box
         else:  # a computation, a view, or a buffer needing another layout: a pointwise loop
-            node = Pointwise(box.dtype, list(box.sizes), inner=box.loader())  # notes origins
+            node = Pointwise(box.dtype, list(box.sizes), inner=box.loader(),  # notes origins
+                             facts=dict(getattr(box, "facts", {})))
         layout = strides if strides is not None else contiguous_strides(node.sizes)
         buf = ComputedBuffer(new_name(), node.dtype, list(node.sizes), list(layout), node=node)
         self.steps.append(buf)

@@ -10,9 +10,9 @@ from .registry import LOWERINGS
 aten = torch.ops.aten
 
 
+# max_pool2d_with_indices and its backward: pooling.py (loops where it can, else this call)
 _EXTERN = [aten.mm.default, aten.bmm.default, aten.addmm.default, aten.convolution.default,
-           aten.convolution_backward.default, aten.max_pool2d_with_indices.default,
-           aten.max_pool2d_with_indices_backward.default, aten.avg_pool2d.default,
+           aten.convolution_backward.default, aten.avg_pool2d.default,
            aten.avg_pool2d_backward.default, aten._adaptive_avg_pool2d.default,
            aten._adaptive_avg_pool2d_backward.default]
 
