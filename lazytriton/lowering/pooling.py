@@ -9,6 +9,7 @@ outside its window). Everything else is the aten call (externs.py), as before.
 """
 from __future__ import annotations
 
+import sympy
 import torch
 
 from ..loopir import ComputedBuffer, Pointwise
@@ -87,25 +88,31 @@ def _max_pool2d_backward(lowering, node, grad_output, self, kernel_size, stride,
                                           padding=padding, dilation=dilation,
                                           ceil_mode=ceil_mode, indices=indices))
     kh, kw = window[:2]
-    width = self.sizes[-1]
+    # memory, not loaders: inlined into the gather, each input element would recompute its
+    # window's max and the window's gradient (a dropout's mask) once per window element
+    indices, grad_output = lowering.realize(indices), lowering.realize(grad_output)
+    height, width = self.sizes[-2], self.sizes[-1]
     out_h, out_w = grad_output.sizes[-2], grad_output.sizes[-1]
+    covered = sympy.expand(out_h * kh - height) == 0 and sympy.expand(out_w * kw - width) == 0
     grad_load, index_load = grad_output.loader(), indices.loader()
     dtype = out_dtype(node)
 
     def inner(ops, index):
         """Each input element is in at most one window: its gradient is the window's, where
-        the window's index names it."""
+        the window's index names it (rows and columns past the last window get none)."""
         h, w = index[-2], index[-1]
         window_index = list(index[:-2]) + [FloorDiv(h, kh), FloorDiv(w, kw)]
-        inside = ops.logical_and(
-            ops.lt(ops.index_expr(h, torch.int64), ops.index_expr(out_h * kh, torch.int64)),
-            ops.lt(ops.index_expr(w, torch.int64), ops.index_expr(out_w * kw, torch.int64)))
         zero = ops.constant(0.0, dtype)
 
         def gathered():
             chosen = ops.eq(index_load(ops, window_index),
                             ops.index_expr(h * width + w, torch.int64))
             return ops.where(chosen, ops.to_dtype(grad_load(ops, window_index), dtype), zero)
+        if covered:
+            return gathered()
+        inside = ops.logical_and(
+            ops.lt(ops.index_expr(h, torch.int64), ops.index_expr(out_h * kh, torch.int64)),
+            ops.lt(ops.index_expr(w, torch.int64), ops.index_expr(out_w * kw, torch.int64)))
         return ops.masked(inside, gathered, zero)
     return Pointwise(dtype, list(self.sizes), inner=inner)
 
