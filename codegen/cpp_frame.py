@@ -14,6 +14,16 @@
   foreign call per segment. A segment returns -1, or in bounds-checked mode the position of
   the first kernel that addressed outside a buffer, each buffer checked against its own
   planned extent.
+- **Tuned kernels.** A kernel the code generator emitted in several variants (autotuning) is
+  launched from Python, `k_<name>(...)` with tensors as in a plain wrapper, through the
+  launcher's autotune.TunedKernel, which times its variants on the call's real arguments: it
+  ends the segment before it and the next kernel starts a new one. Its buffers that the plan
+  put in the arena are passed as views of the arena at their planned offsets (arena_view,
+  bound once per call): the plan stays one plan whatever is tuned, the arena is grown at the
+  start of the call and never moves during it, and a buffer's block is no other live
+  buffer's, so the view is exactly the memory the segments' kernels address. The error flag
+  and bounds report are the frame's ctypes arrays; the kernel gets tensors over the same
+  memory (`err_tensor`, `bounds_tensor`), so a flag it sets is seen by the check at the end.
 """
 from __future__ import annotations
 
@@ -42,6 +52,7 @@ class Frame:
     arena: dict[int, tuple[Buffer, sympy.Expr]] = field(default_factory=dict)  # id -> offset
     arena_bytes: sympy.Expr = sympy.Integer(0)
     segments: list[list[GeneratedKernel]] = field(default_factory=list)
+    launched: list[GeneratedKernel] = field(default_factory=list)  # tuned: run from Python
 
     def pointer(self, name: str) -> int:
         return self.pointers.setdefault(name, len(self.pointers))
@@ -61,6 +72,7 @@ class FrameWrapperWriter(WrapperWriter):
         self.frame = Frame()
         self.checked = any(k.signature.checked for k in self.kernels.values())
         self._segment: list[GeneratedKernel] = []
+        self._viewed: set[int] = set()  # arena buffers bound to a Python view in this call
         self._plan_arena()
 
     # --- memory plan ------------------------------------------------------------------------
@@ -154,7 +166,45 @@ class FrameWrapperWriter(WrapperWriter):
         for m in kernel.members:
             if not m.local:
                 self._allocate(m.buffer)
-        self._segment.append(self.kernels[kernel.name])
+        emitted = self.kernels[kernel.name]
+        if is_tuned(emitted):
+            self._flush()
+            self._launch(emitted, kernel)
+        else:
+            self._segment.append(emitted)
+
+    def _launch(self, emitted: GeneratedKernel, kernel: Kernel) -> None:
+        """A tuned kernel's call from Python, between the segments before and after it."""
+        self.frame.launched.append(emitted)
+        params = emitted.signature.params()
+        for p in params:
+            if p.kind == BUFFER:
+                self._view_arena_buffer(p.value)
+        fn_name = f"k_{emitted.name}"
+        self.namespace[fn_name] = None  # bound by the launcher (an autotune.TunedKernel)
+        args = ", ".join(self._argument(p) for p in params)
+        fused = ", ".join(sorted(set(kernel.origins))) or "copy"
+        self.lines.append(f"{fn_name}({args})  # tuned: {fused}")
+        if emitted.signature.checked:  # (checked builds have no variants: kept for clarity)
+            buffers = [(param, buf.name) for param, buf in emitted.signature.buffers.values()]
+            source = f"{self.folder}/{emitted.source_file}"
+            self.lines.append(f"check_bounds(bounds_tensor, {emitted.name!r}, {buffers!r}, "
+                              f"{source!r})")
+
+    def _view_arena_buffer(self, buf: Buffer) -> None:
+        """Bind a Python tensor viewing an arena buffer, once per call (the arena does not
+        move during a call: it grows only at its start)."""
+        if id(buf) not in self.frame.arena or id(buf) in self._viewed:
+            return
+        self.lines.append(f"{buf.name} = {self._tensor(buf)}")
+        self._viewed.add(id(buf))
+
+    def _argument(self, param: Param) -> str:
+        if param.kind == ERR:
+            return "err_tensor"
+        if param.kind == BOUNDS:
+            return "bounds_tensor"
+        return super()._argument(param)
 
     def _flush(self) -> None:
         if not self._segment:
@@ -183,6 +233,8 @@ class FrameWrapperWriter(WrapperWriter):
         if arena is None:
             return super()._tensor(box)
         buf, offset = arena
+        if box is buf and id(buf) in self._viewed:  # bound for a tuned kernel already
+            return buf.name
         return (f"arena_view(arena, {self.expr(offset)}, {buf.dtype}, {self.shape(box.sizes)}, "
                 f"{self.shape(box.strides)}, {self.expr(box.offset)})")
 
@@ -194,6 +246,11 @@ class FrameWrapperWriter(WrapperWriter):
 
     def _release(self, i: int, last_use: dict) -> None:
         """Intermediates are planned in the arena; nothing is pooled by name."""
+
+
+def is_tuned(emitted: GeneratedKernel) -> bool:
+    """Whether a kernel has several variants for the autotuner to choose from."""
+    return emitted.launch is not None and len(list(emitted.launch)) > 1
 
 
 def _lines(buf: Buffer) -> sympy.Expr:

@@ -4,7 +4,9 @@ one shared library per graph, and run by a generated Python wrapper.
 The pipeline is the shared one (kernel_backend.compile_graph); this module is the launcher:
 build the translation unit, look each kernel up by name and call it through ctypes. A kernel
 the code generator emitted in several variants (name, name__c1, ...: codegen/cpp.py) becomes
-an autotune.TunedKernel over them, which picks one per size bucket at its first call.
+an autotune.TunedKernel over them, which picks one per size bucket at its first call. A framed
+program (codegen/cpp_frame.py) gets one callable per segment, bound to its argument arrays,
+and a launcher `k_<name>` for each tuned kernel, which runs between segments.
 """
 from __future__ import annotations
 
@@ -36,32 +38,23 @@ class CppLauncher:
         (source,) = code.files.values()
         library = build_library(source, artifacts.parent.parent)
         budget = autotune.budget_for_graph()  # one per graph: tuning time stays bounded
-        launchers = {}
-        for emitted in code.kernels:
-            params = emitted.signature.params()
-            argtypes = [_ctype(p) for p in params]
-            candidates = [autotune.Candidate(v.label, v.config,
-                                             _bind(library.function(v.function, argtypes), params))
-                          for v in _variants(emitted)]
-            launchers[emitted.name] = candidates[0].fn if len(candidates) == 1 else \
-                autotune.TunedKernel(
-                    emitted.name, candidates, source=emitted.launch.source, device="cpu",
-                    toolchain=_toolchain(), cache_dir=artifacts.parent.parent, budget=budget,
-                    size_args=autotune.size_args(emitted), written=autotune.written_args(emitted),
-                    on_choice=autotune.kernels_json_recorder(artifacts, emitted.name))
+        launchers = {emitted.name: _launcher(library, emitted, artifacts, budget)
+                     for emitted in code.kernels}
         return launchers, library
 
     def _load_segments(self, code: GeneratedCode, artifacts: Path):
-        """The wrapper's namespace entries: argument arrays, the arena and one callable per
-        segment, bound to the arrays once."""
+        """The wrapper's namespace entries: argument arrays, the arena, one callable per
+        segment, bound to the arrays once, and k_<name> for each tuned kernel."""
         frame = code.frame
         arrays = FrameArrays(frame)
         entries = {"P": arrays.P, "S": arrays.S, "F": arrays.F, "err": arrays.err,
                    "bounds": arrays.bounds, "grow_arena": self.arena.grow,
                    "arena_view": arena_view,
+                   "err_tensor": torch.frombuffer(arrays.err, dtype=torch.int32),
+                   "bounds_tensor": torch.frombuffer(arrays.bounds, dtype=torch.int64),
                    "report_bounds": bounds_reporter(frame, arrays.bounds, str(artifacts))}
         library = None
-        if frame.segments:
+        if frame.segments or frame.launched:
             (source,) = code.files.values()
             library = build_library(source, artifacts.parent.parent)
             addresses = [ctypes.addressof(a) for a in (arrays.P, arrays.S, arrays.F)]
@@ -69,6 +62,9 @@ class CppLauncher:
                 fn = library.function(f"segment{k}", [ctypes.c_void_p] * 3)
                 fn.restype = ctypes.c_int64
                 entries[f"segment{k}"] = functools.partial(fn, *addresses)
+            budget = autotune.budget_for_graph()
+            for emitted in frame.launched:
+                entries[f"k_{emitted.name}"] = _launcher(library, emitted, artifacts, budget)
         return entries, LoadedFrame(library, arrays)
 
 
@@ -112,6 +108,23 @@ class Arena:
             self.memory = torch.empty(0, dtype=torch.uint8)  # the old block goes first
             self.memory = torch.empty(nbytes, dtype=torch.uint8)
         return self.memory
+
+
+def _launcher(library, emitted: GeneratedKernel, artifacts: Path,
+              budget: autotune.Budget) -> Callable:
+    """A kernel's launcher taking tensors: its function, or a TunedKernel over its variants."""
+    params = emitted.signature.params()
+    argtypes = [_ctype(p) for p in params]
+    candidates = [autotune.Candidate(v.label, v.config,
+                                     _bind(library.function(v.function, argtypes), params))
+                  for v in _variants(emitted)]
+    if len(candidates) == 1:
+        return candidates[0].fn
+    return autotune.TunedKernel(
+        emitted.name, candidates, source=emitted.launch.source, device="cpu",
+        toolchain=_toolchain(), cache_dir=artifacts.parent.parent, budget=budget,
+        size_args=autotune.size_args(emitted), written=autotune.written_args(emitted),
+        on_choice=autotune.kernels_json_recorder(artifacts, emitted.name))
 
 
 def _variants(emitted: GeneratedKernel) -> list[CppVariant]:
