@@ -17,13 +17,15 @@
 - **Tuned kernels.** A kernel the code generator emitted in several variants (autotuning) is
   launched from Python, `k_<name>(...)` with tensors as in a plain wrapper, through the
   launcher's autotune.TunedKernel, which times its variants on the call's real arguments: it
-  ends the segment before it and the next kernel starts a new one. Its buffers that the plan
-  put in the arena are passed as views of the arena at their planned offsets (arena_view,
-  bound once per call): the plan stays one plan whatever is tuned, the arena is grown at the
-  start of the call and never moves during it, and a buffer's block is no other live
-  buffer's, so the view is exactly the memory the segments' kernels address. The error flag
-  and bounds report are the frame's ctypes arrays; the kernel gets tensors over the same
-  memory (`err_tensor`, `bounds_tensor`), so a flag it sets is seen by the check at the end.
+  ends the segment before it and the next kernel starts a new one. For the timing, at the
+  first call for a size bucket, it gets tensors: its buffers that the plan put in the arena
+  as views of the arena at their planned offsets (arena_view) -- the plan stays one plan
+  whatever is tuned, the arena is grown at the start of the call and never moves during it,
+  and a buffer's block is no other live buffer's, so the view is exactly the memory the
+  segments' kernels address; the error flag as a tensor over the frame's ctypes array
+  (`err_tensor`), so a flag it sets is seen by the check at the end. Once chosen, the winner
+  runs as `tuned<k>_<j>(P, S, F)`, a C function like a segment's that calls variant j: one
+  foreign call a step, no tensors made.
 """
 from __future__ import annotations
 
@@ -72,7 +74,6 @@ class FrameWrapperWriter(WrapperWriter):
         self.frame = Frame()
         self.checked = any(k.signature.checked for k in self.kernels.values())
         self._segment: list[GeneratedKernel] = []
-        self._viewed: set[int] = set()  # arena buffers bound to a Python view in this call
         self._plan_arena()
 
     # --- memory plan ------------------------------------------------------------------------
@@ -174,36 +175,26 @@ class FrameWrapperWriter(WrapperWriter):
             self._segment.append(emitted)
 
     def _launch(self, emitted: GeneratedKernel, kernel: Kernel) -> None:
-        """A tuned kernel's call from Python, between the segments before and after it."""
+        """A tuned kernel between the segments before and after it: `tuned<k>(sizes)` runs the
+        variant its TunedKernel chose for these sizes from the frame's arrays (one foreign
+        call) and says whether it did; until the TunedKernel has chosen, `k_<name>(...)` calls
+        it with tensors, which it times its variants on."""
+        assert not emitted.signature.checked  # checked builds have no variants
+        k = len(self.frame.launched)
         self.frame.launched.append(emitted)
         params = emitted.signature.params()
-        for p in params:
-            if p.kind == BUFFER:
-                self._view_arena_buffer(p.value)
-        fn_name = f"k_{emitted.name}"
-        self.namespace[fn_name] = None  # bound by the launcher (an autotune.TunedKernel)
+        sizes = "".join(self._argument(p) + ", " for p in params if p.kind == SIZE)
+        self.namespace[f"tuned{k}"] = self.namespace[f"k_{emitted.name}"] = None  # launcher's
         args = ", ".join(self._argument(p) for p in params)
         fused = ", ".join(sorted(set(kernel.origins))) or "copy"
-        self.lines.append(f"{fn_name}({args})  # tuned: {fused}")
-        if emitted.signature.checked:  # (checked builds have no variants: kept for clarity)
-            buffers = [(param, buf.name) for param, buf in emitted.signature.buffers.values()]
-            source = f"{self.folder}/{emitted.source_file}"
-            self.lines.append(f"check_bounds(bounds_tensor, {emitted.name!r}, {buffers!r}, "
-                              f"{source!r})")
-
-    def _view_arena_buffer(self, buf: Buffer) -> None:
-        """Bind a Python tensor viewing an arena buffer, once per call (the arena does not
-        move during a call: it grows only at its start)."""
-        if id(buf) not in self.frame.arena or id(buf) in self._viewed:
-            return
-        self.lines.append(f"{buf.name} = {self._tensor(buf)}")
-        self._viewed.add(id(buf))
+        self.lines.append(f"if not tuned{k}({sizes}):  # {emitted.name}, tuned: {fused}")
+        self.lines.append(f"    k_{emitted.name}({args})")
 
     def _argument(self, param: Param) -> str:
+        if param.kind == BUFFER:  # an arena buffer as a view, made only when it is called
+            return self._tensor(param.value)
         if param.kind == ERR:
             return "err_tensor"
-        if param.kind == BOUNDS:
-            return "bounds_tensor"
         return super()._argument(param)
 
     def _flush(self) -> None:
@@ -233,8 +224,6 @@ class FrameWrapperWriter(WrapperWriter):
         if arena is None:
             return super()._tensor(box)
         buf, offset = arena
-        if box is buf and id(buf) in self._viewed:  # bound for a tuned kernel already
-            return buf.name
         return (f"arena_view(arena, {self.expr(offset)}, {buf.dtype}, {self.shape(box.sizes)}, "
                 f"{self.shape(box.strides)}, {self.expr(box.offset)})")
 
@@ -285,27 +274,35 @@ def arena_view(arena: torch.Tensor, offset: int, dtype, sizes, strides,
 # --- the C++ side ---------------------------------------------------------------------------
 
 def segments_source(frame: Frame, names: dict[int, str]) -> str:
-    """The C functions that run each segment's kernels from the argument arrays. `names`:
-    id(buffer) -> the wrapper variable holding it (for the pointer table)."""
+    """The C functions that run each segment's kernels, and each variant of each tuned kernel,
+    from the argument arrays. `names`: id(buffer) -> the wrapper variable holding it (for the
+    pointer table)."""
     printer = CppPrinter()
-    out = []
-    for k, segment in enumerate(frame.segments):
-        lines = [f'extern "C" int64_t segment{k}(void* const* P, const int64_t* S, '
-                 'const double* F) {',
-                 "  char* arena = static_cast<char*>(P[%d]);" % frame.pointers.get("arena", 0),
-                 f"  int32_t* err = static_cast<int32_t*>(P[{frame.pointers['err']}]);",
-                 f"  int64_t* bounds = static_cast<int64_t*>(P[{frame.pointers['bounds']}]);",
-                 "  (void)arena; (void)err; (void)bounds;"]
-        lines += [f"  const int64_t {sym} = S[{slot}];" for sym, slot in frame.ints.items()
-                  if sym.startswith("s") and sym[1:].isdigit()]
-        for position, g in enumerate(segment):
-            args = [_argument(frame, names, printer, p) for p in g.signature.params()]
-            lines.append(f"  {g.name}({', '.join(args)});")
-            if g.signature.checked:
-                lines.append(f"  if (bounds[0] != 0) return {position};")
-        lines += ["  return -1;", "}"]
-        out.append("\n".join(lines))
+    out = [_frame_function(f"segment{k}", [(g.name, g) for g in segment], frame, names, printer)
+           for k, segment in enumerate(frame.segments)]
+    out += [_frame_function(f"tuned{k}_{j}", [(variant.function, g)], frame, names, printer)
+            for k, g in enumerate(frame.launched) for j, variant in enumerate(g.launch)]
     return "\n\n".join(out) + "\n"
+
+
+def _frame_function(name: str, calls: list[tuple[str, GeneratedKernel]], frame: Frame,
+                    names: dict[int, str], printer: CppPrinter) -> str:
+    """`name(P, S, F)`: calls each (C function, its kernel) in order; returns -1, or in
+    bounds-checked mode the position of the first call that addressed outside a buffer."""
+    lines = [f'extern "C" int64_t {name}(void* const* P, const int64_t* S, const double* F) {{',
+             "  char* arena = static_cast<char*>(P[%d]);" % frame.pointers.get("arena", 0),
+             f"  int32_t* err = static_cast<int32_t*>(P[{frame.pointers['err']}]);",
+             f"  int64_t* bounds = static_cast<int64_t*>(P[{frame.pointers['bounds']}]);",
+             "  (void)arena; (void)err; (void)bounds;"]
+    lines += [f"  const int64_t {sym} = S[{slot}];" for sym, slot in frame.ints.items()
+              if sym.startswith("s") and sym[1:].isdigit()]
+    for position, (function, g) in enumerate(calls):
+        args = [_argument(frame, names, printer, p) for p in g.signature.params()]
+        lines.append(f"  {function}({', '.join(args)});")
+        if g.signature.checked:
+            lines.append(f"  if (bounds[0] != 0) return {position};")
+    lines += ["  return -1;", "}"]
+    return "\n".join(lines)
 
 
 def _argument(frame: Frame, names: dict, printer: CppPrinter, param: Param) -> str:

@@ -51,21 +51,53 @@ class CppLauncher:
                    "bounds": arrays.bounds, "grow_arena": self.arena.grow,
                    "arena_view": arena_view,
                    "err_tensor": torch.frombuffer(arrays.err, dtype=torch.int32),
-                   "bounds_tensor": torch.frombuffer(arrays.bounds, dtype=torch.int64),
                    "report_bounds": bounds_reporter(frame, arrays.bounds, str(artifacts))}
         library = None
         if frame.segments or frame.launched:
             (source,) = code.files.values()
             library = build_library(source, artifacts.parent.parent)
             addresses = [ctypes.addressof(a) for a in (arrays.P, arrays.S, arrays.F)]
-            for k in range(len(frame.segments)):
-                fn = library.function(f"segment{k}", [ctypes.c_void_p] * 3)
+
+            def frame_function(name: str) -> Callable[[], int]:
+                fn = library.function(name, [ctypes.c_void_p] * 3)
                 fn.restype = ctypes.c_int64
-                entries[f"segment{k}"] = functools.partial(fn, *addresses)
+                return functools.partial(fn, *addresses)
+            for k in range(len(frame.segments)):
+                entries[f"segment{k}"] = frame_function(f"segment{k}")
             budget = autotune.budget_for_graph()
-            for emitted in frame.launched:
-                entries[f"k_{emitted.name}"] = _launcher(library, emitted, artifacts, budget)
+            for k, emitted in enumerate(frame.launched):
+                launcher = entries[f"k_{emitted.name}"] = _launcher(library, emitted, artifacts,
+                                                                     budget)
+                functions = {v.label: frame_function(f"tuned{k}_{j}")
+                             for j, v in enumerate(emitted.launch.variants)}
+                entries[f"tuned{k}"] = FramedChoice(launcher, functions,
+                                                    _variants(emitted)[0].label)
         return entries, LoadedFrame(library, arrays)
+
+
+class FramedChoice:
+    """`tuned<k>(*sizes)` in a framed wrapper: runs the variant the kernel's TunedKernel chose
+    for these sizes from the frame's arrays (one foreign call) and returns True; False while
+    it has not chosen (the wrapper then calls the TunedKernel with tensors, which times the
+    variants on them and chooses). A kernel with one candidate (mode "off") runs it."""
+
+    def __init__(self, launcher, functions: dict[str, Callable[[], int]], heuristic: str):
+        self.tuned = launcher if isinstance(launcher, autotune.TunedKernel) else None
+        self.functions = functions
+        self.heuristic = heuristic
+        self._by_sizes: dict[tuple, Callable[[], int]] = {}
+
+    def __call__(self, *sizes) -> bool:
+        fn = self._by_sizes.get(sizes)
+        if fn is None:
+            chosen = self.heuristic if self.tuned is None else self.tuned.chosen(sizes)
+            if chosen is None:
+                return False
+            if len(self._by_sizes) > 4096:  # many sizes of one bucket: forget the oldest
+                self._by_sizes.clear()
+            fn = self._by_sizes[sizes] = self.functions[chosen]
+        fn()
+        return True
 
 
 class LoadedFrame:
