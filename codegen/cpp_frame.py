@@ -14,18 +14,18 @@
   foreign call per segment. A segment returns -1, or in bounds-checked mode the position of
   the first kernel that addressed outside a buffer, each buffer checked against its own
   planned extent.
-- **Tuned kernels.** A kernel the code generator emitted in several variants (autotuning) is
-  launched from Python, `k_<name>(...)` with tensors as in a plain wrapper, through the
-  launcher's autotune.TunedKernel, which times its variants on the call's real arguments: it
-  ends the segment before it and the next kernel starts a new one. For the timing, at the
-  first call for a size bucket, it gets tensors: its buffers that the plan put in the arena
-  as views of the arena at their planned offsets (arena_view) -- the plan stays one plan
-  whatever is tuned, the arena is grown at the start of the call and never moves during it,
-  and a buffer's block is no other live buffer's, so the view is exactly the memory the
-  segments' kernels address; the error flag as a tensor over the frame's ctypes array
-  (`err_tensor`), so a flag it sets is seen by the check at the end. Once chosen, the winner
-  runs as `tuned<k>_<j>(P, S, F)`, a C function like a segment's that calls variant j: one
-  foreign call a step, no tensors made.
+- **Tuned kernels.** A kernel the code generator emitted in several variants (autotuning)
+  ends the segment before it, runs from the wrapper, and the next kernel starts a new
+  segment. Its line is `if not tuned<k>(sizes): k_<name>(tensors...)`: `tuned<k>` runs the
+  variant its TunedKernel chose for these sizes as `tuned<k>_<j>(P, S, F)`, a C function like
+  a segment's (one foreign call, no tensors made), or returns False before there is a
+  choice; then the TunedKernel gets tensors, times the variants on them and runs the winner.
+  Its arena buffers are passed as views of the arena at their planned offsets (arena_view):
+  simpler than taking them out of the plan, which stays one plan whatever is tuned, and
+  correct because the arena grows only at the start of a call and a buffer's block is no
+  other live buffer's, so the view is exactly the memory the segments' kernels address. The
+  error flag goes as a tensor over the frame's ctypes array (`err_tensor`), so a flag it sets
+  is seen by the check at the end.
 """
 from __future__ import annotations
 
