@@ -6,7 +6,9 @@ build the translation unit, look each kernel up by name and call it through ctyp
 the code generator emitted in several variants (name, name__c1, ...: codegen/cpp.py) becomes
 an autotune.TunedKernel over them, which picks one per size bucket at its first call. A framed
 program (codegen/cpp_frame.py) gets one callable per segment, bound to its argument arrays,
-and a launcher `k_<name>` for each tuned kernel, which runs between segments.
+and for each tuned kernel, which runs between segments, its TunedKernel `k_<name>` (called
+with tensors until it has chosen) and `tuned<k>` (FramedChoice: the chosen variant from the
+arrays).
 """
 from __future__ import annotations
 
