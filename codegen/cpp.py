@@ -818,9 +818,9 @@ class CppCodegen:
     """The C++ backend's kernel code generator: one translation unit per graph."""
     source_file = "kernels.cpp"
     parallel_inner = True  # `omp parallel for` over the inner loop when there is no outer one
-    # kernels between externs run from one C function (cpp_frame.py); set per graph by
-    # generate(): a graph with a kernel in several variants launches its kernels one by one
-    # from Python instead, so the autotuner can time and choose them (autotune.TunedKernel)
+    # kernels between externs run from one C function (cpp_frame.py), except a kernel in
+    # several variants: launched from Python between segments, so the autotuner can time and
+    # choose them (autotune.TunedKernel)
     segments = True
     kernel_dtypes = frozenset(CTYPE)  # ops on others (complex) stay aten calls
 
@@ -830,7 +830,6 @@ class CppCodegen:
     def generate(self, kernels: list[Kernel], sizevars=None) -> GeneratedCode:
         source, emitted = generate_translation_unit(kernels, self.checked, autotune.mode(),
                                                     sizevars)
-        self.segments = all(len(launch.variants) == 1 for _, launch in emitted)
         return GeneratedCode(
             [GeneratedKernel(e.kernel, e.kernel.name, e.args, self.source_file,
                              {"config": launch.variants[0].config,

@@ -14,6 +14,18 @@
   foreign call per segment. A segment returns -1, or in bounds-checked mode the position of
   the first kernel that addressed outside a buffer, each buffer checked against its own
   planned extent.
+- **Tuned kernels.** A kernel the code generator emitted in several variants (autotuning)
+  ends the segment before it, runs from the wrapper, and the next kernel starts a new
+  segment. Its line is `if not tuned<k>(sizes): k_<name>(tensors...)`: `tuned<k>` runs the
+  variant its TunedKernel chose for these sizes as `tuned<k>_<j>(P, S, F)`, a C function like
+  a segment's (one foreign call, no tensors made), or returns False before there is a
+  choice; then the TunedKernel gets tensors, times the variants on them and runs the winner.
+  Its arena buffers are passed as views of the arena at their planned offsets (arena_view):
+  simpler than taking them out of the plan, which stays one plan whatever is tuned, and
+  correct because the arena grows only at the start of a call and a buffer's block is no
+  other live buffer's, so the view is exactly the memory the segments' kernels address. The
+  error flag goes as a tensor over the frame's ctypes array (`err_tensor`), so a flag it sets
+  is seen by the check at the end.
 """
 from __future__ import annotations
 
@@ -42,6 +54,7 @@ class Frame:
     arena: dict[int, tuple[Buffer, sympy.Expr]] = field(default_factory=dict)  # id -> offset
     arena_bytes: sympy.Expr = sympy.Integer(0)
     segments: list[list[GeneratedKernel]] = field(default_factory=list)
+    launched: list[GeneratedKernel] = field(default_factory=list)  # tuned: run from Python
 
     def pointer(self, name: str) -> int:
         return self.pointers.setdefault(name, len(self.pointers))
@@ -154,7 +167,35 @@ class FrameWrapperWriter(WrapperWriter):
         for m in kernel.members:
             if not m.local:
                 self._allocate(m.buffer)
-        self._segment.append(self.kernels[kernel.name])
+        emitted = self.kernels[kernel.name]
+        if is_tuned(emitted):
+            self._flush()
+            self._launch(emitted, kernel)
+        else:
+            self._segment.append(emitted)
+
+    def _launch(self, emitted: GeneratedKernel, kernel: Kernel) -> None:
+        """A tuned kernel between the segments before and after it: `tuned<k>(sizes)` runs the
+        variant its TunedKernel chose for these sizes from the frame's arrays (one foreign
+        call) and says whether it did; until the TunedKernel has chosen, `k_<name>(...)` calls
+        it with tensors, which it times its variants on."""
+        assert not emitted.signature.checked  # checked builds have no variants
+        k = len(self.frame.launched)
+        self.frame.launched.append(emitted)
+        params = emitted.signature.params()
+        sizes = "".join(self._argument(p) + ", " for p in params if p.kind == SIZE)
+        self.namespace[f"tuned{k}"] = self.namespace[f"k_{emitted.name}"] = None  # launcher's
+        args = ", ".join(self._argument(p) for p in params)
+        fused = ", ".join(sorted(set(kernel.origins))) or "copy"
+        self.lines.append(f"if not tuned{k}({sizes}):  # {emitted.name}, tuned: {fused}")
+        self.lines.append(f"    k_{emitted.name}({args})")
+
+    def _argument(self, param: Param) -> str:
+        if param.kind == BUFFER:  # an arena buffer as a view, made only when it is called
+            return self._tensor(param.value)
+        if param.kind == ERR:
+            return "err_tensor"
+        return super()._argument(param)
 
     def _flush(self) -> None:
         if not self._segment:
@@ -196,6 +237,11 @@ class FrameWrapperWriter(WrapperWriter):
         """Intermediates are planned in the arena; nothing is pooled by name."""
 
 
+def is_tuned(emitted: GeneratedKernel) -> bool:
+    """Whether a kernel has several variants for the autotuner to choose from."""
+    return emitted.launch is not None and len(list(emitted.launch)) > 1
+
+
 def _lines(buf: Buffer) -> sympy.Expr:
     nbytes = product(buf.sizes) * buf.dtype.itemsize
     return FloorDiv(nbytes + ALIGN - 1, ALIGN)
@@ -220,35 +266,43 @@ def bounds_reporter(frame: Frame, bounds, folder: str):
 def arena_view(arena: torch.Tensor, offset: int, dtype, sizes, strides,
                element_offset: int = 0) -> torch.Tensor:
     """A view of the arena buffer at byte `offset` (`element_offset` further in), as a tensor
-    for an extern call to read."""
-    typed = arena[offset:].view(dtype)
-    return typed.as_strided(sizes, strides, typed.storage_offset() + element_offset)
+    for an extern call or a tuned kernel. Offsets and the arena's size are multiples of ALIGN,
+    so the whole arena views as any dtype (two tensor ops, not three: this runs every step)."""
+    return arena.view(dtype).as_strided(sizes, strides, offset // dtype.itemsize + element_offset)
 
 
 # --- the C++ side ---------------------------------------------------------------------------
 
 def segments_source(frame: Frame, names: dict[int, str]) -> str:
-    """The C functions that run each segment's kernels from the argument arrays. `names`:
-    id(buffer) -> the wrapper variable holding it (for the pointer table)."""
+    """The C functions that run each segment's kernels, and each variant of each tuned kernel,
+    from the argument arrays. `names`: id(buffer) -> the wrapper variable holding it (for the
+    pointer table)."""
     printer = CppPrinter()
-    out = []
-    for k, segment in enumerate(frame.segments):
-        lines = [f'extern "C" int64_t segment{k}(void* const* P, const int64_t* S, '
-                 'const double* F) {',
-                 "  char* arena = static_cast<char*>(P[%d]);" % frame.pointers.get("arena", 0),
-                 f"  int32_t* err = static_cast<int32_t*>(P[{frame.pointers['err']}]);",
-                 f"  int64_t* bounds = static_cast<int64_t*>(P[{frame.pointers['bounds']}]);",
-                 "  (void)arena; (void)err; (void)bounds;"]
-        lines += [f"  const int64_t {sym} = S[{slot}];" for sym, slot in frame.ints.items()
-                  if sym.startswith("s") and sym[1:].isdigit()]
-        for position, g in enumerate(segment):
-            args = [_argument(frame, names, printer, p) for p in g.signature.params()]
-            lines.append(f"  {g.name}({', '.join(args)});")
-            if g.signature.checked:
-                lines.append(f"  if (bounds[0] != 0) return {position};")
-        lines += ["  return -1;", "}"]
-        out.append("\n".join(lines))
+    out = [_frame_function(f"segment{k}", [(g.name, g) for g in segment], frame, names, printer)
+           for k, segment in enumerate(frame.segments)]
+    out += [_frame_function(f"tuned{k}_{j}", [(variant.function, g)], frame, names, printer)
+            for k, g in enumerate(frame.launched) for j, variant in enumerate(g.launch)]
     return "\n\n".join(out) + "\n"
+
+
+def _frame_function(name: str, calls: list[tuple[str, GeneratedKernel]], frame: Frame,
+                    names: dict[int, str], printer: CppPrinter) -> str:
+    """`name(P, S, F)`: calls each (C function, its kernel) in order; returns -1, or in
+    bounds-checked mode the position of the first call that addressed outside a buffer."""
+    lines = [f'extern "C" int64_t {name}(void* const* P, const int64_t* S, const double* F) {{',
+             "  char* arena = static_cast<char*>(P[%d]);" % frame.pointers.get("arena", 0),
+             f"  int32_t* err = static_cast<int32_t*>(P[{frame.pointers['err']}]);",
+             f"  int64_t* bounds = static_cast<int64_t*>(P[{frame.pointers['bounds']}]);",
+             "  (void)arena; (void)err; (void)bounds;"]
+    lines += [f"  const int64_t {sym} = S[{slot}];" for sym, slot in frame.ints.items()
+              if sym.startswith("s") and sym[1:].isdigit()]
+    for position, (function, g) in enumerate(calls):
+        args = [_argument(frame, names, printer, p) for p in g.signature.params()]
+        lines.append(f"  {function}({', '.join(args)});")
+        if g.signature.checked:
+            lines.append(f"  if (bounds[0] != 0) return {position};")
+    lines += ["  return -1;", "}"]
+    return "\n".join(lines)
 
 
 def _argument(frame: Frame, names: dict, printer: CppPrinter, param: Param) -> str:

@@ -264,6 +264,11 @@ class TunedKernel:
             fn = self._choose(args, sizes)
         return fn(*args)
 
+    def chosen(self, sizes: tuple) -> str | None:
+        """The label of the candidate chosen for these size arguments' bucket, if any yet."""
+        chosen = self.choices.get(size_bucket(sizes))
+        return None if chosen is None else chosen.label
+
     def _choose(self, args, sizes) -> Callable:
         bucket = size_bucket(sizes)
         chosen = self.choices.get(bucket)

@@ -4,7 +4,11 @@ one shared library per graph, and run by a generated Python wrapper.
 The pipeline is the shared one (kernel_backend.compile_graph); this module is the launcher:
 build the translation unit, look each kernel up by name and call it through ctypes. A kernel
 the code generator emitted in several variants (name, name__c1, ...: codegen/cpp.py) becomes
-an autotune.TunedKernel over them, which picks one per size bucket at its first call.
+an autotune.TunedKernel over them, which picks one per size bucket at its first call. A framed
+program (codegen/cpp_frame.py) gets one callable per segment, bound to its argument arrays,
+and for each tuned kernel, which runs between segments, its TunedKernel `k_<name>` (called
+with tensors until it has chosen) and `tuned<k>` (FramedChoice: the chosen variant from the
+arrays).
 """
 from __future__ import annotations
 
@@ -36,40 +40,66 @@ class CppLauncher:
         (source,) = code.files.values()
         library = build_library(source, artifacts.parent.parent)
         budget = autotune.budget_for_graph()  # one per graph: tuning time stays bounded
-        launchers = {}
-        for emitted in code.kernels:
-            params = emitted.signature.params()
-            argtypes = [_ctype(p) for p in params]
-            candidates = [autotune.Candidate(v.label, v.config,
-                                             _bind(library.function(v.function, argtypes), params))
-                          for v in _variants(emitted)]
-            launchers[emitted.name] = candidates[0].fn if len(candidates) == 1 else \
-                autotune.TunedKernel(
-                    emitted.name, candidates, source=emitted.launch.source, device="cpu",
-                    toolchain=_toolchain(), cache_dir=artifacts.parent.parent, budget=budget,
-                    size_args=autotune.size_args(emitted), written=autotune.written_args(emitted),
-                    on_choice=autotune.kernels_json_recorder(artifacts, emitted.name))
+        launchers = {emitted.name: _launcher(library, emitted, artifacts, budget)
+                     for emitted in code.kernels}
         return launchers, library
 
     def _load_segments(self, code: GeneratedCode, artifacts: Path):
-        """The wrapper's namespace entries: argument arrays, the arena and one callable per
-        segment, bound to the arrays once."""
+        """The wrapper's namespace entries: argument arrays, the arena, one callable per
+        segment, bound to the arrays once, and k_<name> for each tuned kernel."""
         frame = code.frame
         arrays = FrameArrays(frame)
         entries = {"P": arrays.P, "S": arrays.S, "F": arrays.F, "err": arrays.err,
                    "bounds": arrays.bounds, "grow_arena": self.arena.grow,
                    "arena_view": arena_view,
+                   "err_tensor": torch.frombuffer(arrays.err, dtype=torch.int32),
                    "report_bounds": bounds_reporter(frame, arrays.bounds, str(artifacts))}
         library = None
-        if frame.segments:
+        if frame.segments or frame.launched:
             (source,) = code.files.values()
             library = build_library(source, artifacts.parent.parent)
             addresses = [ctypes.addressof(a) for a in (arrays.P, arrays.S, arrays.F)]
-            for k in range(len(frame.segments)):
-                fn = library.function(f"segment{k}", [ctypes.c_void_p] * 3)
+
+            def frame_function(name: str) -> Callable[[], int]:
+                fn = library.function(name, [ctypes.c_void_p] * 3)
                 fn.restype = ctypes.c_int64
-                entries[f"segment{k}"] = functools.partial(fn, *addresses)
+                return functools.partial(fn, *addresses)
+            for k in range(len(frame.segments)):
+                entries[f"segment{k}"] = frame_function(f"segment{k}")
+            budget = autotune.budget_for_graph()
+            for k, emitted in enumerate(frame.launched):
+                launcher = entries[f"k_{emitted.name}"] = _launcher(library, emitted, artifacts,
+                                                                     budget)
+                functions = {v.label: frame_function(f"tuned{k}_{j}")
+                             for j, v in enumerate(emitted.launch.variants)}
+                entries[f"tuned{k}"] = FramedChoice(launcher, functions,
+                                                    _variants(emitted)[0].label)
         return entries, LoadedFrame(library, arrays)
+
+
+class FramedChoice:
+    """`tuned<k>(*sizes)` in a framed wrapper: runs the variant the kernel's TunedKernel chose
+    for these sizes from the frame's arrays (one foreign call) and returns True; False while
+    it has not chosen (the wrapper then calls the TunedKernel with tensors, which times the
+    variants on them and chooses). A kernel with one candidate (mode "off") runs it."""
+
+    def __init__(self, launcher, functions: dict[str, Callable[[], int]], heuristic: str):
+        self.tuned = launcher if isinstance(launcher, autotune.TunedKernel) else None
+        self.functions = functions
+        self.heuristic = heuristic
+        self._by_sizes: dict[tuple, Callable[[], int]] = {}
+
+    def __call__(self, *sizes) -> bool:
+        fn = self._by_sizes.get(sizes)
+        if fn is None:
+            chosen = self.heuristic if self.tuned is None else self.tuned.chosen(sizes)
+            if chosen is None:
+                return False
+            if len(self._by_sizes) > 4096:  # many sizes of one bucket: forget the oldest
+                self._by_sizes.clear()
+            fn = self._by_sizes[sizes] = self.functions[chosen]
+        fn()
+        return True
 
 
 class LoadedFrame:
@@ -112,6 +142,23 @@ class Arena:
             self.memory = torch.empty(0, dtype=torch.uint8)  # the old block goes first
             self.memory = torch.empty(nbytes, dtype=torch.uint8)
         return self.memory
+
+
+def _launcher(library, emitted: GeneratedKernel, artifacts: Path,
+              budget: autotune.Budget) -> Callable:
+    """A kernel's launcher taking tensors: its function, or a TunedKernel over its variants."""
+    params = emitted.signature.params()
+    argtypes = [_ctype(p) for p in params]
+    candidates = [autotune.Candidate(v.label, v.config,
+                                     _bind(library.function(v.function, argtypes), params))
+                  for v in _variants(emitted)]
+    if len(candidates) == 1:
+        return candidates[0].fn
+    return autotune.TunedKernel(
+        emitted.name, candidates, source=emitted.launch.source, device="cpu",
+        toolchain=_toolchain(), cache_dir=artifacts.parent.parent, budget=budget,
+        size_args=autotune.size_args(emitted), written=autotune.written_args(emitted),
+        on_choice=autotune.kernels_json_recorder(artifacts, emitted.name))
 
 
 def _variants(emitted: GeneratedKernel) -> list[CppVariant]:
