@@ -77,7 +77,11 @@ def accesses(members: list[Member], index_of) -> Accesses | None:
         for m in members:
             index = index_of(m)
             m.node.inner(recorder, index)
-            stores.append((m.buffer.name, sympy.expand(store_index(m, index))))
+            written = sympy.expand(store_index(m, index))
+            stores.append((m.buffer.name, written))
+            donor = getattr(m.buffer, "donor", None)  # written into an input's memory:
+            if donor is not None:  # reads of that input are reads of what it writes
+                stores.append((donor.name, written))
     except _NotAffine:
         return None
     return Accesses(recorder.loads, stores, recorder.other)
