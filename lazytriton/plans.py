@@ -68,7 +68,13 @@ class Signature:
         it is looked up."""
         if len(args) > len(self.positional):
             raise Uncacheable()
-        key = [sig(value) for sig, value in zip(self.positional, args)]
+        key = []
+        for sig, value in zip(self.positional, args):
+            if type(value) is LazyTensor:  # most arguments: tensor_signature, inlined
+                layout, whole = value._lt_layout, value._lt_storage.value.meta
+                key.append(layout if layout is whole else (layout, whole))
+            else:
+                key.append(sig(value))
         if kwargs:
             for name, value in kwargs.items():
                 sig = self.by_name.get(name)

@@ -41,9 +41,13 @@ class LazyTensor(torch.Tensor):
     @staticmethod
     def __new__(cls, storage: LazyStorage, shape, stride, offset: int, dtype: torch.dtype,
                 requires_grad: bool = False, layout: TensorMeta | None = None):
-        t = torch.Tensor._make_wrapper_subclass(
-            cls, shape, strides=stride, storage_offset=offset, dtype=dtype,
-            device=LAZY_TORCH_DEVICE, requires_grad=requires_grad)
+        if offset or requires_grad:
+            t = torch.Tensor._make_wrapper_subclass(
+                cls, shape, strides=stride, storage_offset=offset, dtype=dtype,
+                device=LAZY_TORCH_DEVICE, requires_grad=requires_grad)
+        else:  # most outputs: fewer keyword arguments to parse, every op
+            t = torch.Tensor._make_wrapper_subclass(cls, shape, strides=stride, dtype=dtype,
+                                                    device=LAZY_TORCH_DEVICE)
         t._lt_storage = storage
         t._lt_layout = layout or interned(TensorMeta(tuple(shape), tuple(stride), dtype, offset))
         return t
@@ -107,7 +111,10 @@ def value_of(t: LazyTensor) -> Value:
     if is_identity_view(t, storage):
         return storage.value
     key = t._lt_layout
-    found = storage.views.get(key)
+    views = storage.views
+    if views is None:
+        views = storage.views = {}
+    found = views.get(key)
     if found is None:
         if t.dtype == storage.meta.dtype:
             found = _as_strided(storage.value, (key.shape, key.stride, key.storage_offset), t.dtype)
@@ -115,22 +122,24 @@ def value_of(t: LazyTensor) -> Value:
             flat = _reinterpret(storage, t.dtype)
             whole = view_key(t) == (flat.meta.shape, (1,), 0)
             found = flat if whole else _as_strided(flat, view_key(t), t.dtype)
-        storage.views[key] = found
+        views[key] = found
     return found
 
 
 def write(t: LazyTensor, new: Value) -> None:
     """Make `t` show `new` (same shape and dtype), updating every alias of its storage."""
     storage = t._lt_storage
-    if t.dtype != storage.meta.dtype:
+    layout, whole = t._lt_layout, storage.value.meta
+    if layout is whole or layout == whole:  # t shows its whole storage (as most writes do)
+        meta = new.meta
+        if meta is whole or (meta.stride == whole.stride and meta.storage_offset == 0):
+            storage.set_value(new)
+            return
+    elif layout.dtype != whole.dtype:
         _write_reinterpreted(t, storage, new)
-    elif is_identity_view(t, storage) and new.meta.stride == storage.meta.stride \
-            and new.meta.storage_offset == 0:
-        storage.set_value(new)
-    else:
-        layout = t._lt_layout
-        key = (layout.shape, layout.stride, layout.storage_offset)
-        storage.set_value(_as_strided_scatter(storage.value, new, key))
+        return
+    key = (layout.shape, layout.stride, layout.storage_offset)
+    storage.set_value(_as_strided_scatter(storage.value, new, key))
 
 
 # --- views that reinterpret the dtype (view_as_complex, view_as_real, view(dtype)) -----------

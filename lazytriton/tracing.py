@@ -407,6 +407,14 @@ def _plan_mutation(call: _Call) -> plans.Plan:
     targets = [call.getters[i] if call.values[i] is not _MISSING else None
                for i in info.mutated]
     returned = [None if w is None else call.getters[w] for w in info.returns_written]
+    if _writes_one_tensor_in_place(call, flat, n_fresh):  # x.add_(y), x.mul_(2): most mutations
+        target = targets[0]
+
+        def write_and_return(args, kwargs, outputs):
+            t = target(args, kwargs)
+            write(t, outputs[0])
+            return t
+        return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), write_and_return)
 
     def finish(args, kwargs, outputs):
         fresh = iter([None if v.meta is None else _fresh(v) for v in outputs[:n_fresh]])
@@ -416,6 +424,18 @@ def _plan_mutation(call: _Call) -> plans.Plan:
         results = [next(fresh) if get is None else get(args, kwargs) for get in returned]
         return _assemble(results) if results else None
     return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), finish)
+
+
+def _writes_one_tensor_in_place(call: _Call, flat: tuple, n_fresh: int) -> bool:
+    """The op writes one tensor argument, which it returns, with a new value of the same shape
+    and dtype (as the signature fixes the argument's layout, this holds for every call)."""
+    info = call.info
+    if n_fresh or len(info.mutated) != 1 or info.returns_written != info.mutated:
+        return False
+    target = call.values[info.mutated[0]]
+    new = flat[0] if len(flat) == 1 else None
+    return (isinstance(target, LazyTensor) and new is not None
+            and tuple(target.shape) == new.shape and target.dtype == new.dtype)
 
 
 def _plan_restride(call: _Call, view_op) -> plans.Plan:
