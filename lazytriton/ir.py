@@ -200,10 +200,20 @@ class ScalarNode(Node):
 
     def __init__(self, value: int | float | complex):
         self.value = value
-        super().__init__("scalar", (), (type(value).__name__,), (None,),
-                         _leaf_signature(type(value), None))
+        args, sig = _scalar_leaves.get(type(value)) or _scalar_leaf(type(value))
+        Node.__init__(self, "scalar", (), args, _NO_META, sig)
 
     is_leaf = True
+
+
+_NO_META = (None,)
+# Python type -> (args, signature) of its scalar leaves: optimizers make a few per parameter
+_scalar_leaves: dict[type, tuple[tuple, int]] = {}
+
+
+def _scalar_leaf(kind: type) -> tuple[tuple, int]:
+    found = _scalar_leaves[kind] = ((kind.__name__,), _leaf_signature(kind, None))
+    return found
 
 
 _leaf_signatures: dict[tuple, int] = {}

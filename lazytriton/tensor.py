@@ -35,6 +35,9 @@ def set_dispatch(dispatch) -> None:
 class LazyTensor(torch.Tensor):
     """The Python object behind every tensor on the lazy device."""
 
+    # slots, not the instance dict: tracing sets both on every output, and a dict per tensor
+    # costs its allocation and more garbage collection (other attributes still go to the dict)
+    __slots__ = ("_lt_storage", "_lt_layout")
     _lt_storage: LazyStorage
     _lt_layout: TensorMeta  # this view's (shape, stride, dtype, offset), read by the tracer
 

@@ -245,20 +245,24 @@ class _OpTracer:
         self.plans: dict[tuple, plans.Plan] = {}  # bounded by the signatures a program traces
 
     def __call__(self, args: tuple, kwargs: dict):
-        start = time.perf_counter()
+        start = _clock()
         try:
-            try:
-                key = self.signature(args, kwargs)
-                plan = self.plans.get(key)
-            except (plans.Uncacheable, TypeError):  # TypeError: an unhashable constant
-                key = plan = None
+            key = self.signature(args, kwargs)
+            plan = self.plans.get(key)
+        except (plans.Uncacheable, TypeError):  # TypeError: an unhashable constant
+            key = plan = None
+        try:
             if plan is None:
                 plan = _make_plan(self.info, args, kwargs)
                 if key is not None:
                     self.plans[key] = plan
             return plan.run(args, kwargs)
         finally:
-            metrics.add_time("trace", time.perf_counter() - start, locked=False)
+            _add_trace_time("trace", _clock() - start)
+
+
+_clock = time.perf_counter
+_add_trace_time = metrics.add_time_unlocked  # only this thread traces: no lock needed
 
 
 _tracers: dict[int, _OpTracer] = {}  # by id(op), as _routes
