@@ -9,6 +9,7 @@ in-place optimizer updates therefore all see each other's writes.
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable
 
 import torch
 
@@ -19,18 +20,22 @@ from .storage import LazyStorage
 LAZY_TORCH_DEVICE = torch.device("lazy", 0)
 
 
-def _untraced(func, args, kwargs):
+def _untraced(func):
     raise RuntimeError("lazy tensors need the tracer: import lazytriton and call lazytriton.init()")
 
 
-# Every aten call on a LazyTensor goes here: tracing.dispatch, which the tracer installs when it
-# is imported (the tracer builds on this module, not the other way round).
-_dispatch = _untraced
+# Every aten call on a LazyTensor goes to its op's handler, made once per op by the tracer's
+# router (tracing._route), which the tracer installs when it is imported (the tracer builds on
+# this module, not the other way round). Ops live as long as torch: their ids name them.
+_handlers: dict[int, Callable[[tuple, dict], Any]] = {}
+_router: Callable[[Any], Callable[[tuple, dict], Any]] = _untraced
 
 
-def set_dispatch(dispatch) -> None:
-    global _dispatch
-    _dispatch = dispatch
+def set_router(router) -> None:
+    global _router
+    _router = router
+    _handlers.clear()
+
 
 class LazyTensor(torch.Tensor):
     """The Python object behind every tensor on the lazy device."""
@@ -44,13 +49,14 @@ class LazyTensor(torch.Tensor):
     @staticmethod
     def __new__(cls, storage: LazyStorage, shape, stride, offset: int, dtype: torch.dtype,
                 requires_grad: bool = False, layout: TensorMeta | None = None):
-        if offset or requires_grad:
+        if layout is not None and layout.plain and not requires_grad:
+            # most outputs: torch parses the arguments of every op's, the fewer the better
+            t = torch.Tensor._make_wrapper_subclass(cls, shape, dtype=dtype,
+                                                    device=LAZY_TORCH_DEVICE)
+        else:
             t = torch.Tensor._make_wrapper_subclass(
                 cls, shape, strides=stride, storage_offset=offset, dtype=dtype,
                 device=LAZY_TORCH_DEVICE, requires_grad=requires_grad)
-        else:  # most outputs: fewer keyword arguments to parse, every op
-            t = torch.Tensor._make_wrapper_subclass(cls, shape, strides=stride, dtype=dtype,
-                                                    device=LAZY_TORCH_DEVICE)
         t._lt_storage = storage
         t._lt_layout = layout or interned(TensorMeta(tuple(shape), tuple(stride), dtype, offset))
         return t
@@ -59,7 +65,10 @@ class LazyTensor(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        return _dispatch(func, args, kwargs or {})
+        handler = _handlers.get(id(func))
+        if handler is None:
+            handler = _handlers[id(func)] = _router(func)
+        return handler(args, kwargs or {})
 
     # --- what bypasses the dispatcher -------------------------------------------------------
     @property

@@ -24,7 +24,7 @@ from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .runtime import session
 from .sizevars import contiguous_strides
 from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
-                     is_identity_view, reinterpreted_numel, set_dispatch, value_of, view_tensor,
+                     is_identity_view, reinterpreted_numel, set_router, value_of, view_tensor,
                      write)
 
 aten = torch.ops.aten
@@ -186,17 +186,7 @@ def _dense_only(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-# --- entry point --------------------------------------------------------------------------
-
-def dispatch(func, args: tuple, kwargs: dict):
-    route = _routes.get(id(func))  # ops live as long as torch: their ids name them
-    if route is None:
-        route = _routes[id(func)] = _route(func)
-    return route(args, kwargs)
-
-
-_routes: dict[int, Callable[[tuple, dict], Any]] = {}
-
+# --- entry point: tensor.py calls _route once per op for the op's handler -----------------
 
 def _route(func) -> Callable[[tuple, dict], Any]:
     """How `func` is handled, decided once per op."""
@@ -265,7 +255,7 @@ _clock = time.perf_counter
 _add_trace_time = metrics.add_time_unlocked  # only this thread traces: no lock needed
 
 
-_tracers: dict[int, _OpTracer] = {}  # by id(op), as _routes
+_tracers: dict[int, _OpTracer] = {}  # by id(op), as tensor.py's handlers
 
 
 def _tracer(info: OpInfo) -> _OpTracer:
@@ -742,4 +732,4 @@ _SPECIAL.update({op: _batch_norm(op) for op in (
     aten.native_batch_norm.default, aten._native_batch_norm_legit.default,
     aten._native_batch_norm_legit_no_training.default)})
 
-set_dispatch(dispatch)
+set_router(_route)
