@@ -356,9 +356,9 @@ def _plan_functional(call: _Call) -> plans.Plan:
     return plans.Plan(op, call.encoded + extra_args, flat, tuple(call.inputs), finish)
 
 
-def _single_output(meta: TensorMeta) -> plans.Finisher:
+def _single_output(meta: TensorMeta) -> plans.Finisher | None:
     if _is_whole_buffer(meta):
-        return lambda args, kwargs, outputs: fresh_tensor(outputs[0])
+        return None  # Plan.run's own way: a new tensor over the output
     return lambda args, kwargs, outputs: _fresh(outputs[0])
 
 
