@@ -248,11 +248,11 @@ class _OpTracer:
                     self.plans[key] = plan
             return plan.run(args, kwargs)
         finally:
-            _add_trace_time("trace", _clock() - start)
+            _add_time("trace", _clock() - start)
 
 
 _clock = time.perf_counter
-_add_trace_time = metrics.add_time_unlocked  # only this thread traces: no lock needed
+_add_time = metrics.add_time_unlocked  # only this thread traces: no lock needed
 
 
 _tracers: dict[int, _OpTracer] = {}  # by id(op), as tensor.py's handlers
