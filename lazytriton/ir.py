@@ -26,6 +26,9 @@ class TensorMeta:
     storage_offset: int = 0
     # the tracer hashes layouts for every op (plans.py): computed once per object
     _hash: int | None = field(default=None, init=False, repr=False, compare=False)
+    # contiguous from offset 0, so that the sizes alone give the strides: set by `interned`,
+    # for LazyTensor to make its wrapper with fewer arguments (False: not known)
+    plain: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __hash__(self) -> int:
         h = self._hash
@@ -76,6 +79,8 @@ def interned(meta: TensorMeta) -> TensorMeta:
         if len(_interned) >= 1 << 16:  # layouts of many batch sizes: start afresh, stay small
             _interned.clear()
         found = _interned[meta] = meta
+        plain = not meta.storage_offset and meta.stride == tuple(contiguous_strides(meta.shape))
+        object.__setattr__(meta, "plain", plain)
     return found
 
 
@@ -140,7 +145,7 @@ class Node:
         self.inputs = inputs
         self.args = args
         self.out_metas = out_metas
-        self._out_refs: list | None = None
+        self._out_refs: weakref.ref | list | None = None  # one output's, or a list
         self._kept: list[Value] | None = None
         # a caller that knows the signature's number (a cached trace plan) passes it
         self.sig = intern_signature((op, args, out_metas)) if sig is None else sig
@@ -151,12 +156,15 @@ class Node:
         if refs is None:  # first use: the tracer takes the values into tensors
             if len(self.out_metas) == 1:
                 value = Value(self, 0, self.out_metas[0])
-                self._out_refs = [weakref.ref(value)]
+                self._out_refs = weakref.ref(value)  # one output (most ops): no list around it
                 return (value,)
             values = tuple([Value(self, i, m) for i, m in enumerate(self.out_metas)])
             self._out_refs = [weakref.ref(v) for v in values]
             return values
-        values = tuple([ref() for ref in refs])
+        if type(refs) is weakref.ref:
+            values = (refs(),)
+        else:
+            values = tuple([ref() for ref in refs])
         if None in values:
             values = self._revive(values)
         return values
@@ -165,11 +173,13 @@ class Node:
         """Outputs nobody held any more (a compiler asks for all of them): made again and kept
         by the node from now on, so their identity holds while the compiler works."""
         revived = list(values)
+        refs = self._out_refs if type(self._out_refs) is list else [self._out_refs]
         for i, v in enumerate(values):
             if v is None:
                 revived[i] = Value(self, i, self.out_metas[i])
-                self._out_refs[i] = weakref.ref(revived[i])
+                refs[i] = weakref.ref(revived[i])
                 self._kept = (self._kept or []) + [revived[i]]
+        self._out_refs = refs if len(refs) > 1 else refs[0]
         return tuple(revived)
 
     is_leaf = False  # a class attribute, not a property: read for every storage update
@@ -200,10 +210,20 @@ class ScalarNode(Node):
 
     def __init__(self, value: int | float | complex):
         self.value = value
-        super().__init__("scalar", (), (type(value).__name__,), (None,),
-                         _leaf_signature(type(value), None))
+        args, sig = _scalar_leaves.get(type(value)) or _scalar_leaf(type(value))
+        Node.__init__(self, "scalar", (), args, _NO_META, sig)
 
     is_leaf = True
+
+
+_NO_META = (None,)
+# Python type -> (args, signature) of its scalar leaves: optimizers make a few per parameter
+_scalar_leaves: dict[type, tuple[tuple, int]] = {}
+
+
+def _scalar_leaf(kind: type) -> tuple[tuple, int]:
+    found = _scalar_leaves[kind] = ((kind.__name__,), _leaf_signature(kind, None))
+    return found
 
 
 _leaf_signatures: dict[tuple, int] = {}

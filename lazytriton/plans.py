@@ -19,9 +19,9 @@ from typing import Any, Callable
 import torch
 
 from . import ir
-from .ir import TensorMeta, Value
+from .ir import Node, TensorMeta, Value
 from .opschema import ArgKind, OpInfo
-from .tensor import LazyTensor
+from .tensor import LazyTensor, fresh_tensor
 
 # getter: (args, kwargs) -> something; finisher: (args, kwargs, node outputs) -> the op's result
 Getter = Callable[[tuple, dict], Any]
@@ -38,19 +38,21 @@ class Plan:
     __slots__ = ("op", "encoded", "out_metas", "sig", "inputs", "finish")
 
     def __init__(self, op, encoded: tuple, out_metas: tuple[TensorMeta | None, ...],
-                 inputs: tuple[Getter, ...], finish: Finisher):
+                 inputs: tuple[Getter, ...], finish: Finisher | None):
         self.op = op  # None: nothing to record (views, ops run eagerly)
         self.encoded = encoded
         self.out_metas = out_metas
         self.sig = None if op is None else ir.intern_signature((op, encoded, out_metas))
         self.inputs = inputs
-        self.finish = finish
+        self.finish = finish  # None: the one output is a whole buffer, returned as a new tensor
 
     def run(self, args: tuple, kwargs: dict):
-        outputs = ()
-        if self.op is not None:
-            inputs = tuple([get(args, kwargs) for get in self.inputs])
-            outputs = ir.Node(self.op, inputs, self.encoded, self.out_metas, self.sig).outputs
+        if self.op is None:
+            return self.finish(args, kwargs, ())
+        inputs = tuple([get(args, kwargs) for get in self.inputs])
+        outputs = Node(self.op, inputs, self.encoded, self.out_metas, self.sig).outputs
+        if self.finish is None:  # most ops
+            return fresh_tensor(outputs[0])
         return self.finish(args, kwargs, outputs)
 
 
@@ -68,7 +70,13 @@ class Signature:
         it is looked up."""
         if len(args) > len(self.positional):
             raise Uncacheable()
-        key = [sig(value) for sig, value in zip(self.positional, args)]
+        key = []
+        for sig, value in zip(self.positional, args):
+            if type(value) is LazyTensor:  # most arguments: tensor_signature, inlined
+                layout, whole = value._lt_layout, value._lt_storage.value.meta
+                key.append(layout if layout is whole else (layout, whole))
+            else:
+                key.append(sig(value))
         if kwargs:
             for name, value in kwargs.items():
                 sig = self.by_name.get(name)

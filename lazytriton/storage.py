@@ -12,20 +12,31 @@ from .ir import DataNode, TensorMeta, Value
 
 _storage_ids = itertools.count()
 _tracking = True  # off while a compiler re-traces a decomposition: its tensors are not the user's
-# Storages whose value is still a computation, by creation order: mark_step's outputs.
-_pending: dict[int, weakref.ref] = {}
+# Storages whose value is still a computation, by creation order: mark_step's outputs. Keyed by
+# the storage's weak reference, whose callback (one function for all) drops the entry when the
+# storage dies: no closure per storage, as tracing makes one storage per op.
+_pending: dict[weakref.ref, None] = {}
+
+
+def _drop_pending(ref: weakref.ref) -> None:
+    _pending.pop(ref, None)
 
 
 class LazyStorage:
-    __slots__ = ("id", "value", "views", "last_data", "__weakref__")
+    __slots__ = ("id", "value", "views", "last_data", "pending_ref", "__weakref__")
 
     def __init__(self, value: Value):
         self.id = next(_storage_ids)
-        self.views: dict[TensorMeta, Value] = {}  # by the view's layout
+        self.views: dict[TensorMeta, Value] | None = None  # by the view's layout; made when read
         self.value = value
-        self.last_data = _data_ref(value)  # weakref to the DeviceData it last held
-        if _tracking and not value.node.is_leaf:
-            _pending[self.id] = weakref.ref(self, _forget(self.id))
+        self.pending_ref = None  # its key in _pending while it is there
+        if value.node.is_leaf:
+            self.last_data = _data_ref(value)  # weakref to the DeviceData it last held
+        else:
+            self.last_data = None
+            if _tracking:
+                self.pending_ref = ref = weakref.ref(self, _drop_pending)
+                _pending[ref] = None
 
     @property
     def meta(self) -> TensorMeta:
@@ -41,13 +52,13 @@ class LazyStorage:
             self.views.clear()  # cached views read the old value
         if value.node.is_leaf:
             self.last_data = _data_ref(value) or self.last_data
-        if not _tracking:
-            return
-        if not value.node.is_leaf:  # (inlined: this runs for every write the tracer records)
-            if self.id not in _pending:
-                _pending[self.id] = weakref.ref(self, _forget(self.id))
-        else:
-            _pending.pop(self.id, None)
+            if self.pending_ref is not None:
+                _pending.pop(self.pending_ref, None)
+                self.pending_ref = None
+        elif _tracking and self.pending_ref is None:
+            # (inlined: this runs for every write the tracer records)
+            self.pending_ref = ref = weakref.ref(self, _drop_pending)
+            _pending[ref] = None
 
 
 def replaced_data(storage: LazyStorage):
@@ -65,10 +76,6 @@ def _data_ref(value: Value):
     return None
 
 
-def _forget(storage_id: int):
-    return lambda _ref: _pending.pop(storage_id, None)
-
-
 @contextlib.contextmanager
 def untracked():
     """Tensors made inside are compiler scratch: mark_step must not pick them up."""
@@ -82,5 +89,5 @@ def untracked():
 
 def pending_storages() -> list[LazyStorage]:
     """Live storages with unexecuted IR, in creation order (stable across identical steps)."""
-    alive = (ref() for ref in list(_pending.values()))
+    alive = (ref() for ref in list(_pending))
     return [s for s in alive if s is not None and s.is_pending]

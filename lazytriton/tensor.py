@@ -9,6 +9,7 @@ in-place optimizer updates therefore all see each other's writes.
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable
 
 import torch
 
@@ -19,31 +20,43 @@ from .storage import LazyStorage
 LAZY_TORCH_DEVICE = torch.device("lazy", 0)
 
 
-def _untraced(func, args, kwargs):
+def _untraced(func):
     raise RuntimeError("lazy tensors need the tracer: import lazytriton and call lazytriton.init()")
 
 
-# Every aten call on a LazyTensor goes here: tracing.dispatch, which the tracer installs when it
-# is imported (the tracer builds on this module, not the other way round).
-_dispatch = _untraced
+# Every aten call on a LazyTensor goes to its op's handler, made once per op by the tracer's
+# router (tracing._route), which the tracer installs when it is imported (the tracer builds on
+# this module, not the other way round). Ops live as long as torch: their ids name them.
+_handlers: dict[int, Callable[[tuple, dict], Any]] = {}
+_router: Callable[[Any], Callable[[tuple, dict], Any]] = _untraced
 
 
-def set_dispatch(dispatch) -> None:
-    global _dispatch
-    _dispatch = dispatch
+def set_router(router) -> None:
+    global _router
+    _router = router
+    _handlers.clear()
+
 
 class LazyTensor(torch.Tensor):
     """The Python object behind every tensor on the lazy device."""
 
+    # slots, not the instance dict: tracing sets both on every output, and a dict per tensor
+    # costs its allocation and more garbage collection (other attributes still go to the dict)
+    __slots__ = ("_lt_storage", "_lt_layout")
     _lt_storage: LazyStorage
     _lt_layout: TensorMeta  # this view's (shape, stride, dtype, offset), read by the tracer
 
     @staticmethod
     def __new__(cls, storage: LazyStorage, shape, stride, offset: int, dtype: torch.dtype,
                 requires_grad: bool = False, layout: TensorMeta | None = None):
-        t = torch.Tensor._make_wrapper_subclass(
-            cls, shape, strides=stride, storage_offset=offset, dtype=dtype,
-            device=LAZY_TORCH_DEVICE, requires_grad=requires_grad)
+        if layout is not None and layout.plain and not requires_grad:
+            # most outputs: torch parses the arguments of every op's, the fewer the better
+            t = torch.Tensor._make_wrapper_subclass(cls, shape, dtype=dtype,
+                                                    device=LAZY_TORCH_DEVICE)
+        else:
+            t = torch.Tensor._make_wrapper_subclass(
+                cls, shape, strides=stride, storage_offset=offset, dtype=dtype,
+                device=LAZY_TORCH_DEVICE, requires_grad=requires_grad)
         t._lt_storage = storage
         t._lt_layout = layout or interned(TensorMeta(tuple(shape), tuple(stride), dtype, offset))
         return t
@@ -52,7 +65,10 @@ class LazyTensor(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
-        return _dispatch(func, args, kwargs or {})
+        handler = _handlers.get(id(func))
+        if handler is None:
+            handler = _handlers[id(func)] = _router(func)
+        return handler(args, kwargs or {})
 
     # --- what bypasses the dispatcher -------------------------------------------------------
     @property
@@ -107,7 +123,10 @@ def value_of(t: LazyTensor) -> Value:
     if is_identity_view(t, storage):
         return storage.value
     key = t._lt_layout
-    found = storage.views.get(key)
+    views = storage.views
+    if views is None:
+        views = storage.views = {}
+    found = views.get(key)
     if found is None:
         if t.dtype == storage.meta.dtype:
             found = _as_strided(storage.value, (key.shape, key.stride, key.storage_offset), t.dtype)
@@ -115,22 +134,24 @@ def value_of(t: LazyTensor) -> Value:
             flat = _reinterpret(storage, t.dtype)
             whole = view_key(t) == (flat.meta.shape, (1,), 0)
             found = flat if whole else _as_strided(flat, view_key(t), t.dtype)
-        storage.views[key] = found
+        views[key] = found
     return found
 
 
 def write(t: LazyTensor, new: Value) -> None:
     """Make `t` show `new` (same shape and dtype), updating every alias of its storage."""
     storage = t._lt_storage
-    if t.dtype != storage.meta.dtype:
+    layout, whole = t._lt_layout, storage.value.meta
+    if layout is whole or layout == whole:  # t shows its whole storage (as most writes do)
+        meta = new.meta
+        if meta is whole or (meta.stride == whole.stride and meta.storage_offset == 0):
+            storage.set_value(new)
+            return
+    elif layout.dtype != whole.dtype:
         _write_reinterpreted(t, storage, new)
-    elif is_identity_view(t, storage) and new.meta.stride == storage.meta.stride \
-            and new.meta.storage_offset == 0:
-        storage.set_value(new)
-    else:
-        layout = t._lt_layout
-        key = (layout.shape, layout.stride, layout.storage_offset)
-        storage.set_value(_as_strided_scatter(storage.value, new, key))
+        return
+    key = (layout.shape, layout.stride, layout.storage_offset)
+    storage.set_value(_as_strided_scatter(storage.value, new, key))
 
 
 # --- views that reinterpret the dtype (view_as_complex, view_as_real, view(dtype)) -----------

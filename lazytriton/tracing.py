@@ -24,7 +24,7 @@ from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .runtime import session
 from .sizevars import contiguous_strides
 from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
-                     is_identity_view, reinterpreted_numel, set_dispatch, value_of, view_tensor,
+                     is_identity_view, reinterpreted_numel, set_router, value_of, view_tensor,
                      write)
 
 aten = torch.ops.aten
@@ -186,17 +186,7 @@ def _dense_only(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-# --- entry point --------------------------------------------------------------------------
-
-def dispatch(func, args: tuple, kwargs: dict):
-    route = _routes.get(id(func))  # ops live as long as torch: their ids name them
-    if route is None:
-        route = _routes[id(func)] = _route(func)
-    return route(args, kwargs)
-
-
-_routes: dict[int, Callable[[tuple, dict], Any]] = {}
-
+# --- entry point: tensor.py calls _route once per op for the op's handler -----------------
 
 def _route(func) -> Callable[[tuple, dict], Any]:
     """How `func` is handled, decided once per op."""
@@ -245,23 +235,27 @@ class _OpTracer:
         self.plans: dict[tuple, plans.Plan] = {}  # bounded by the signatures a program traces
 
     def __call__(self, args: tuple, kwargs: dict):
-        start = time.perf_counter()
+        start = _clock()
         try:
-            try:
-                key = self.signature(args, kwargs)
-                plan = self.plans.get(key)
-            except (plans.Uncacheable, TypeError):  # TypeError: an unhashable constant
-                key = plan = None
+            key = self.signature(args, kwargs)
+            plan = self.plans.get(key)
+        except (plans.Uncacheable, TypeError):  # TypeError: an unhashable constant
+            key = plan = None
+        try:
             if plan is None:
                 plan = _make_plan(self.info, args, kwargs)
                 if key is not None:
                     self.plans[key] = plan
             return plan.run(args, kwargs)
         finally:
-            metrics.add_time("trace", time.perf_counter() - start, locked=False)
+            _add_time("trace", _clock() - start)
 
 
-_tracers: dict[int, _OpTracer] = {}  # by id(op), as _routes
+_clock = time.perf_counter
+_add_time = metrics.add_time_unlocked  # only this thread traces: no lock needed
+
+
+_tracers: dict[int, _OpTracer] = {}  # by id(op), as tensor.py's handlers
 
 
 def _tracer(info: OpInfo) -> _OpTracer:
@@ -362,9 +356,9 @@ def _plan_functional(call: _Call) -> plans.Plan:
     return plans.Plan(op, call.encoded + extra_args, flat, tuple(call.inputs), finish)
 
 
-def _single_output(meta: TensorMeta) -> plans.Finisher:
+def _single_output(meta: TensorMeta) -> plans.Finisher | None:
     if _is_whole_buffer(meta):
-        return lambda args, kwargs, outputs: fresh_tensor(outputs[0])
+        return None  # Plan.run's own way: a new tensor over the output
     return lambda args, kwargs, outputs: _fresh(outputs[0])
 
 
@@ -407,6 +401,14 @@ def _plan_mutation(call: _Call) -> plans.Plan:
     targets = [call.getters[i] if call.values[i] is not _MISSING else None
                for i in info.mutated]
     returned = [None if w is None else call.getters[w] for w in info.returns_written]
+    if _writes_one_tensor_in_place(call, flat, n_fresh):  # x.add_(y), x.mul_(2): most mutations
+        target = targets[0]
+
+        def write_and_return(args, kwargs, outputs):
+            t = target(args, kwargs)
+            write(t, outputs[0])
+            return t
+        return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), write_and_return)
 
     def finish(args, kwargs, outputs):
         fresh = iter([None if v.meta is None else _fresh(v) for v in outputs[:n_fresh]])
@@ -416,6 +418,18 @@ def _plan_mutation(call: _Call) -> plans.Plan:
         results = [next(fresh) if get is None else get(args, kwargs) for get in returned]
         return _assemble(results) if results else None
     return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), finish)
+
+
+def _writes_one_tensor_in_place(call: _Call, flat: tuple, n_fresh: int) -> bool:
+    """The op writes one tensor argument, which it returns, with a new value of the same shape
+    and dtype (as the signature fixes the argument's layout, this holds for every call)."""
+    info = call.info
+    if n_fresh or len(info.mutated) != 1 or info.returns_written != info.mutated:
+        return False
+    target = call.values[info.mutated[0]]
+    new = flat[0] if len(flat) == 1 else None
+    return (isinstance(target, LazyTensor) and new is not None
+            and tuple(target.shape) == new.shape and target.dtype == new.dtype)
 
 
 def _plan_restride(call: _Call, view_op) -> plans.Plan:
@@ -718,4 +732,4 @@ _SPECIAL.update({op: _batch_norm(op) for op in (
     aten.native_batch_norm.default, aten._native_batch_norm_legit.default,
     aten._native_batch_norm_legit_no_training.default)})
 
-set_dispatch(dispatch)
+set_router(_route)

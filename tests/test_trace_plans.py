@@ -5,6 +5,8 @@ own, and every result agrees with eager. A repeated call reuses its plan; a new 
 a new graph input, not a new plan."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 import lazytriton
@@ -114,3 +116,45 @@ def test_random_ops_draw_a_new_seed_every_call():
     first = torch.nn.functional.dropout(x, 0.5)
     second = torch.nn.functional.dropout(x, 0.5)
     assert not torch.equal(first.cpu(), second.cpu())
+
+
+def test_in_place_writes_into_views_other_dtypes_and_resized_outputs():
+    """The one-tensor in-place plan (write the new value, return the argument) against the ops
+    it must leave to the general write-back: a cast to the written tensor's dtype, an out=
+    tensor that has to be resized."""
+    x, y = torch.randn(4, 6), torch.randn(4, 6)
+    half = torch.randn(4, 6).to(torch.float16)
+    lx, ly, lhalf = x.to("lazy"), y.to("lazy"), half.to("lazy")
+    for _ in range(2):  # the second round runs the plans the first one made
+        lx[1:3].mul_(ly[1:3])  # a view of part of the storage: a scatter into it
+        x[1:3].mul_(y[1:3])
+        _same(lx, x)
+        assert lhalf.add_(ly) is lhalf  # float16 += float32: the sum is cast back
+        half.add_(y)
+        _same(lhalf, half)
+        out, lout = torch.empty(2), torch.empty(2, device="lazy")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "An output with one or more elements was resized"
+            torch.add(x, y, out=out)
+            torch.add(lx, ly, out=lout)
+        _same(lout, out)
+        lazytriton.mark_step()
+
+
+def test_node_outputs_are_the_same_values_while_held_and_revived_after():
+    from lazytriton import ir
+    x = torch.randn(3, 4).to("lazy")
+    value = x._lt_storage.value
+    meta = value.meta
+    one = ir.Node(aten.neg.default, (value,), (("self", ir.InputRef(0)),), (meta,))
+    first = one.outputs
+    assert one.outputs == first and one.outputs[0] is first[0]
+    del first
+    revived = one.outputs[0]  # nobody held it: made again, then kept by the node
+    assert revived.node is one and revived.index == 0 and revived.meta is meta
+    assert one.outputs[0] is revived
+    two = ir.Node(aten.var_mean.correction, (value,), (("self", ir.InputRef(0)),), (meta, meta))
+    a, b = two.outputs
+    del a
+    again = two.outputs
+    assert again[1] is b and again[0].index == 0 and two.outputs[0] is again[0]
