@@ -289,9 +289,13 @@ def test_every_kernel_compiles_for_sm90(triton_device, tmp_path, monkeypatch):
     from lazytriton.testing.aot import compile_folder
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))  # really compile
     _representative_graphs()
-    compiled = [r for folder in _folders(triton_device) for r in compile_folder(folder)]
+    folders = _folders(triton_device)
+    compiled = [r for folder in folders for r in compile_folder(folder)]
     names = {r["function"] for r in compiled}
-    assert len(compiled) >= 30 and all(r["cubin_bytes"] > 0 for r in compiled)
+    kernels = sum(len(json.loads((f / "kernels.json").read_text())) for f in folders)
+    # every kernel of every graph (a scatter's has two functions), none empty
+    assert kernels and len(compiled) >= kernels and all(r["cubin_bytes"] > 0 for r in compiled)
+    assert any("max_pool2d" in n for n in names)  # the Net's pool, as loops
     for kind in ("poi", "per", "sca"):
         assert any(n.startswith(f"triton_{kind}_") for n in names), (kind, names)
     assert any("_copy" in n for n in names)  # a scatter's two functions
