@@ -4,8 +4,6 @@ first use), so the same fused loop nest prints the same source whatever the batc
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, field
 
 import sympy
 import torch
@@ -13,14 +11,14 @@ import torch
 from lazytriton import autotune
 from lazytriton.loopir import Buffer, Reduction, Scatter
 from lazytriton.scheduler import Kernel, Member, member_index, ranges_of, store_index
-from lazytriton.sizevars import (contiguous_strides, flat_index, index_symbol, product,
-                                  simplify_index)
+from lazytriton.sizevars import contiguous_strides, flat_index, index_symbol, simplify_index
 
 from . import exprtree
 from .common import CppPrinter, CSEVariable, KernelBody
+from .cpp_hoist import hoisted
 from .cpp_loops import FlatLoop, flat_loop, group_loop, shared_loop_groups
-from .cpp_variants import (PARALLEL_MIN_WORK, KernelFacts, LoopConfig, facts, reduction_tree,
-                           variants)
+from .cpp_variants import (PARALLEL_MIN_WORK, CppLaunch, CppVariant, KernelFacts, LoopConfig,
+                           facts, reduction_tree, variants)
 from .signature import (BOUNDS, BUFFER, ERR, SCALAR, GeneratedCode, GeneratedKernel,
                         KernelSignature, Param)
 
@@ -517,7 +515,7 @@ class CppKernel:
         loop variable go before the loops (layer norm's 1/sqrt(var + eps): a call the compiler
         may not move, which also keeps the loop from vectorizing)."""
         surely_runs = all(sympy.sympify(size).is_Integer and int(size) > 0 for size in sizes)
-        lines, body = _hoisted(body, vars_, loads=surely_runs) if hoist else ([], body)
+        lines, body = hoisted(body, vars_, loads=surely_runs) if hoist else ([], body)
         n = len(vars_)
         parallel = parallel and self.parallel_if is not None  # small work: serial loops
         if parallel:
@@ -686,58 +684,6 @@ class CppKernel:
                             parallel=False)
         return [f"{ctype} {acc}_v = 0;", f"int64_t {acc}_i = -1;"] + loops + \
             [f"int64_t {acc} = {acc}_i < 0 ? 0 : {acc}_i;"]
-
-
-@dataclass(frozen=True, eq=False)
-class CppVariant:
-    """One compiled form of a kernel: its function, a label and the config it was built with."""
-    label: str
-    function: str
-    config: dict = field(default_factory=dict)
-
-
-@dataclass
-class CppLaunch:
-    """A kernel's variants, the heuristic one first, and their source (the autotuner's key)."""
-    variants: list[CppVariant]
-    source: str
-
-    def __iter__(self):  # as Triton's launches: what a program fingerprint compares
-        return iter(self.variants)
-
-
-_DECLARATION = re.compile(r"^[A-Za-z_][\w:<>]* (\w+) = (.*);$")
-_ASSIGNED = re.compile(r"\b([A-Za-z_]\w*)\s*(?:[-+*/|&^]?=)(?!=)")
-_NAME = re.compile(r"[A-Za-z_]\w*")
-_LOAD = re.compile(r"\b(\w+)\[")
-_STORE = re.compile(r"\b(\w+)\[[^\]]*\]\s*=(?!=)")
-
-
-def _hoisted(body: list[str], loop_vars, loads: bool = False) -> tuple[list[str], list[str]]:
-    """(declarations that can run once before the loops, the rest of the body). A declaration
-    stays if it names a loop variable, a variable assigned in the loop or declared by a line
-    that stays, touches the error flag or a bounds check (a loop may run zero times), or reads
-    memory -- unless `loads` (the loops surely run) and the loop stores nothing to that buffer
-    (a cross-entropy gradient's per-row target and log-sum, which kept its loop scalar)."""
-    varying = {str(v) for v in loop_vars}
-    stored = set()
-    for line in body:
-        if not _DECLARATION.match(line):
-            varying.update(m.group(1) for m in _ASSIGNED.finditer(line.replace("==", " ")))
-            stored.update(_STORE.findall(line))
-    before, rest = [], []
-    for line in body:
-        found = _DECLARATION.match(line)
-        reads = set(_LOAD.findall(line))
-        if found and "err" not in line and "lt::checked" not in line and \
-                (not reads or (loads and not reads & stored)) and \
-                not (set(_NAME.findall(found.group(2))) & varying) and found.group(1) not in varying:
-            before.append(line)
-        else:
-            rest.append(line)
-            if found:
-                varying.add(found.group(1))
-    return before, rest
 
 
 def _row_invariant(node, inner_vars: set) -> bool:

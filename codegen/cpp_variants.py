@@ -22,7 +22,7 @@ heuristic first: in mode "default" only the choices whose heuristic is known to 
 every applicable one."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import sympy
 
@@ -191,3 +191,21 @@ def _differs(base: LoopConfig, parallel: str, work: int | None) -> bool:
         return True
     chosen = "parallel" if work >= PARALLEL_MIN_WORK else "serial"
     return parallel != chosen
+
+
+@dataclass(frozen=True, eq=False)
+class CppVariant:
+    """One compiled form of a kernel: its function, a label and the config it was built with."""
+    label: str
+    function: str
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class CppLaunch:
+    """A kernel's variants, the heuristic one first, and their source (the autotuner's key)."""
+    variants: list[CppVariant]
+    source: str
+
+    def __iter__(self):  # as Triton's launches: what a program fingerprint compares
+        return iter(self.variants)

@@ -194,7 +194,7 @@ def test_tuned_graph_reuses_records_in_a_second_process(tmp_path):
 
 
 def test_hoisting_moves_only_loop_invariant_declarations():
-    from lazytriton.codegen.cpp import _hoisted
+    from lazytriton.codegen.cpp_hoist import hoisted as _hoisted
     body = ["float tmp0 = p0[(r0 + 8 * x0)];",  # reads memory: stays
             "float tmp1 = (acc0 / static_cast<float>(8.0));",  # invariant: moves
             "float tmp2 = (1 / std::sqrt(tmp1));",  # depends on a moved one only: moves
