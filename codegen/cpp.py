@@ -319,9 +319,9 @@ class CppKernel:
             return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
         body_lines: list[str] = []
         for group in shared_loop_groups(kernel.members, outer_vars, self._prefix):
-            shared = len(group) > 1 or group_loop(group, outer_vars, self._prefix(group[0]))
-            body_lines += self._shared_loop(group, outer_vars) if shared else \
-                self._member(group[0], outer_vars)
+            merged = group_loop(group, outer_vars, self._prefix(group[0]))
+            body_lines += self._shared_loop(group, outer_vars, merged) \
+                if len(group) > 1 or merged else self._member(group[0], outer_vars)
         has_inner = any(m.inner_sizes or m.is_reduction for m in kernel.members)
         loops = self._outer_loops(outer_vars, kernel.outer, body_lines, has_inner)
         return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
@@ -388,11 +388,11 @@ class CppKernel:
         inner = self._loops([flat.var], [flat.size], body, simd=True, parallel=not kept)
         return self._outer_loops(kept, self.kernel.outer[:flat.keep], inner, has_inner=True)
 
-    def _shared_loop(self, group: list[Member], outer_vars) -> list[str]:
+    def _shared_loop(self, group: list[Member], outer_vars, flat: FlatLoop | None
+                     ) -> list[str]:
         """Consecutive pointwise members over the same inner sizes in one loop, their inner
-        dims merged into one where they can be (cpp_loops.py)."""
+        dims merged into one (`flat`) where they can be (cpp_loops.py)."""
         prefix, body = self._prefix(group[0]), []
-        flat = group_loop(group, outer_vars, prefix)
         sizes = [flat.size] if flat else group[0].inner_sizes
         for member in group:
             index, inner_vars = member_index(member, outer_vars, prefix)
