@@ -22,7 +22,11 @@ generated wrapper calls it like any kernel (the KernelSignature's arguments, in 
                        never corrupts the step), a candidate that raises counts as infinitely
                        slow (logged under LAZYTRITON_LOGS=autotune, never an error), the
                        fastest wins and is persisted; then the winner runs on the real
-                       arguments. Later calls of that bucket go straight to it.
+                       arguments. Later calls of that bucket go straight to it. A winner other
+                       than the heuristic is first re-timed beside it in alternating pairs
+                       (paired_ratio): unless it takes at most WIN_MARGIN of the heuristic's
+                       time there, the heuristic is kept (and recorded): a candidate timed in a
+                       quiet moment must not beat one timed under load.
     Budget(seconds)    shared by the TunedKernels of one graph: checked before each candidate
                        is timed; once spent, the kernel being tuned takes the best of those
                        timed and the graph's other kernels their heuristic, neither persisted
@@ -77,6 +81,10 @@ MODES = ("off", "default", "max")
 BUDGET_S = {"off": 0.0, "default": 2.0, "max": 60.0}
 # CPU timing: at least MIN_REPS calls, then until CANDIDATE_S has passed, at most MAX_REPS
 MIN_REPS, MAX_REPS, CANDIDATE_S = 3, 50, 0.05
+# a winner other than the heuristic must run at most this fraction of the heuristic's time in
+# the paired re-timing, else the heuristic is kept: a closer race is a coin toss on a loaded
+# machine, and the heuristic is the config every other measurement was made with
+WIN_MARGIN = 0.97
 RECORD_VERSION = 1
 
 HEURISTIC = "<heuristic>"  # forced(HEURISTIC): every kernel runs its heuristic config
@@ -219,6 +227,34 @@ def time_cuda(fn: Callable, args: Sequence[Any]) -> float:
     return do_bench(lambda: fn(*args), warmup=5, rep=25, return_mode="median") / 1e3
 
 
+def paired_ratio(fn: Callable, rival: Callable, args: Sequence[Any], device_type: str) -> float:
+    """Median over rounds of fn's time / rival's time, the two timed one after the other in
+    each round (in turns, which goes first): load that comes and goes on a shared machine hits
+    both sides of a round alike, as it does not hit two candidates timed a while apart."""
+    if device_type == "cuda":
+        pairs = [(time_cuda(fn, args), time_cuda(rival, args)) for _ in range(3)]
+    else:
+        pairs = _cpu_pairs(fn, rival, args)
+    return statistics.median(a / b if b > 0 else math.inf for a, b in pairs)
+
+
+def _cpu_pairs(fn: Callable, rival: Callable, args: Sequence[Any]) -> list[tuple[float, float]]:
+    fn(*args)
+    rival(*args)
+    pairs: list[tuple[float, float]] = []
+    start = time.perf_counter()
+    while len(pairs) < MAX_REPS and (len(pairs) < MIN_REPS or
+                                     time.perf_counter() - start < 2 * CANDIDATE_S):
+        first, second = (fn, rival) if len(pairs) % 2 == 0 else (rival, fn)
+        t0 = time.perf_counter()
+        first(*args)
+        t1 = time.perf_counter()
+        second(*args)
+        t2 = time.perf_counter()
+        pairs.append((t1 - t0, t2 - t1) if first is fn else (t2 - t1, t1 - t0))
+    return pairs
+
+
 def timer_for(device_type: str) -> Callable[[Callable, Sequence[Any]], float]:
     return time_cuda if device_type == "cuda" else time_cpu
 
@@ -297,28 +333,58 @@ class TunedKernel:
             return self._report(heuristic, bucket, "budget spent: heuristic")
         start = time.perf_counter()
         with metrics.timed("AutotuneTime"):
-            times = self._benchmark(args, start)
+            timing_args = self._timing_args(args)
+            times = self._benchmark(timing_args, start)
+            best = min(times, key=lambda c: times[c]) if times else heuristic.label
+            best = next(c for c in self.candidates if c.label == best)
+            ratio = None
+            if best is not heuristic and math.isfinite(times[best.label]) and \
+                    math.isfinite(times.get(heuristic.label, math.inf)):
+                ratio = self._confirm(best, heuristic, timing_args)
         self.budget.spent += time.perf_counter() - start
-        best = min(times, key=lambda c: times[c]) if times else heuristic.label
-        best = next(c for c in self.candidates if c.label == best)
         if math.isinf(times.get(best.label, math.inf)):
             return self._report(heuristic, bucket, "every candidate failed: heuristic")
+        extra = {}
+        if ratio is not None:  # kernels.json shows the re-timing and what it decided
+            extra = {"paired_ratio": round(ratio, 3) if math.isfinite(ratio) else None,
+                     "first_timing_best": best.label}
+            if ratio > WIN_MARGIN:
+                best = heuristic
         if len(times) < len(self.candidates):  # the budget ran out: not a result to keep
-            return self._report(best, bucket, "budget spent: best of those timed", times=times)
+            return self._report(best, bucket, "budget spent: best of those timed", times=times,
+                                extra=extra)
+        self._persist(best, bucket, key, path, times, extra)
+        return self._report(best, bucket, "tuned", times=times, record=path, extra=extra)
+
+    def _persist(self, best: Candidate, bucket, key: str, path: Path, times: dict,
+                 extra: dict) -> None:
         write_record(path, {"version": RECORD_VERSION, "key": key, "kernel": self.name,
                             "device": device_name(self.device), "toolchain": self.toolchain,
                             "bucket": list(bucket), "best": best.label, "config": best.config,
                             "seconds": {k: (None if math.isinf(v) else v)
                                         for k, v in times.items()},
+                            **extra,
                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-        return self._report(best, bucket, "tuned", times=times, record=path)
 
-    def _benchmark(self, args, start: float) -> dict[str, float]:
-        """Seconds per candidate label (inf: it failed), on copies of the written arguments;
-        candidates left when the graph's budget runs out are not timed (not in the result)."""
+    def _confirm(self, best: Candidate, heuristic: Candidate, args) -> float:
+        """best's time over the heuristic's, re-timed in pairs (inf if best fails now)."""
+        try:
+            return paired_ratio(best.fn, heuristic.fn, args, self.device)
+        except Exception as e:  # noqa: BLE001 -- a failing candidate is just slow
+            logs.emit("autotune", f"{self.name}: candidate {best.label} failed: "
+                                  f"{type(e).__name__}: {e}")
+            return math.inf
+
+    def _timing_args(self, args) -> list:
+        """The call's arguments with copies of those the kernel writes."""
         args = list(args)
         for i in self.written:
             args[i] = copy_for_timing(args[i])
+        return args
+
+    def _benchmark(self, args, start: float) -> dict[str, float]:
+        """Seconds per candidate label (inf: it failed); candidates left when the graph's
+        budget runs out are not timed (not in the result)."""
         timer = timer_for(self.device)
         times: dict[str, float] = {}
         for c in self.candidates:
@@ -333,9 +399,11 @@ class TunedKernel:
                 times[c.label] = math.inf
         return times
 
-    def _report(self, chosen: Candidate, bucket, how: str, times=None, record=None) -> Candidate:
+    def _report(self, chosen: Candidate, bucket, how: str, times=None, record=None,
+                extra: dict | None = None) -> Candidate:
         info = {"chosen": chosen.label, "config": chosen.config, "how": how, "mode": mode(),
-                "bucket": list(bucket), "candidates": [c.label for c in self.candidates]}
+                "bucket": list(bucket), "candidates": [c.label for c in self.candidates],
+                **(extra or {})}
         if times is not None:
             info["ms"] = {k: (None if math.isinf(v) else round(v * 1e3, 4))
                           for k, v in times.items()}

@@ -236,3 +236,27 @@ def test_budget_running_out_mid_kernel_keeps_no_record(tmp_path):
     assert metrics.counter_value("AutotuneBenchmark") == 2
     assert kernel.choices[(8,)].label == "c0" and out.item() == 1
     assert not (tmp_path / "autotune").exists()
+
+
+def test_paired_ratio_times_both_in_turns():
+    out = torch.zeros(1)
+    assert autotune.paired_ratio(_slow(0.003), _fast, [out, 1], "cpu") > 2
+    assert autotune.paired_ratio(_fast, _slow(0.003), [out, 1], "cpu") < 0.5
+
+
+@pytest.mark.parametrize("ratio, chosen", [(0.99, "c0"), (0.5, "c1"), (float("inf"), "c0")])
+def test_winner_must_beat_the_heuristic_when_re_timed_beside_it(tmp_path, monkeypatch, ratio,
+                                                               chosen):
+    """The first timing says c1 (c0 sleeps); the paired re-timing decides: within
+    WIN_MARGIN of the heuristic, or failing, the heuristic is kept and that is recorded."""
+    monkeypatch.setattr(autotune, "paired_ratio", lambda *a: ratio)
+    out = torch.zeros(1)
+    kernel = _tuned(tmp_path, _candidates(_slow(0.003), _fast))
+    kernel(out, 8)
+    assert kernel.choices[(8,)].label == chosen and out.item() == 1
+    record = json.loads(next((tmp_path / "autotune").rglob("*.json")).read_text())
+    assert record["best"] == chosen
+    assert record["paired_ratio"] == (None if ratio == float("inf") else ratio)
+    assert record["first_timing_best"] == "c1"
+    assert _tuned(tmp_path, _candidates(_slow(0.003), _fast)).__call__(out, 8) is None
+    assert metrics.counter_value("AutotuneCacheHit") == 1
