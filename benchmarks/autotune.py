@@ -11,11 +11,14 @@ measured in the same run (a large copy; a large matmul).
 
 What is timed: one graph's execution on the runtime thread (metrics "execute": the generated
 wrapper and its kernels, allocation included; tracing excluded), the median over --repeat steps
-after warm-up steps; eager: the same computation's median. Tuning runs at each graph's first
-execution (the first warm-up step), in a fresh cache dir unless --cache names one. "configs"
-counts the candidates timed over the workload's kernels; "best" names each tuned kernel's choice
-(a kernel with one candidate is not listed). GB/s counts the bytes an ideal fused program moves
-(inputs read once, outputs written once); "of peak" divides by a large tensor copy's rate.
+after warm-up steps; eager: the same computation's median. The ratios (tuned/eager,
+tuned/heuristic) are medians of each round's own ratio: the three are timed seconds apart in a
+round, so load that comes and goes on a shared machine weighs on all three alike. Tuning runs
+at each graph's first execution (the first warm-up step), in a fresh cache dir unless --cache
+names one. "configs" counts the candidates timed over the workload's kernels; "best" names each
+tuned kernel's choice (a kernel with one candidate is not listed). GB/s counts the bytes an
+ideal fused program moves (inputs read once, outputs written once); "of peak" divides by a large
+tensor copy's rate.
 
 Writes <out>/autotune-<backend>-<machine>.json and .md and prints their paths; --out defaults
 to benchmarks/reports/.
@@ -231,6 +234,8 @@ class Row:
     default_ms: float = 0.0
     best_ms: float = 0.0
     eager_ms: float = 0.0
+    tuned_vs_eager: float = 0.0  # median over rounds of the round's eager / tuned
+    tuned_vs_heuristic: float = 0.0  # median over rounds of the round's heuristic / tuned
     bytes: int = 0
     flops: int = 0
     error: str = ""
@@ -260,18 +265,33 @@ def run_workload(name: str, backend: str, device: str, args, cache: Path, bar) -
     time_lazy(lazy_setup(make, args.quick), 0, warmup=2)  # tunes at the first execution
     _describe_tuning(row, graph_kernels(cache))
     samples: dict[str, list[float]] = {"eager": [], "tuned": [], "heuristic": []}
+    per_round: list[dict[str, float]] = []
     for round_ in range(args.rounds):
         bar.set_postfix_str(f"{name}: round {round_ + 1}/{args.rounds}")
-        samples["eager"] += time_eager(eager, args.repeat, device, args.warmup)
-        lazytriton.init(backend, cache_dir=cache, autotune=args.mode)  # the records' choices
-        samples["tuned"] += time_lazy(lazy_setup(make, args.quick), args.repeat, args.warmup)
-        lazytriton.init(backend, cache_dir=cache, autotune=args.mode)  # new programs
-        with autotune.forced(autotune.HEURISTIC):
-            samples["heuristic"] += time_lazy(lazy_setup(make, args.quick), args.repeat,
-                                              args.warmup)
+        medians = {}
+        for system in _round_order(round_):  # whoever goes first after a switch, in turn
+            if system == "eager":
+                taken = time_eager(eager, args.repeat, device, args.warmup)
+            else:
+                lazytriton.init(backend, cache_dir=cache, autotune=args.mode)  # new programs
+                with autotune.forced(autotune.HEURISTIC if system == "heuristic" else None):
+                    taken = time_lazy(lazy_setup(make, args.quick), args.repeat, args.warmup)
+            samples[system] += taken
+            medians[system] = statistics.median(taken)
+        per_round.append(medians)
     row.eager_ms, row.best_ms, row.default_ms = (
         statistics.median(samples[k]) * 1e3 for k in ("eager", "tuned", "heuristic"))
+    # the ratios compare figures of one round (seconds apart), then take the median over the
+    # rounds: load on a shared machine comes and goes on a scale of seconds
+    row.tuned_vs_eager = statistics.median(r["eager"] / r["tuned"] for r in per_round)
+    row.tuned_vs_heuristic = statistics.median(r["heuristic"] / r["tuned"] for r in per_round)
     return row
+
+
+def _round_order(round_: int) -> list[str]:
+    systems = ["eager", "tuned", "heuristic"]
+    k = round_ % len(systems)
+    return systems[k:] + systems[:k]
 
 
 def _describe_tuning(row: Row, kernels: list[tuple[str, dict]]) -> None:
@@ -330,8 +350,8 @@ def table_rows(rows: list[Row], peaks: dict) -> list[list[str]]:
         achieved, share = rate(r, peaks)
         out.append([r.workload, f"{r.kernels} ({r.tuned_kernels} tuned)", str(r.configs),
                     "; ".join(r.best) or "-", f"{r.default_ms:.3f}", f"{r.best_ms:.3f}",
-                    f"{r.eager_ms:.3f}", f"{r.eager_ms / r.best_ms:.2f}x",
-                    f"{r.default_ms / r.best_ms:.2f}x", achieved, share])
+                    f"{r.eager_ms:.3f}", f"{r.tuned_vs_eager:.2f}x",
+                    f"{r.tuned_vs_heuristic:.2f}x", achieved, share])
     return out
 
 
@@ -345,7 +365,8 @@ def markdown(report: dict, rows: list[list[str]]) -> str:
     head = [f"# Kernel autotuning benchmark: {report['backend']} on {report['machine']}", "",
             f"`{report['command']}` — {report['date']}, torch {report['torch']}, "
             f"mode {report['mode']}; each figure the median of {report['rounds']} rounds x "
-            f"{report['repeat']} steps (eager, tuned and heuristic take turns).", "",
+            f"{report['repeat']} steps (eager, tuned and heuristic take turns, each going first in "
+            f"turn); each ratio is the median over the rounds of that round's ratio.", "",
             f"Peaks measured in this run: copy {report['peaks']['copy_bytes'] / 1e9:.1f} GB/s "
             f"(read + write), matmul {report['peaks']['matmul_flops'] / 1e9:.1f} GFLOP/s.", "",
             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -385,15 +406,16 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=10,
                         help="untimed steps before each round's timed ones (default 10: the "
                         "first steps of a new program run slower)")
-    parser.add_argument("--rounds", type=int, help="rounds of eager, tuned, heuristic (default 3; "
-                        "1 quick): each figure is the median over all its rounds' steps")
+    parser.add_argument("--rounds", type=int, help="rounds of eager, tuned, heuristic, which goes "
+                        "first in turn (default 5; 1 quick): each time is the median over all "
+                        "its rounds' steps, each ratio the median of the rounds' own ratios")
     parser.add_argument("--interpret", action="store_true",
                         help="Triton under its interpreter on the CPU (slow: a smoke test)")
     parser.add_argument("--cache", type=Path, help="cache dir (default: a fresh temp dir)")
     parser.add_argument("--out", type=Path, default=_HERE / "reports", help="report folder")
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (5 if args.quick else 10)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.rounds = args.rounds or (1 if args.quick else 5)
     names = args.only.split(",") if args.only else list(WORKLOADS)
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
