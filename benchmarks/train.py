@@ -10,7 +10,8 @@ Systems:
   torch_lazy        torch._lazy with its TorchScript backend (mark_step + wait_device_ops)
   torch_compile     torch.compile (inductor) of the whole train-step function
   lazytriton        lazytriton with each backend in lazytriton.available_backends();
-                    name one with lazytriton:BACKEND
+                    name one with lazytriton:BACKEND, and an autotune mode with
+                    lazytriton:BACKEND@MODE (off, default, max; else LAZYTRITON_AUTOTUNE's)
 
 Each (system, model) pair runs in its own subprocess (torch._lazy and lazytriton both own the
 "lazy" device, and a compiler's caches must not leak into the next measurement), which prints
@@ -157,11 +158,13 @@ def _torch_lazy() -> System:
                   reset_metrics=torch._lazy.metrics.reset, read_metrics=read)
 
 
-def _lazytriton(backend: str) -> System:
+def _lazytriton(spec: str) -> System:
+    """spec: BACKEND, or BACKEND@MODE for an autotune mode other than the user's default."""
     import lazytriton
     import lazytriton.metrics as metrics
 
-    lazytriton.init(backend=backend)
+    backend, _, mode = spec.partition("@")
+    lazytriton.init(backend=backend, autotune=mode or None)
 
     def read(steps: int) -> dict[str, Any]:
         result: dict[str, Any] = {"recompiles": metrics.counter_value("UncachedCompile") or 0}
