@@ -116,6 +116,8 @@ class CppOps:
         expr = access(self.k.args, param, text)
         if buf.dtype in _HALF:
             expr = f"{_HALF[buf.dtype][0]}({expr})"
+        elif buf.dtype == torch.bool:  # read as a byte: g++ vectorizes no loop selecting
+            expr = f"(reinterpret_cast<const uint8_t&>({expr}) != 0)"  # floats by loaded bools
         return self._cse(f"load {expr}", buf.dtype, expr)
 
     def constant(self, value, dtype):
@@ -211,6 +213,9 @@ class CppOps:
         return self._apply("lt::pow_int({0}, static_cast<decltype({0})>({1}))", a.dtype, a, b)
 
     def where(self, cond, a, b):
+        if a.dtype.is_floating_point:  # a blend: see lt::select
+            return self._apply(f"lt::select<{compute_ctype(a.dtype)}>({{0}}, {{1}}, {{2}})",
+                               a.dtype, cond, a, b)
         return self._apply("({0} ? {1} : {2})", a.dtype, cond, a, b)
 
     def masked(self, cond, body, other):

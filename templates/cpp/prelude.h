@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 #include <omp.h>
 
@@ -65,6 +66,25 @@ template <typename T> static inline T minimum(T a, T b) { return ((a != a) | (a 
 // float: a bit blend, since g++ may turn a ?: next to float math into a branch (no vectors)
 static inline float maximum(float a, float b) { return vecmath::sel((a != a) | (a > b), a, b); }
 static inline float minimum(float a, float b) { return vecmath::sel((a != a) | (a < b), a, b); }
+
+// where(c, a, b). Floating point as a bit blend: g++ sinks a ?: whose operand may trap (a
+// division) into a branch, and a loop with a branch is not vectorized (an attention mask's
+// where(mask, fill, scores / scale) ran scalar).
+template <typename T> static inline T select(bool c, T a, T b) {
+  if constexpr (std::is_same_v<T, float>) {
+    return vecmath::sel(c, a, b);
+  } else if constexpr (std::is_same_v<T, double>) {
+    uint64_t ua, ub, mask = 0 - static_cast<uint64_t>(c);
+    std::memcpy(&ua, &a, 8);
+    std::memcpy(&ub, &b, 8);
+    uint64_t u = (ua & mask) | (ub & ~mask);
+    double out;
+    std::memcpy(&out, &u, 8);
+    return out;
+  } else {
+    return c ? a : b;
+  }
+}
 
 template <typename T> static inline T floordiv_int(T a, T b, int32_t* err) {
   if (b == 0) { *err = 2; return 0; }
