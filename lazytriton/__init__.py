@@ -140,6 +140,6 @@ def run_step_closures() -> None:
 
 
 def add_step_closure(fn: Callable, args: tuple = (), run_async: bool = False) -> None:
-    """Run fn(*args) after the next mark_step's graph has executed (on the runtime's thread
+    """Run fn(*args) after the next mark_step's graph has executed (where graphs run, after it,
     if run_async), e.g. to log a loss without stalling the trace."""
     _session.current().add_step_closure(fn, args, run_async)

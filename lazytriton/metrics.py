@@ -38,7 +38,7 @@ TIMING_HELP: dict[str, str] = {
     "trace": "recording ops into the IR",
     "compile": "compiling new graphs, cxx included",
     "cxx": "C++ compiler runs",
-    "execute": "running graphs, on the runtime thread (AutotuneTime included)",
+    "execute": "running graphs (AutotuneTime included)",
     "AutotuneTime": "timing kernel candidates, at a graph's first execution",
 }
 

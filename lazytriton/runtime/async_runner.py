@@ -6,9 +6,12 @@ Overlap pays only when the machine has a core for the tracing thread besides tho
 uses. On a CPU backend, execution runs on torch's (and the generated code's OpenMP) threads;
 with no core left over, the tracing thread and the OpenMP threads take turns on the cores and
 an OpenMP region waits for its preempted threads, so a step gets slower than tracing and
-running one after the other. `overlap_pays` decides once per session; without overlap,
-`submit` waits until its job has run (on the same worker thread, so closures see the same
-thread either way)."""
+running one after the other. `overlap_pays` decides once per session; without overlap there is
+no worker thread: `submit` runs the job on the calling thread. A second thread running aten
+ops and OpenMP code costs even when the first one waits: the calling thread keeps its OpenMP
+team, and a team of the worker's beside it made aten's small matmuls 1.5-4x slower (a
+transformer step's graph executed in 8.1 ms on the worker and 3.8 ms inline,
+benchmarks/RESULTS.md)."""
 from __future__ import annotations
 
 import os
@@ -38,32 +41,38 @@ def _usable_cores() -> int:
 class AsyncRunner:
     def __init__(self, overlap: bool = True):
         self.overlap = overlap
-        self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
         self._errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._loop, name="lazytriton-exec", daemon=True)
-        self._thread.start()
+        self._queue: queue.Queue[Callable[[], None]] | None = None
+        if overlap:
+            self._queue = queue.Queue()
+            threading.Thread(target=self._loop, name="lazytriton-exec", daemon=True).start()
 
     def submit(self, job: Callable[[], None]) -> None:
-        self._queue.put(job)
-        if not self.overlap:
-            self._queue.join()  # errors of closures still surface at wait()
+        if self._queue is None:
+            self._run(job)  # errors of closures still surface at wait()
+        else:
+            self._queue.put(job)
 
     def wait(self) -> None:
         """Block until every submitted job ran; re-raise the first error of an async closure."""
-        self._queue.join()
+        if self._queue is not None:
+            self._queue.join()
         if self._errors:
             error, self._errors = self._errors[0], []
             raise error
 
+    def _run(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except BaseException as e:  # graph errors go to their outputs; this is a closure's
+            self._errors.append(e)
+
     def _loop(self) -> None:
+        assert self._queue is not None
         while True:
             job = self._queue.get()
-            try:
-                job()
-            except BaseException as e:  # graph errors go to their outputs; this is a closure's
-                self._errors.append(e)
-            finally:
-                # a finished job's inputs (the buffers a step replaced) are freed now, not
-                # when the next job arrives: `job` would hold them until then
-                job = None
-                self._queue.task_done()
+            self._run(job)
+            # a finished job's inputs (the buffers a step replaced) are freed now, not when the
+            # next job arrives: `job` would hold them until then
+            job = None
+            self._queue.task_done()
