@@ -5,7 +5,7 @@ raises its error where its result is read.
 """
 from __future__ import annotations
 
-import threading
+import _thread
 
 import torch
 
@@ -15,30 +15,45 @@ class LazyExecutionError(RuntimeError):
 
 
 class DeviceData:
-    """A buffer on the backend device, or the promise of one from the async runtime."""
+    """A buffer on the backend device, or the promise of one from the async runtime.
+
+    A promise is a held lock that `set`/`fail` releases and a reader passes through (acquire,
+    release): a C lock costs a fraction of a threading.Event, and a step makes one promise per
+    graph output."""
 
     __slots__ = ("_tensor", "_error", "_ready", "__weakref__")
 
     def __init__(self, tensor: torch.Tensor | None = None):
         self._tensor = tensor
         self._error: BaseException | None = None
-        self._ready = None if tensor is not None else threading.Event()
+        self._ready = None
+        if tensor is None:
+            self._ready = _thread.allocate_lock()
+            self._ready.acquire()
 
     def set(self, tensor: torch.Tensor) -> None:
         self._tensor = tensor
-        self._ready.set()
+        self._resolve()
 
     def fail(self, error: BaseException) -> None:
         self._error = error
-        self._ready.set()
+        self._resolve()
+
+    def _resolve(self) -> None:
+        lock, self._ready = self._ready, None  # the value is in place before anyone passes
+        if lock is not None:
+            lock.release()
 
     @property
     def is_ready(self) -> bool:
-        return self._ready is None or self._ready.is_set()
+        lock = self._ready
+        return lock is None or not lock.locked()
 
     def get(self) -> torch.Tensor:
-        if self._ready is not None:
-            self._ready.wait()
+        lock = self._ready
+        if lock is not None:  # wait for the runtime, then let the next reader through
+            with lock:
+                pass
         if self._error is not None:
             raise LazyExecutionError(f"lazy graph execution failed: {self._error}") from self._error
         return self._tensor

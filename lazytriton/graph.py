@@ -25,22 +25,29 @@ class Graph:
 
 
 def _topological(roots: list[Node]) -> list[Node]:
+    """Post-order DFS from the roots, inputs in order: a node after all it reads. Iterative,
+    with the node being visited held in locals (not on the stack): it runs every mark_step."""
     order: list[Node] = []
     seen: set[int] = set()
+    mark = seen.add
     for root in roots:
         if id(root) in seen:
             continue
-        stack = [(root, iter(root.inputs))]
-        seen.add(id(root))
-        while stack:
-            node, pending = stack[-1]
-            child = next(pending, None)
-            if child is None:
-                order.append(node)
-                stack.pop()
-            elif id(child.node) not in seen:
-                seen.add(id(child.node))
-                stack.append((child.node, iter(child.node.inputs)))
+        mark(id(root))
+        stack: list[tuple[Node, list, int]] = []
+        node, inputs, i = root, root.inputs, 0
+        while True:
+            while i < len(inputs):
+                child = inputs[i].node
+                i += 1
+                if id(child) not in seen:
+                    mark(id(child))
+                    stack.append((node, inputs, i))
+                    node, inputs, i = child, child.inputs, 0
+            order.append(node)
+            if not stack:
+                break
+            node, inputs, i = stack.pop()
     return order
 
 
@@ -49,9 +56,9 @@ def build_graph(values: list[Value]) -> Graph:
     nodes = _topological([v.node for v in outputs])
     index = {id(n): i for i, n in enumerate(nodes)}
     inputs = [n for n in nodes if n.is_leaf]
-    wiring = tuple(
-        (n.sig, tuple((index[id(v.node)], v.index) for v in n.inputs)) for n in nodes)
-    out_key = tuple((index[id(v.node)], v.index) for v in outputs)
+    wiring = tuple([(n.sig, tuple([(index[id(v.node)], v.index) for v in n.inputs]))
+                    for n in nodes])
+    out_key = tuple([(index[id(v.node)], v.index) for v in outputs])
     return Graph(nodes, inputs, outputs, (wiring, out_key), index)
 
 

@@ -252,3 +252,32 @@ def test_lazytriton_device_env_picks_the_device(cache_dir, monkeypatch):
         lazytriton.init("auto", cache_dir=cache_dir)
         assert lazytriton.backend_name() == "cpp"
     _softmax_matches_eager()
+
+
+def test_a_promise_holds_its_readers_until_set_or_failed():
+    from lazytriton.device_data import DeviceData, LazyExecutionError
+    for resolve in ("set", "fail"):
+        promise, got = DeviceData(), []
+
+        def read():
+            try:
+                got.append(promise.get())
+            except LazyExecutionError as e:
+                got.append(e)
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for r in readers:
+            r.start()
+        readers[0].join(0.05)
+        assert not promise.is_ready and got == []
+        if resolve == "set":
+            promise.set(torch.ones(2))
+        else:
+            promise.fail(ValueError("boom"))
+        for r in readers:
+            r.join(5)
+        assert promise.is_ready and len(got) == 3
+        if resolve == "set":
+            assert all(torch.equal(t, torch.ones(2)) for t in got)
+            assert torch.equal(promise.get(), torch.ones(2))
+        else:
+            assert all(isinstance(e, LazyExecutionError) and "boom" in str(e) for e in got)
