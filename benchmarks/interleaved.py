@@ -17,6 +17,7 @@ and batch). torch._lazy is not measured here: it and lazytriton both own the "la
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -89,11 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    import os
-
     import torch
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)  # the generated OpenMP code uses as many
     with tempfile.TemporaryDirectory(prefix="lazytriton-interleaved-") as tmp:
         os.environ["LAZYTRITON_CACHE_DIR"] = str(Path(tmp) / "lazytriton")  # a cold start
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor")
