@@ -9,7 +9,7 @@ measured in the same run (a large copy; a large matmul).
     python benchmarks/autotune.py --only softmax,sum_dim0 --quick
     python benchmarks/autotune.py --interpret --quick   # Triton's interpreter: a CI smoke test
 
-What is timed: one graph's execution on the runtime thread (metrics "execute": the generated
+What is timed: one graph's execution (metrics "execute": the generated
 wrapper and its kernels, allocation included; tracing excluded), the median over --repeat steps
 after warm-up steps; eager: the same computation's median. The ratios (tuned/eager,
 tuned/heuristic) are medians of each round's own ratio: the three are timed seconds apart in a
