@@ -14,6 +14,7 @@ from lazytriton.scheduler import Kernel, Member, member_index, ranges_of, store_
 from lazytriton.sizevars import contiguous_strides, flat_index, index_symbol, simplify_index
 
 from . import exprtree
+from .row_max import nonpositive_exp, row_max_summands
 from .common import CppPrinter, CSEVariable, KernelBody
 from .cpp_hoist import hoisted
 from .cpp_loops import FlatLoop, flat_loop, group_loop, shared_loop_groups
@@ -180,6 +181,12 @@ class CppOps:
             return self._apply(f"lt::{name}_f32({{0}})", x.dtype, x)
         return self._apply(_UNARY[name], x.dtype, x)
 
+    def exp_nonpos(self, x):
+        """exp of an argument known to be <= 0 or NaN (row_max.py): a cheaper exp, same bits."""
+        if compute_ctype(x.dtype) == "float":
+            return self._apply("lt::exp_nonpos_f32({0})", x.dtype, x)
+        return self._unary("exp", x)
+
     def _binary(self, name, a, b):
         if a.dtype == torch.bool and name in _BOOL_BINARY:
             return self._apply(_BOOL_BINARY[name], torch.bool, a, b)
@@ -297,6 +304,7 @@ class CppKernel:
         self.function = function or kernel.name
         self.args = signature or KernelSignature(checked=checked)
         self._reduced: dict[tuple, tuple[str, torch.dtype]] = {}  # reduction key -> its acc
+        self._reductions_done: list[Member] = []  # in the order they are printed
         self.body = KernelBody()
         self.ops = CppOps(self)
         self.printer = CppPrinter()
@@ -453,18 +461,39 @@ class CppKernel:
         reciprocal (eager's softmax)."""
         position = self.kernel.members.index(member)
         summer = next((i for i, (j, _) in self.facts.stores.items() if j == position), None)
+        loader = lambda ops: member.node.inner(ops, index)  # noqa: E731
         if not self.config.store or summer is None:
-            return member.node.inner(self.ops, index)
-        tree = exprtree.record(lambda ops: member.node.inner(ops, index))
+            return self._value(loader, inner_vars, member.inner_sizes)
+        tree = exprtree.record(loader)
         summand = reduction_tree(self.kernel.members[summer], self._outer_vars, inner_vars)
         stored = lambda: self.ops.load(member.buffer, store_index(member, index))  # noqa: E731
         inner = set(inner_vars)
+        cheap_exp = self._cheap_exp(inner_vars, member.inner_sizes)
 
         def by_reciprocal(node, emit):
             if node.op == "truediv" and _row_invariant(node.args[1], inner):
                 return self.ops.mul(emit(node.args[0]), self.ops.reciprocal(emit(node.args[1])))
-            return None
+            return cheap_exp(node, emit)
         return exprtree.replay(tree, self.ops, {summand.key: stored}, by_reciprocal)
+
+    def _value(self, loader, inner_vars, sizes):
+        """loader(self.ops), except that an exp of `v - max(v)` over this row prints the
+        cheaper exp for arguments <= 0 (row_max.py)."""
+        maxima = self._row_maxima(inner_vars, sizes)
+        tree = exprtree.record(loader) if maxima else None
+        if tree is None:
+            return loader(self.ops)
+        return exprtree.replay(tree, self.ops, rewrite=nonpositive_exp(maxima, self.ops.exp_nonpos))
+
+    def _cheap_exp(self, inner_vars, sizes):
+        maxima = self._row_maxima(inner_vars, sizes)
+        return nonpositive_exp(maxima, self.ops.exp_nonpos) if maxima else lambda node, emit: None
+
+    def _row_maxima(self, inner_vars, sizes) -> dict[str, tuple]:
+        """The row maxima already in registers, reduced over extents `sizes` (row_max.py)."""
+        if not inner_vars or not self._reductions_done:
+            return {}
+        return row_max_summands(self._reductions_done, self._outer_vars, inner_vars, sizes)
 
     def _store_summand(self, position: int, value, rvars) -> list[str]:
         """In a sum's loop: its summand stored where the member that reuses it writes."""
@@ -542,8 +571,10 @@ class CppKernel:
         storing = self.config.store and position in self.facts.stores
         same = None if storing else self._reduction_key(member)
         if same in self._reduced:  # computed by an earlier member: reuse its accumulator
+            self._reductions_done.append(member)
             return self._finish_reduction(member, index, *self._reduced[same])
-        lines, value = self._capture(lambda: node.inner(self.ops, index, rvars))
+        lines, value = self._capture(lambda: self._value(
+            lambda ops: node.inner(ops, index, rvars), rvars, node.reduction_sizes))
         if storing:
             lines += self._store_summand(position, value, rvars)
         if rtype in ("argmax", "argmin"):
@@ -565,6 +596,7 @@ class CppKernel:
             _dtype_of_ctype(_acc_ctype(node.src_dtype, rtype), node)
         if same is not None:
             self._reduced[same] = (acc, acc_dtype)
+        self._reductions_done.append(member)
         return code + self._finish_reduction(member, index, acc, acc_dtype)
 
     def _flagged_extremum(self, acc, ctype, init, rtype, lines, value, rvars, sizes):

@@ -27,6 +27,9 @@ from cpp_targets import AVX2, NATIVE, Target, is_gcc, no_simd_reason, runnable_t
 
 HEADER = CPP_INCLUDE_DIR / "vecmath.h"
 FUNCS = ["exp", "expm1", "log", "log1p", "log2", "tanh", "sigmoid", "erf", "sin", "cos"]
+# functions for a restricted domain, checked against their general twin there
+NONPOS_DOMAIN_MAX = 64.0  # exp_nonpos_f32: x <= 64 (softmax's x - max(x) <= 0)
+LOOPS = FUNCS + ["exp_nonpos"]
 MAX_ULP = 2.0
 INF, NAN = math.inf, math.nan
 TINY = [1e-45, 1e-40, 1.1754942e-38, 1.1754944e-38, 1e-30, 1e-10]  # denormals and small normals
@@ -43,7 +46,7 @@ def _source() -> str:
         f'extern "C" void apply_{f}(const float* in, float* out, int64_t n) {{\n'
         f"#pragma omp simd\n"
         f"  for (int64_t i = 0; i < n; i++) out[i] = lt::{f}_f32(in[i]);  // loop:{f}\n"
-        f"}}" for f in FUNCS)
+        f"}}" for f in LOOPS)
     return f'#include "{HEADER}"\n{loops}\n'
 
 
@@ -235,6 +238,23 @@ def test_dense_sweep_within_2_ulp(lib, name):
     check_ulp(lib, name, SWEEPS[name]())
 
 
+def _bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def test_exp_nonpos_gives_exps_bits_on_its_domain(lib):
+    """softmax's exp: every x <= 64 (random bit patterns of either sign, the dense sweep of
+    [-104.5, 64] and the special values) gives exp_f32's bits, NaN payloads included."""
+    bits = random_bits(4_000_000, seed=99)
+    x = torch.cat([bits[~(bits > NONPOS_DOMAIN_MAX)],
+                   torch.linspace(-104.5, NONPOS_DOMAIN_MAX, 600_001),
+                   -float_sweep(1e-45, 1.0, 200_001),
+                   torch.tensor([NAN, -INF, 0.0, -0.0, -104.0, -103.97208404541016,
+                                 -103.97207641601562, -87.33654022216797, -87.33655548095703,
+                                 NONPOS_DOMAIN_MAX])])
+    assert _bitwise_equal(apply(lib, "exp_nonpos", x), apply(lib, "exp", x))
+
+
 def test_ulp_error_measure():
     """The checker itself: denormal ulps, zero, overflow, NaN."""
     ref = torch.tensor([1.0, 2.0**-149, 0.0, 2.0**-130, 3.5e38, NAN, 1.0], dtype=torch.float64)
@@ -255,6 +275,6 @@ def test_every_loop_vectorizes(build, target):
     lines = _source().splitlines()
     vectorized = {int(m.group(1)) for m in re.finditer(r"vecmath\.cpp:(\d+):\d+: optimized: loop vectorized",
                                                       report)}
-    for f in FUNCS:
+    for f in LOOPS:
         loop_line = next(i for i, text in enumerate(lines, 1) if text.endswith(f"// loop:{f}"))
         assert loop_line in vectorized, f"{f} did not vectorize for {isa}:\n{report}"

