@@ -40,7 +40,7 @@ def row_max_summands(members: Sequence[Member], outer_vars, inner_vars, sizes) -
 
 
 def _same_sizes(a, b) -> bool:
-    return len(a) == len(b) and all(sympy.simplify(sympy.sympify(x) - sympy.sympify(y)) == 0
+    return len(a) == len(b) and all(sympy.expand(sympy.sympify(x) - sympy.sympify(y)) == 0
                                     for x, y in zip(a, b))
 
 

@@ -100,3 +100,17 @@ def test_exp_of_a_possibly_positive_argument_keeps_exp(compile_source, name):
     x[:, 0] = 60.0  # row max 60, so x - max(x - 60) reaches 60
     source = compile_source(NOT_NONPOSITIVE[name], x, rtol=2e-6, atol=1e-5)
     assert "exp_nonpos_f32" not in source
+
+
+def test_symbolic_sizes_keep_exp_nonpos(tmp_path):
+    """After a second size, the graph is compiled with symbolic dims (automatic dynamic
+    shapes): the row max's extent and the reader's are then the same symbol."""
+    lazytriton.init("cpp", cache_dir=tmp_path)
+    for rows, cols in [(8, 100), (16, 120), (24, 72)]:
+        x = _rows_with_specials(rows, cols)
+        got = torch.softmax(x.to("lazy"), -1).cpu()
+        torch.testing.assert_close(got, torch.softmax(x, -1), rtol=1.3e-6, atol=1e-5,
+                                   equal_nan=True)
+    sources = [p.read_text() for p in (tmp_path / "graphs").glob("*/kernels.cpp")]
+    generic = [s for s in sources if "ks0" in s]  # a size passed in: the symbolic program
+    assert generic and all("exp_nonpos_f32" in s for s in sources)
