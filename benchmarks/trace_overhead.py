@@ -6,6 +6,8 @@ does nothing but hand back outputs it was given beforehand.
 
 Per model, both measurements run in this process on the same op stream: one training step
 (forward, loss, backward, optimizer step; zero_grad untimed) on a batch already on the device.
+Both run the optimizer implementation lazy parameters get by default (foreach: see
+lazytriton/optim_defaults.py).
 - floor: `FloorTensor`, a wrapper subclass on the lazy device whose __torch_dispatch__ returns,
   for the k-th op of the step, wrappers made from the output metadata that op had when the step
   was first run on meta tensors (or the argument an in-place op returns). What remains is what
@@ -115,15 +117,26 @@ def _record(func, args: tuple, kwargs: dict) -> tuple[Any, Callable]:
     return tree_map(wrap, result), plan_of(result)
 
 
+def _lazy_default_foreach(model: str, batch: int) -> bool:
+    """Whether torch.optim runs foreach for this model's lazy parameters (lazytriton makes
+    that the default: lazytriton/optim_defaults.py)."""
+    from torch.optim.optimizer import _default_to_fused_or_foreach
+    params = list(train.make_workload(model, batch, "lazy").model.parameters())
+    return _default_to_fused_or_foreach(params, differentiable=False)[1]
+
+
 def _to_floor(t: torch.Tensor) -> torch.Tensor:
     return FloorTensor(t.to("meta"))
 
 
 def floor_workload(model: str, batch: int) -> train.Workload:
+    """The model on FloorTensors, its optimizer running the implementation (foreach or a loop
+    per parameter) that lazy parameters get by default, so both trace the same ops."""
     w = train.make_workload(model, batch, "cpu")
     _script.start_step(recording=True)
     w.model._apply(_to_floor)
-    w.optimizer = type(w.optimizer)(w.model.parameters(), **w.optimizer.defaults)
+    defaults = {**w.optimizer.defaults, "foreach": _lazy_default_foreach(model, batch)}
+    w.optimizer = type(w.optimizer)(w.model.parameters(), **defaults)
     w.x, w.y = _to_floor(w.x), _to_floor(w.y)
     return w
 

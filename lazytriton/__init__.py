@@ -20,6 +20,7 @@ from ._version import __version__
 from .device import register_lazy_kernels
 from .device_data import LazyExecutionError
 from .modules import keep_shared_tensors_on_conversion
+from .optim_defaults import default_to_foreach
 from .runtime import cpp_backend as _cpp_backend  # noqa: F401  (registers "cpp")
 from .runtime import reference as _reference  # noqa: F401  (registers the "aten" backend)
 from .runtime import triton_backend as _triton_backend  # noqa: F401  (registers "triton")
@@ -53,6 +54,7 @@ def init(backend: str | None = None, cache_dir: str | os.PathLike | None = None,
     _autotune.set_mode(autotune_mode)  # a new session: its graphs compile in this mode
     register_lazy_kernels()  # at init, not import: importing must not take the device over
     keep_shared_tensors_on_conversion()
+    default_to_foreach()  # optimizers over lazy parameters: one traced op per step
 
 
 def backend_name() -> str:

@@ -23,7 +23,8 @@ def compile_source(tmp_path):
         lazytriton.init("cpp", cache_dir=cache_dir)
         got = fn(*[t.to("lazy") for t in inputs])
         torch.testing.assert_close(got.cpu(), fn(*inputs), rtol=rtol, atol=atol, equal_nan=True)
-        return "\n".join(p.read_text() for p in sorted((cache_dir / "graphs").glob("*/kernels.cpp")))
+        sources = sorted((cache_dir / "graphs").glob("*/kernels.cpp"))
+        return "\n".join(p.read_text() for p in sources)
     return run
 
 
