@@ -86,7 +86,7 @@ class _ReadRecorder:
         self.reads.append((buf, index))
         return None
 
-    def indirect(self, var, size):
+    def indirect(self, var, size, negative_wraps=True):
         self._indirect += 1
         return sympy.Symbol(f"indirect{self._indirect}", integer=True, nonnegative=True)
 
@@ -223,8 +223,48 @@ def schedule(steps: list, outputs: list, extern_reads: set[int],
             segment.append(_start_kernel(step, next(names)))
             result.append(segment[-1])
     result = _drop_unread(result, outputs, extern_reads)
+    for kernel in result:
+        if isinstance(kernel, Kernel) and len(kernel.members) > 2:
+            kernel.members = _clustered(kernel.members)
     _keep_local_reductions(result, outputs, extern_reads)
     return Schedule(result, outputs)
+
+
+def _clustered(members: list[Member]) -> list[Member]:
+    """The members, with pointwise ones over the same inner sizes moved next to each other
+    where no dependence stands in between, so that they can share one loop (codegen's
+    shared_loop_groups joins consecutive ones only). A foreach optimizer traces each arithmetic
+    step for every parameter in turn, so one parameter's updates arrive interleaved with the
+    others': left in that order, each would be its own pass over the parameter. A member moves
+    ahead of the ones it skips only if it reads none of their results (each member writes a
+    buffer of its own; donation is decided on the order made here)."""
+    reads = [{id(getattr(b, "base", b)) for b, _ in _all_reads(m.buffer)} for m in members]
+    remaining = list(range(len(members)))
+    order: list[int] = []
+    while remaining:
+        first = remaining.pop(0)
+        order.append(first)
+        if not _loop_member(members[first]):
+            continue
+        skipped: set[int] = set()
+        for j in list(remaining):
+            m = members[j]
+            if _loop_member(m) and _same_extents(m.inner_sizes, members[first].inner_sizes) \
+                    and not reads[j] & skipped:
+                order.append(j)
+                remaining.remove(j)
+            else:
+                skipped.add(id(m.buffer))
+    return [members[i] for i in order]
+
+
+def _loop_member(m: Member) -> bool:
+    return not m.is_reduction and not isinstance(m.node, Scatter) and bool(m.inner_sizes)
+
+
+def _same_extents(a, b) -> bool:
+    return len(a) == len(b) and all(sympy.expand(sympy.sympify(x) - sympy.sympify(y)) == 0
+                                    for x, y in zip(a, b))
 
 
 # how many earlier kernels of the same outer size a computation may try to join

@@ -91,15 +91,17 @@ def test_symbolic_batch_merges_too(tmp_path):
         torch.testing.assert_close(out, torch.sigmoid(x) * 3)
 
 
-def test_optimizer_members_share_one_loop(tmp_path):
+@pytest.mark.parametrize("foreach", [None, False], ids=["default-foreach", "per-parameter"])
+def test_optimizer_members_share_one_loop(tmp_path, foreach):
     """Adadelta's updates of one weight (its two states and the weight): one loop, three
-    stores, in the steady-state step."""
+    stores, in the steady-state step; also with foreach (lazy parameters' default), which
+    traces the two parameters' updates interleaved (scheduler._clustered)."""
     w0, b0 = torch.randn(64, 300), torch.randn(64)
 
     def train(device, steps=3):
         w = w0.clone().to(device).requires_grad_()
         b = b0.clone().to(device).requires_grad_()
-        opt = torch.optim.Adadelta([w, b], lr=1.0)
+        opt = torch.optim.Adadelta([w, b], lr=1.0, foreach=foreach)
         for _ in range(steps):
             opt.zero_grad()
             ((w * w).sum() + (b.sin()).sum()).backward()

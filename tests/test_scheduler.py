@@ -70,3 +70,31 @@ def test_a_scatter_is_one_kernel_with_its_base_and_source_inlined():
     scatter_kernels = [k for k in _kernels(steps)
                        if any(isinstance(m.node, Scatter) for m in k.members)]
     assert len(scatter_kernels) == 1 and len(scatter_kernels[0].members) == 1
+
+
+
+def _member_sizes(kernel: Kernel) -> list[tuple]:
+    return [tuple(int(s) for s in m.node.sizes) for m in kernel.members]
+
+
+def test_foreach_updates_of_one_parameter_sit_together():
+    """A foreach step traces parameter after parameter: w's and b's updates arrive
+    interleaved, and w's are moved next to each other so that they can share one loop."""
+    def step(w, b):
+        w1, b1 = torch._foreach_mul([w, b], 0.9)
+        w2, b2 = torch._foreach_add([w1, b1], [w, b])
+        return w1, b1, w2, b2
+    kernels = _kernels(_schedule(step, torch.randn(64, 300), torch.randn(64)))
+    (kernel,) = [k for k in kernels if len(k.members) == 4]
+    assert _member_sizes(kernel) == [(64, 300), (64, 300), (64,), (64,)]
+
+
+def test_a_member_never_moves_ahead_of_what_it_reads():
+    def step(w, b):
+        a = w * 2
+        c = b * 3 + 1
+        d = a + c[:, :1] * 3  # over w's sizes, reading c: it must stay after c
+        return a, c, d
+    kernels = _kernels(_schedule(step, torch.randn(64, 300), torch.randn(64, 10)))
+    (kernel,) = [k for k in kernels if len(k.members) == 3]
+    assert _member_sizes(kernel) == [(64, 300), (64, 10), (64, 300)]
