@@ -54,9 +54,11 @@ class OpsHandler(Protocol):
     def masked(self, cond, body: Callable[[], Any], other) -> Any:
         """body() where cond holds (its loads may be out of bounds elsewhere), else other."""
 
-    def indirect(self, var, size) -> Any:
-        """An index read from memory, as a symbol usable in index expressions: negative wraps
-        as in eager, out of [0, size) sets the error flag."""
+    def indirect(self, var, size, negative_wraps: bool = True) -> Any:
+        """An index read from memory, as a symbol usable in index expressions: a negative one
+        counts from the end where the op's eager kernel does so (x[idx], index_put, take) and
+        is out of range where it does not (embedding, index_select, gather, scatter); out of
+        [0, size) sets the error flag."""
 
     def rand(self, seed, offset) -> Any:
         """Uniform [0, 1) float32, a pure function of (seed, flat offset)."""

@@ -237,14 +237,13 @@ class CppOps:
         self.k.body.emit(f"if ({cond}) {{\n{lines}\n    {var} = {value};\n}}")
         return var
 
-    def indirect(self, var, size):
-        """An index read from memory: negative wraps as in eager; out of range sets err."""
+    def indirect(self, var, size, negative_wraps: bool = True):
+        """An index read from memory (common.py); out of range sets err."""
         self.k.args.uses_err = True
         idx = self.k.body.new_var(torch.int64)
         bound = self.k.index(size)
-        self.k.body.emit(f"int64_t {idx} = static_cast<int64_t>({var});")
-        self.k.body.emit(f"if ({idx} < 0) {idx} += {bound};")
-        self.k.body.emit(f"if ({idx} < 0 || {idx} >= {bound}) {{ *err = 1; {idx} = 0; }}")
+        check = "wrap_index" if negative_wraps else "checked_index"
+        self.k.body.emit(f"int64_t {idx} = lt::{check}({var}, {bound}, err);")
         return sympy.Symbol(idx.name, integer=True, nonnegative=True)
 
     def rand(self, seed, offset):
@@ -549,7 +548,7 @@ class CppKernel:
         loop variable go before the loops (layer norm's 1/sqrt(var + eps): a call the compiler
         may not move, which also keeps the loop from vectorizing)."""
         surely_runs = all(sympy.sympify(size).is_Integer and int(size) > 0 for size in sizes)
-        lines, body = hoisted(body, vars_, loads=surely_runs) if hoist else ([], body)
+        lines, body = hoisted(body, vars_, surely_runs=surely_runs) if hoist else ([], body)
         n = len(vars_)
         parallel = parallel and self.parallel_if is not None  # small work: serial loops
         if parallel:

@@ -13,12 +13,15 @@ _LOAD = re.compile(r"\b(\w+)\[")
 _STORE = re.compile(r"\b(\w+)\[[^\]]*\]\s*=(?!=)")
 
 
-def hoisted(body: list[str], loop_vars, loads: bool = False) -> tuple[list[str], list[str]]:
+def hoisted(body: list[str], loop_vars, surely_runs: bool = False
+            ) -> tuple[list[str], list[str]]:
     """(declarations that can run once before the loops, the rest of the body). A declaration
     stays if it names a loop variable, a variable assigned in the loop or declared by a line
-    that stays, touches the error flag or a bounds check (a loop may run zero times), or reads
-    memory -- unless `loads` (the loops surely run) and the loop stores nothing to that buffer
-    (a cross-entropy gradient's per-row target and log-sum, which kept its loop scalar)."""
+    that stays, or runs a bounds check; and, unless the loops surely run (a loop that runs zero
+    times must neither read nor flag anything), if it reads memory the loop stores to or
+    touches the error flag. So a cross-entropy gradient's per-row target and log-sum, and an
+    embedding row's index (lt::wrap_index, which flags an index out of range), move out of
+    the loops they kept scalar."""
     varying = {str(v) for v in loop_vars}
     stored = set()
     for line in body:
@@ -29,8 +32,8 @@ def hoisted(body: list[str], loop_vars, loads: bool = False) -> tuple[list[str],
     for line in body:
         found = _DECLARATION.match(line)
         reads = set(_LOAD.findall(line))
-        if found and "err" not in line and "lt::checked" not in line and \
-                (not reads or (loads and not reads & stored)) and \
+        may_move = surely_runs or ("err" not in line and not reads)
+        if found and may_move and "lt::checked" not in line and not reads & stored and \
                 not (set(_NAME.findall(found.group(2))) & varying) and found.group(1) not in varying:
             before.append(line)
         else:

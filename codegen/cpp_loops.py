@@ -47,7 +47,7 @@ class _IndexRecorder:
     def masked(self, cond, body, other):
         raise _NotAffine("masked")
 
-    def indirect(self, var, size):
+    def indirect(self, var, size, negative_wraps=True):
         raise _NotAffine("indirect")
 
     def __getattr__(self, name):

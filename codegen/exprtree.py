@@ -61,7 +61,7 @@ class TreeOps:
     def masked(self, cond, body, other):
         raise Unsupported("masked")
 
-    def indirect(self, var, size):
+    def indirect(self, var, size, negative_wraps=True):
         raise Unsupported("indirect")
 
     def rand(self, seed, offset):

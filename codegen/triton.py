@@ -228,12 +228,13 @@ class TritonKernel:
         self.body.block.cache[f"stored {buf.name} {text}"] = value
         self.written.add(buf.name)
 
-    def indirect(self, var: TritonVar, size) -> sympy.Symbol:
-        """An index loaded from memory: negative wraps, out of range flags error 1, reads 0."""
+    def indirect(self, var: TritonVar, size, negative_wraps: bool = True) -> sympy.Symbol:
+        """An index loaded from memory (common.py): out of range flags error 1, reads 0."""
         bound, _ = self.index(size)
         i = var if var.dtype == torch.int64 else self.cse(f"{var}.to(tl.int64)", torch.int64,
                                                           var.dims, var.block)
-        wrapped = self.cse(f"tl.where({i} < 0, {i} + {bound}, {i})", torch.int64, i.dims, i.block)
+        wrapped = self.cse(f"tl.where({i} < 0, {i} + {bound}, {i})", torch.int64, i.dims,
+                           i.block) if negative_wraps else i
         bad = self.cse(f"(({wrapped} < 0) | ({wrapped} >= {bound}))", torch.bool, i.dims,
                        i.block)
         self.flag_error(bad, 1)

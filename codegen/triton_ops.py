@@ -237,8 +237,8 @@ class TritonOps:
         value = self.k.under_mask(cond, body)
         return self.where(cond, value, self.to_dtype(other, value.dtype))
 
-    def indirect(self, var, size):
-        return self.k.indirect(var, size)
+    def indirect(self, var, size, negative_wraps: bool = True):
+        return self.k.indirect(var, size, negative_wraps)
 
     def rand(self, seed, offset):
         return self._random("uniform", seed, offset)

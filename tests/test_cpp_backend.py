@@ -100,6 +100,37 @@ def test_transcendental_chain_and_softmax_loops_vectorize(chain_and_softmax_grap
         assert vectorized >= 1 and not branchy, ((folder / "ir.txt").read_text(), branchy)
 
 
+def _embedding_layer_norm(idx, table, pos):
+    return F.layer_norm(F.embedding(idx, table) + pos, (32,))
+
+
+@pytest.mark.parametrize("target", [NATIVE, AVX2], ids=lambda t: t.name)
+def test_embedding_rows_are_read_by_vector_loops(cache_dir, target, tmp_path):
+    """A token's embedding row: its index (wrapped, checked) is computed once before the loop
+    over the row, which then vectorizes; inside, the check's branch kept it scalar."""
+    if not is_gcc():
+        pytest.skip("vectorizer report needs g++")
+    if simd_isa(target) is None:
+        pytest.skip(no_simd_reason(target))
+    idx, table, pos = torch.randint(-64, 64, (8, 16)), torch.randn(64, 32), torch.randn(16, 32)
+    got = _embedding_layer_norm(idx.to("lazy"), table.to("lazy"), pos.to("lazy")).cpu()
+    torch.testing.assert_close(got, _embedding_layer_norm(idx % 64, table, pos))
+    (folder,) = [k.parent for k in (cache_dir / "graphs").glob("*/kernels.cpp")
+                 if "embedding" in (k.parent / "ir.txt").read_text()]
+    source = (folder / "kernels.cpp").read_text()
+    assert re.search(r"wrap_index\(.*\n\s*#pragma omp simd", source), source
+    vectorized, branchy = _vectorized_loops(source, target, tmp_path)
+    assert vectorized >= 3 and not branchy, branchy
+
+
+def test_an_embedding_index_out_of_range_still_raises(cache_dir):
+    idx = torch.tensor([[1, 64]])
+    out = _embedding_layer_norm(idx.to("lazy"), torch.randn(64, 32).to("lazy"),
+                                torch.randn(2, 32).to("lazy"))
+    with pytest.raises(lazytriton.LazyExecutionError, match="index out of range"):
+        out.cpu()
+
+
 @pytest.fixture(scope="module")
 def masked_attention_source(tmp_path_factory) -> str:
     """kernels.cpp of causal attention's softmax over rows of 16: where(mask, -inf, s / scale)

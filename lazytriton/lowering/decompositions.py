@@ -7,6 +7,8 @@ The upsampling backwards scatter each output gradient to the input positions the
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch._decomp import decomposition_table
 from torch._decomp.decompositions import (_compute_scale, _compute_source_index,
@@ -52,11 +54,41 @@ def upsample_bilinear2d_backward(grad_output, output_size, input_size, align_cor
     return grad_input.to(grad_output.dtype)
 
 
-# ops torch._decomp lacks, decomposed as torch._decomp would
+_NEVER_IN_RANGE = -(2 ** 62)  # negative still after index_put adds the dim's size
+
+
+def refusing_negative_indices(decomposition: Callable) -> Callable:
+    """Eager's index_add and index_copy refuse a negative index; torch's decompositions of
+    them write through index_put, which counts one from the end. A negative index becomes one
+    that stays out of range there, so the kernel flags it (eager's IndexError, at run time)."""
+    def decompose(x, dim, index, *args, **kwargs):
+        index = torch.where(index < 0, torch.full_like(index, _NEVER_IN_RANGE), index)
+        return decomposition(x, dim, index, *args, **kwargs)
+    return decompose
+
+
+def wrapping_negative_indices(decomposition: Callable) -> Callable:
+    """Eager's index_fill counts a negative index from the end; torch's decomposition of it
+    writes through index_copy, which (above) refuses one."""
+    def decompose(x, dim, index, *args, **kwargs):
+        size = x.shape[dim] if x.ndim else 1
+        index = torch.where(index < 0, index + size, index)
+        return decomposition(x, dim, index, *args, **kwargs)
+    return decompose
+
+
+# ops torch._decomp lacks, decomposed as torch._decomp would, or differently where eager's
+# kernel checks more than the decomposition does
 _OWN = {
     aten.upsample_nearest2d_backward.default: upsample_nearest2d_backward,
     aten.upsample_bilinear2d_backward.default: upsample_bilinear2d_backward,
 }
+_OWN.update({op: refusing_negative_indices(decomposition_table[op])
+             for op in (aten.index_add.default, aten.index_copy.default)
+             if op in decomposition_table})
+_OWN.update({op: wrapping_negative_indices(decomposition_table[op])
+             for op in (aten.index_fill.int_Scalar, aten.index_fill.int_Tensor)
+             if op in decomposition_table})
 
 
 _DECOMPOSE = [
@@ -98,8 +130,7 @@ _DECOMPOSE = [
     aten.nll_loss2d_forward.default, aten.nll_loss2d_backward.default,
     aten.upsample_nearest2d.default, aten.upsample_bilinear2d.default, aten._safe_softmax.default,
     # indexed updates: index_put / scatter underneath, so kernels rather than aten calls
-    aten.index_add.default, aten.index_copy.default, aten.index_fill.int_Scalar,
-    aten.index_fill.int_Tensor,
+    # (index_add, index_copy and index_fill: _OWN)
 ]
 
 register_decompositions({op: decomposition_table[op] for op in _DECOMPOSE

@@ -31,7 +31,7 @@ def _embedding(lowering, node, weight, indices, padding_idx=-1, scale_grad_by_fr
     rows = weight.sizes[0]
 
     def inner(ops, index):
-        row = ops.indirect(iload(ops, index[:-1]), rows)
+        row = ops.indirect(iload(ops, index[:-1]), rows, negative_wraps=False)
         return wload(ops, [row, index[-1]])
     return Pointwise(weight.dtype, sizes, inner=inner)
 
@@ -47,7 +47,8 @@ def _index_select(lowering, node, self, dim, index):
 
     def inner(ops, idx):
         own = list(idx)
-        own[dim] = ops.indirect(iload(ops, [idx[dim]] if index.ndim else []), self.sizes[dim])
+        own[dim] = ops.indirect(iload(ops, [idx[dim]] if index.ndim else []), self.sizes[dim],
+                                negative_wraps=False)
         return load(ops, own)
     return Pointwise(self.dtype, sizes, inner=inner)
 
@@ -57,7 +58,8 @@ def _index_select_scalar(self, index):
     load, iload = self.loader(), index.loader()
 
     def inner(ops, idx):
-        ops.indirect(iload(ops, [sympy.Integer(0)] * index.ndim), sympy.Integer(1))
+        ops.indirect(iload(ops, [sympy.Integer(0)] * index.ndim), sympy.Integer(1),
+                     negative_wraps=False)
         return load(ops, [])
     return Pointwise(self.dtype, [], inner=inner)
 
@@ -69,7 +71,7 @@ def _gather(lowering, node, self, dim, index, sparse_grad=False):
 
     def inner(ops, idx):
         own = list(idx)
-        own[dim] = ops.indirect(iload(ops, idx), self.sizes[dim])
+        own[dim] = ops.indirect(iload(ops, idx), self.sizes[dim], negative_wraps=False)
         return load(ops, own)
     return Pointwise(self.dtype, list(index.sizes), inner=inner)
 
@@ -144,7 +146,7 @@ def scatter_along(node, self, dim: int, index, value, accumulate: bool) -> Scatt
 
     def target(ops, idx):
         own = list(idx)
-        own[dim] = ops.indirect(iload(ops, idx), self.sizes[dim])
+        own[dim] = ops.indirect(iload(ops, idx), self.sizes[dim], negative_wraps=False)
         return own
     return Scatter(dtype, list(self.sizes), base=operand_loader(self, self.sizes, dtype),
                    src_sizes=list(index.sizes), target=target,

@@ -62,7 +62,8 @@ def _scatter(lowering, node, **args):
     def inner(ops, idx):
         at = list(idx)
         at[dim] = sympy.Integer(0)
-        hit = ops.eq(iload(ops, at), ops.index_expr(idx[dim], torch.int64))
+        target = ops.indirect(iload(ops, at), self.sizes[dim], negative_wraps=False)  # checked
+        hit = ops.eq(ops.index_expr(target, torch.int64), ops.index_expr(idx[dim], torch.int64))
         return ops.where(hit, scalar_value(ops, value, dtype), ops.to_dtype(load(ops, idx), dtype))
     return Pointwise(dtype, list(self.sizes), inner=inner)
 
