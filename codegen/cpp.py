@@ -242,7 +242,7 @@ class CppOps:
         self.k.args.uses_err = True
         idx = self.k.body.new_var(torch.int64)
         bound = self.k.index(size)
-        check = "wrap_index" if negative_wraps else "checked_index"
+        check = "wrap_index" if negative_wraps else "strict_index"
         self.k.body.emit(f"int64_t {idx} = lt::{check}({var}, {bound}, err);")
         return sympy.Symbol(idx.name, integer=True, nonnegative=True)
 

@@ -200,12 +200,12 @@ static inline int64_t mod_floor(int64_t a, int64_t b) {
 
 // An index read from memory, as eager takes it: one outside [0, n) sets the kernel's error
 // flag (the wrapper raises eager's IndexError) and reads element 0 instead. wrap_index first
-// counts a negative one from the end (x[idx], index_put); checked_index does not (embedding,
+// counts a negative one from the end (x[idx], index_put); strict_index does not (embedding,
 // index_select, gather, scatter refuse it). One declaration each, so a gather whose index is
 // the same for a whole inner loop (an embedding row) computes it before that loop, which
 // then vectorizes.
 template <typename T>
-static inline int64_t checked_index(T value, int64_t n, int32_t* err) {
+static inline int64_t strict_index(T value, int64_t n, int32_t* err) {
   int64_t i = static_cast<int64_t>(value);
   if (i < 0 || i >= n) {
     *err = 1;
@@ -217,7 +217,7 @@ static inline int64_t checked_index(T value, int64_t n, int32_t* err) {
 template <typename T>
 static inline int64_t wrap_index(T value, int64_t n, int32_t* err) {
   int64_t i = static_cast<int64_t>(value);
-  return checked_index(i < 0 ? i + n : i, n, err);
+  return strict_index(i < 0 ? i + n : i, n, err);
 }
 
 // Bounds-checked mode (LAZYTRITON_CHECK=bounds): an access outside [0, extent) is not made;
