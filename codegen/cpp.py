@@ -228,7 +228,7 @@ class CppKernel:
     def _pointwise_value(self, member: Member, index, inner_vars):
         """The member's value; with config.store, a summand an earlier sum stored in this
         member's output is read back, and a division by a row's value is a product with its
-        reciprocal (eager's softmax)."""
+        reciprocal (eager's softmax). Either way `exp(v - max(v))` prints the cheaper exp."""
         position = self.kernel.members.index(member)
         summer = next((i for i, (j, _) in self.facts.stores.items() if j == position), None)
         loader = lambda ops: member.node.inner(ops, index)  # noqa: E731
@@ -243,27 +243,25 @@ class CppKernel:
         def by_reciprocal(node, emit):
             if node.op == "truediv" and _row_invariant(node.args[1], inner):
                 return self.ops.mul(emit(node.args[0]), self.ops.reciprocal(emit(node.args[1])))
-            return cheap_exp(node, emit)
+            return cheap_exp(node, emit) if cheap_exp else None
         return exprtree.replay(tree, self.ops, {summand.key: stored}, by_reciprocal)
 
     def _value(self, loader, inner_vars, sizes):
         """loader(self.ops), except that an exp of `v - max(v)` over this row prints the
         cheaper exp for arguments <= 0 (row_max.py)."""
-        maxima = self._row_maxima(inner_vars, sizes)
-        tree = exprtree.record(loader) if maxima else None
+        cheap_exp = self._cheap_exp(inner_vars, sizes)
+        tree = exprtree.record(loader) if cheap_exp else None
         if tree is None:
             return loader(self.ops)
-        return exprtree.replay(tree, self.ops, rewrite=nonpositive_exp(maxima, self.ops.exp_nonpos))
+        return exprtree.replay(tree, self.ops, rewrite=cheap_exp)
 
     def _cheap_exp(self, inner_vars, sizes):
-        maxima = self._row_maxima(inner_vars, sizes)
-        return nonpositive_exp(maxima, self.ops.exp_nonpos) if maxima else lambda node, emit: None
-
-    def _row_maxima(self, inner_vars, sizes) -> dict[str, tuple]:
-        """The row maxima already in registers, reduced over extents `sizes` (row_max.py)."""
+        """The replay rewrite printing `exp(v - max(v))` by exp_nonpos, for the row maxima this
+        kernel computed before, reduced over extents `sizes`; None where there are none."""
         if not inner_vars or not self._reductions_done:
-            return {}
-        return row_max_summands(self._reductions_done, self._outer_vars, inner_vars, sizes)
+            return None
+        maxima = row_max_summands(self._reductions_done, self._outer_vars, inner_vars, sizes)
+        return nonpositive_exp(maxima, self.ops.exp_nonpos) if maxima else None
 
     def _store_summand(self, position: int, value, rvars) -> list[str]:
         """In a sum's loop: its summand stored where the member that reuses it writes."""
