@@ -19,7 +19,7 @@ import sympy
 
 from lazytriton.loopir import Scatter
 from lazytriton.scheduler import Kernel, Member, member_index, store_index
-from lazytriton.sizevars import product
+from lazytriton.sizevars import product, same_sizes
 
 
 class _NotAffine(Exception):
@@ -102,16 +102,12 @@ def shared_loop_groups(members: list[Member], outer_vars, prefix_of) -> list[lis
     for m in members:
         last = groups[-1] if groups else None
         if last and _pointwise(m) and all(_pointwise(g) for g in last) and m.inner_sizes and \
-                _same_sizes(m.inner_sizes, last[0].inner_sizes) and \
+                same_sizes(m.inner_sizes, last[0].inner_sizes) and \
                 _safe_together(last + [m], outer_vars, prefix_of(last[0])):
             last.append(m)
         else:
             groups.append([m])
     return groups
-
-
-def _same_sizes(a, b) -> bool:
-    return len(a) == len(b) and all(sympy.expand(sympy.sympify(x) - y) == 0 for x, y in zip(a, b))
 
 
 def _safe_together(group: list[Member], outer_vars, prefix: str) -> bool:
@@ -151,7 +147,7 @@ def flat_loop(kernel: Kernel, outer_vars, prefix: str) -> FlatLoop | None:
     if not members or not all(_pointwise(m) for m in members):
         return None
     inner = members[0].inner_sizes
-    if not all(_same_sizes(m.inner_sizes, inner) for m in members):
+    if not all(same_sizes(m.inner_sizes, inner) for m in members):
         return None
     inner_vars = member_index(members[0], outer_vars, prefix)[1]
     dims = [(v, s) for v, s in zip(list(outer_vars) + inner_vars, list(kernel.outer) + inner)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import sympy
 import torch
 
 from lazytriton.scheduler import Member
+from lazytriton.sizevars import same_sizes
 
 from .cpp_variants import reduction_tree
 from .exprtree import Node
@@ -31,17 +31,12 @@ def row_max_summands(members: Sequence[Member], outer_vars, inner_vars, sizes) -
         node = member.node
         if not (member.is_reduction and node.reduction_type == "max"
                 and node.src_dtype.is_floating_point and node.dtype == node.src_dtype
-                and _same_sizes(node.reduction_sizes, sizes)):
+                and same_sizes(node.reduction_sizes, sizes)):
             continue
         tree = reduction_tree(member, outer_vars, list(inner_vars))
         if tree is not None:
             found[member.buffer.name] = tree.key
     return found
-
-
-def _same_sizes(a, b) -> bool:
-    return len(a) == len(b) and all(sympy.expand(sympy.sympify(x) - sympy.sympify(y)) == 0
-                                    for x, y in zip(a, b))
 
 
 def is_minus_row_max(node: Node, maxima: dict[str, tuple]) -> bool:

@@ -17,7 +17,7 @@ import sympy
 
 from .loopir import (Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction, Scatter,
                      StridedView, collecting_origins)
-from .sizevars import flat_index, index_symbol, simplify_index
+from .sizevars import flat_index, index_symbol, same_sizes, simplify_index
 
 
 @dataclass(eq=False)
@@ -249,7 +249,7 @@ def _clustered(members: list[Member]) -> list[Member]:
         skipped: set[int] = set()
         for j in list(remaining):
             m = members[j]
-            if _loop_member(m) and _same_extents(m.inner_sizes, members[first].inner_sizes) \
+            if _loop_member(m) and same_sizes(m.inner_sizes, members[first].inner_sizes) \
                     and not reads[j] & skipped:
                 order.append(j)
                 remaining.remove(j)
@@ -260,11 +260,6 @@ def _clustered(members: list[Member]) -> list[Member]:
 
 def _loop_member(m: Member) -> bool:
     return not m.is_reduction and not isinstance(m.node, Scatter) and bool(m.inner_sizes)
-
-
-def _same_extents(a, b) -> bool:
-    return len(a) == len(b) and all(sympy.expand(sympy.sympify(x) - sympy.sympify(y)) == 0
-                                    for x, y in zip(a, b))
 
 
 # how many earlier kernels of the same outer size a computation may try to join

@@ -112,6 +112,12 @@ def contiguous_strides(sizes: Sequence) -> list:
     return strides[::-1]
 
 
+def same_sizes(a: Sequence, b: Sequence) -> bool:
+    """Whether two lists of sizes (ints or sympy expressions) are equal, dim by dim."""
+    return len(a) == len(b) and all(sympy.expand(sympy.sympify(x) - sympy.sympify(y)) == 0
+                                    for x, y in zip(a, b))
+
+
 def flatten(items) -> list:
     """Nested lists/tuples as one flat list."""
     if not isinstance(items, (list, tuple)):
