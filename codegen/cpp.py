@@ -3,13 +3,17 @@ translation unit. Parameter and size names are canonical per kernel (p0, ks0, a0
 first use), so the same fused loop nest prints the same source whatever the batch size."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sympy
 import torch
 
 from lazytriton import autotune
 from lazytriton.loopir import Buffer, Reduction, Scatter
-from lazytriton.scheduler import Kernel, Member, member_index, ranges_of, store_index
-from lazytriton.sizevars import contiguous_strides, flat_index, index_symbol, simplify_index
+from lazytriton.scheduler import (Kernel, Member, across_rindex, member_index, ranges_of,
+                                  store_index)
+from lazytriton.sizevars import (contiguous_strides, flat_index, index_symbol, product,
+                                 simplify_index)
 
 from . import exprtree
 from .common import CppPrinter, CSEVariable, KernelBody
@@ -75,6 +79,7 @@ class CppKernel:
         self.args = signature or KernelSignature(checked=checked)
         self._reduced: dict[tuple, tuple[str, torch.dtype]] = {}  # reduction key -> its acc
         self._reductions_done: list[Member] = []  # in the order they are printed
+        self._across: list[_Partials] = []  # the across members' partials (_across_member)
         self.body = KernelBody()
         self.ops = CppOps(self)
         self.printer = CppPrinter()
@@ -140,6 +145,8 @@ class CppKernel:
                      ) -> list[str]:
         if not outer_vars:
             return body_lines
+        if self._across:
+            return self._outer_loops_with_partials(outer_vars, sizes, body_lines)
         n = len(outer_vars)
         lines = self._parallel_for(n, simd=not has_inner)
         for k, (var, size) in enumerate(zip(outer_vars, sizes)):
@@ -148,6 +155,24 @@ class CppKernel:
         lines += ["  " * (n + 1) + line for line in body_lines]
         lines.append("  " * n + "}")
         return lines
+
+    def _outer_loops_with_partials(self, outer_vars, sizes, body_lines: list[str]) -> list[str]:
+        """The outer loops in a parallel region where each thread first finds its partials
+        of the across members; after the region, the partials are combined in thread order
+        (the same result every run) and stored."""
+        n = len(outer_vars)
+        loops = [f"for (int64_t {var} = 0; {var} < {self.index(size)}; {var}++)"
+                 for var, size in zip(outer_vars, sizes)]
+        loops = ["  " * k + line for k, line in enumerate(loops)] + ["  " * n + "{"] + \
+            ["  " * (n + 1) + line for line in body_lines] + ["  " * n + "}"]
+        region = [line for p in self._across for line in p.thread_lines]
+        if self.parallel_if is not None:
+            region.append("#pragma omp for schedule(static)" + (f" collapse({n})" if n > 1 else ""))
+        region += loops
+        opening = [] if self.parallel_if is None else ["#pragma omp parallel" + self.parallel_if]
+        return ([line for p in self._across for line in p.declarations] + opening + ["{"]
+                + ["  " + line for line in region] + ["}"]
+                + [line for p in self._across for line in p.combined])
 
     def _signature(self) -> str:
         params = [_declare(p) for p in self.args.params()]
@@ -189,6 +214,8 @@ class CppKernel:
         return self._loops(inner_vars, sizes, body, simd=True, parallel=not self.kernel.outer)
 
     def _member(self, member: Member, outer_vars) -> list[str]:
+        if member.across:
+            return self._across_member(member, outer_vars)
         prefix = self._prefix(member)
         index, inner_vars = member_index(member, outer_vars, prefix)
         self._ranges.update(ranges_of(self.kernel, member, outer_vars, inner_vars))
@@ -367,6 +394,42 @@ class CppKernel:
         self._reductions_done.append(member)
         return code + self._finish_reduction(member, index, acc, acc_dtype)
 
+    def _across_member(self, member: Member, outer_vars) -> list[str]:
+        """A reduction over the kernel's outer loop (scheduler's across member): at each outer
+        position, its values over its inner loop combined into the running thread's partials,
+        one per output (_outer_loops_with_partials declares, combines and stores them)."""
+        node: Reduction = member.node
+        acc = f"acc{self.kernel.members.index(member)}"
+        index, inner_vars = member_index(member, outer_vars, self._prefix(member))
+        sizes = member.inner_sizes
+        self._ranges.update(ranges_of(self.kernel, member, outer_vars, inner_vars))
+        rtype = node.reduction_type
+        ctype = _acc_ctype(node.src_dtype, rtype)
+        init, combine = _REDUCE_INIT[rtype](node.src_dtype), _REDUCE_COMBINE[rtype]
+        extent = self.index(product(sizes))
+        slot = self.index(flat_index(index, contiguous_strides(sizes)))
+        lines, value = self._capture(
+            lambda: node.inner(self.ops, index, across_rindex(member, outer_vars)))
+        mine = f"{acc}_mine[{slot}]"
+        accumulate = f"{mine} = {combine.format(acc=mine, v=value)};"
+        step = self._loops(inner_vars, sizes, lines + [accumulate], simd=True, parallel=False)
+        threads = "1" if self.parallel_if is None else "omp_get_max_threads()"
+        declarations = [f"const int64_t {acc}_n = {threads};",
+                        f"std::vector<{ctype}> {acc}_parts({acc}_n * {extent}, {init});"]
+        thread_lines = [f"{ctype}* __restrict__ {acc}_mine = {acc}_parts.data() + "
+                        f"static_cast<int64_t>(omp_get_thread_num()) * {extent};"]
+        total = f"{acc}_parts[e]"
+        fold = [f"for (int64_t t = 1; t < {acc}_n; t++)", "{", "  " + self._simd(),
+                f"  for (int64_t e = 0; e < {extent}; e++) "
+                f"{total} = {combine.format(acc=total, v=f'{acc}_parts[t * {extent} + e]')};",
+                "}"]
+        result = CSEVariable(f"{acc}_parts[{slot}]", _dtype_of_ctype(ctype, node))
+        store_lines, store = self._capture(lambda: self._store(member, index, result))
+        stores = self._loops(inner_vars, sizes, store_lines + [store], simd=True, parallel=False,
+                             hoist=False)
+        self._across.append(_Partials(declarations, thread_lines, fold + stores))
+        return step
+
     def _flagged_extremum(self, acc, ctype, init, rtype, lines, value, rvars, sizes):
         """A row max/min with its NaN tracked beside it: the loop carries a plain max (one
         instruction on the loop's dependency chain) and an OR of "is NaN" off that chain. The
@@ -491,6 +554,15 @@ class CppKernel:
             [f"int64_t {acc} = {acc}_i < 0 ? 0 : {acc}_i;"]
 
 
+@dataclass
+class _Partials:
+    """An across member's per-thread partials: declared before the kernel's parallel region,
+    found by each thread in it, combined and stored after it."""
+    declarations: list[str]
+    thread_lines: list[str]
+    combined: list[str]
+
+
 def _row_invariant(node, inner_vars: set) -> bool:
     """Whether a tree's value is the same for every element of a row (no inner loop var)."""
     for n in exprtree.walk(node):
@@ -569,6 +641,7 @@ class CppCodegen:
     """The C++ backend's kernel code generator: one translation unit per graph."""
     source_file = "kernels.cpp"
     parallel_inner = True  # `omp parallel for` over the inner loop when there is no outer one
+    outer_reductions = True  # across members: per-thread partials over the outer loop
     # kernels between externs run from one C function (cpp_frame.py), except a kernel in
     # several variants: launched from Python between segments, so the autotuner can time and
     # choose them (autotune.TunedKernel)

@@ -103,7 +103,7 @@ def _stores(kernel: Kernel, outer_vars) -> dict[int, tuple[int, tuple]]:
     found: dict[int, tuple[int, tuple]] = {}
     readers_taken: set[int] = set()
     for i, r in enumerate(kernel.members):
-        if not r.is_reduction or r.node.reduction_type != "sum":
+        if not r.is_reduction or r.across or r.node.reduction_type != "sum":
             continue
         inner = [index_symbol("q", k) for k in range(len(r.node.reduction_sizes))]
         summand = reduction_tree(r, outer_vars, inner)
@@ -130,7 +130,7 @@ def _column(kernel: Kernel, outer_vars) -> bool:
     last outer dim and not along a reduced one, or do not depend on the last outer dim: column
     sums, like a layer norm's weight and bias gradients (which read a row's mean and rstd)."""
     members = kernel.members
-    if not outer_vars or not all(m.is_reduction and not m.local and
+    if not outer_vars or not all(m.is_reduction and not m.local and not m.across and
                                  m.node.reduction_type in _COLUMN_REDUCTIONS for m in members):
         return False
     sizes = [str(s) for s in members[0].node.reduction_sizes]

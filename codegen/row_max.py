@@ -29,7 +29,7 @@ def row_max_summands(members: Sequence[Member], outer_vars, inner_vars, sizes) -
     found = {}
     for member in members:
         node = member.node
-        if not (member.is_reduction and node.reduction_type == "max"
+        if not (member.is_reduction and not member.across and node.reduction_type == "max"
                 and node.src_dtype.is_floating_point and node.dtype == node.src_dtype
                 and same_sizes(node.reduction_sizes, sizes)):
             continue

@@ -640,6 +640,7 @@ def module_source(name: str, origins: list[str], functions: list[str]) -> str:
 class TritonCodegen:
     """The Triton backend's code generator: a module per kernel, named by what it computes."""
     parallel_inner = False  # without an outer range a kernel is one program
+    outer_reductions = False  # a column sum is a kernel of its own (programs share no partials)
     kernel_dtypes = frozenset(TL_TYPE)  # ops on others (complex) stay aten calls
 
     matmul_templates = True  # mm + epilogue as one kernel (lazytriton/template_fusion.py)

@@ -48,7 +48,9 @@ def loop_nests(graph) -> str:
     lowering = Lowering(graph, kernel_dtypes=CTYPE)
     outputs = lowering.outputs()
     lines = []
-    for step in schedule(lowering.steps, outputs, lowering_extern_reads(lowering)).steps:
+    sched = schedule(lowering.steps, outputs, lowering_extern_reads(lowering),
+                     outer_reductions=True)  # as the C++ backend schedules
+    for step in sched.steps:
         if not isinstance(step, Kernel):
             lines.append(f"extern {getattr(step.op, '__name__', step.op)}")
             continue
@@ -64,7 +66,8 @@ def _member_kind(m) -> str:
     from .loopir import Scatter
     node = m.node
     if m.is_reduction:
-        return f"reduce {node.reduction_type} over {[str(s) for s in node.reduction_sizes]}"
+        over = " (the outer loop: per-thread partials)" if m.across else ""
+        return f"reduce {node.reduction_type} over {[str(s) for s in node.reduction_sizes]}{over}"
     if isinstance(node, Scatter):
         ordered = [str(s) for s, o in zip(node.src_sizes, node.ordered) if o]
         return (f"copy, then {'accumulate' if node.accumulate else 'write'} over "

@@ -19,7 +19,8 @@ import sympy
 
 from .loopir import Buffer, ComputedBuffer, InputBuffer, Reduction, Scatter, StridedView
 from .scheduler import (Kernel, Member, Schedule, _outer_vars, _ReadRecorder, extern_reads,
-                        kernel_reads, member_index, ranges_of, reads_of, store_index)
+                        kernel_reads, member_index, member_reads, ranges_of, reads_of,
+                        store_index)
 from .sizevars import simplify_index
 
 
@@ -70,7 +71,7 @@ def _reads_before_write(sched: Schedule, source: Buffer, out: Buffer) -> bool:
 
 def _in_kernel_reads_safe(kernel: Kernel, source: Buffer, out: Buffer) -> bool:
     writer = next(m for m in kernel.members if m.buffer is out)
-    if writer.local:
+    if writer.local or writer.across:  # an across member stores after the kernel's loop
         return False
     outer_vars = _outer_vars(len(kernel.outer))
     w_index, w_inner = member_index(writer, outer_vars, "i")
@@ -87,8 +88,8 @@ def _in_kernel_reads_safe(kernel: Kernel, source: Buffer, out: Buffer) -> bool:
             after = True
             if not _writer_reads_safe(writer, source, reads, written, ranges):
                 return False
-        elif reads and kernel.outer and not _reads_own_rows(kernel, member, writer, reads,
-                                                             written, outer_vars):
+        elif reads and (member.across or kernel.outer and not _reads_own_rows(
+                kernel, member, writer, reads, written, outer_vars)):
             return False
     return True
 
@@ -104,9 +105,7 @@ def _writer_reads_safe(writer: Member, source: Buffer, reads: list, written, ran
 
 def _member_reads(kernel: Kernel, member: Member, outer_vars) -> list:
     """(buffer, (inner vars, index)) for each load of the member."""
-    index, inner = member_index(member, outer_vars, "r" if member.is_reduction else "i")
-    reads = reads_of(member.node, index, inner) if member.is_reduction else \
-        reads_of(member.node, index)
+    reads, inner = member_reads(member, outer_vars, "r" if member.is_reduction else "i")
     return [(buf, (inner, idx)) for buf, idx in reads]
 
 

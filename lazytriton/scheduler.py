@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import sympy
+import torch
 
 from .loopir import (Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction, Scatter,
                      StridedView, collecting_origins)
-from .sizevars import flat_index, index_symbol, same_sizes, simplify_index
+from .sizevars import flat_index, index_symbol, product, same_sizes, simplify_index
 
 
 @dataclass(eq=False)
@@ -25,6 +26,9 @@ class Member:
     buffer: ComputedBuffer
     outer_dims: int  # the first `outer_dims` dims of the node's sizes are the kernel's outer
     local: bool = False  # a reduction kept in a register
+    # a reduction over the kernel's outer loop (a column sum in a kernel over rows): its kept
+    # dims are its inner loop, each thread accumulates partials there, combined after the loop
+    across: bool = False
 
     @property
     def node(self) -> Pointwise | Reduction:
@@ -49,6 +53,8 @@ class Member:
     @property
     def inner_sizes(self) -> list:
         node = self.node
+        if self.across:
+            return list(node.sizes)
         if isinstance(node, Reduction):
             return list(node.reduction_sizes)
         return list(node.sizes[self.outer_dims:])
@@ -124,6 +130,9 @@ def member_index(member: Member, outer_vars: list, inner_prefix: str):
     inner vars; dims of size 1 are 0."""
     node = member.node
     sizes = node.sizes
+    if member.across:  # its kept dims are its inner loop; across_rindex gives its reduced ones
+        inner_vars = [index_symbol(inner_prefix, k) for k in range(len(sizes))]
+        return [sympy.Integer(0) if s == 1 else v for s, v in zip(sizes, inner_vars)], inner_vars
     outer_iter = iter(outer_vars)
     index = []
     for d, s in enumerate(sizes[:member.outer_dims] if not member.is_reduction else sizes):
@@ -133,6 +142,23 @@ def member_index(member: Member, outer_vars: list, inner_prefix: str):
         return index, inner_vars
     index += [sympy.Integer(0) if s == 1 else v for s, v in zip(member.inner_sizes, inner_vars)]
     return index, inner_vars
+
+
+def across_rindex(member: Member, outer_vars) -> list:
+    """An across member's reduced dims: the kernel's outer vars (dims of size 1 are 0)."""
+    outer_iter = iter(outer_vars)
+    return [sympy.Integer(0) if s == 1 else next(outer_iter) for s in member.node.reduction_sizes]
+
+
+def member_reads(member: Member, outer_vars, prefix: str) -> tuple[list, list]:
+    """(buffer, index) for each load of the member at the kernel's outer position, and the
+    member's own inner loop vars the indices use."""
+    index, inner = member_index(member, outer_vars, prefix)
+    if member.across:
+        return reads_of(member.node, index, across_rindex(member, outer_vars)), inner
+    if member.is_reduction:
+        return reads_of(member.node, index, inner), inner
+    return reads_of(member.node, index), inner
 
 
 def ranges_of(kernel: Kernel, member: Member, outer_vars, inner_vars) -> dict:
@@ -171,14 +197,14 @@ def _row_local(kernel: Kernel, candidate: Member) -> bool:
     """True if the candidate reads earlier members only at its own outer position."""
     produced = {id(m.buffer): m for m in kernel.members}
     outer_vars = _outer_vars(len(kernel.outer))
-    index, inner = member_index(candidate, outer_vars, "r" if candidate.is_reduction else "i")
+    reads, inner = member_reads(candidate, outer_vars, "r" if candidate.is_reduction else "i")
     ranges = ranges_of(kernel, candidate, outer_vars, inner)
-    reads = reads_of(candidate.node, index, inner) if candidate.is_reduction else \
-        reads_of(candidate.node, index)
     for buf, read in reads:
         producer = produced.get(id(buf))
         if producer is None:
             continue
+        if producer.across:
+            return False  # its result is complete only after the kernel's loop
         p_index, p_inner = member_index(producer, outer_vars, "p")
         written = store_index(producer, p_index)
         read = simplify_index(read, ranges)
@@ -202,11 +228,12 @@ def _same_outer_part(a, b, outer_vars, a_inner, b_inner) -> bool:
 
 
 def schedule(steps: list, outputs: list, extern_reads: set[int],
-             parallel_inner: bool = True) -> Schedule:
+             parallel_inner: bool = True, outer_reductions: bool = False) -> Schedule:
     """Group consecutive computations into kernels; externs run between them.
     `parallel_inner`: the backend runs a kernel's inner loops in parallel when it has no outer
     loop (C++/OpenMP does; a Triton kernel without an outer range is one program, so there a
-    pointwise loop does not join a whole-tensor reduction)."""
+    pointwise loop does not join a whole-tensor reduction). `outer_reductions`: the backend
+    prints across members (per-thread partials over the outer loop: C++ does)."""
     result: list = []
     segment: list[Kernel] = []  # the kernels since the last extern or scatter, in order
     names = iter(f"kernel{k}" for k in range(10**6))
@@ -219,7 +246,7 @@ def schedule(steps: list, outputs: list, extern_reads: set[int],
             segment = []
             result.append(Kernel(next(names), [], [Member(step, 0)]))
             continue
-        if not _join(segment, step, parallel_inner):
+        if not _join(segment, step, parallel_inner, outer_reductions):
             segment.append(_start_kernel(step, next(names)))
             result.append(segment[-1])
     result = _drop_unread(result, outputs, extern_reads)
@@ -266,11 +293,15 @@ def _loop_member(m: Member) -> bool:
 _HORIZONTAL_CANDIDATES = 8
 
 
-def _join(segment: list[Kernel], step: ComputedBuffer, parallel_inner: bool) -> bool:
+def _join(segment: list[Kernel], step: ComputedBuffer, parallel_inner: bool,
+          outer_reductions: bool = False) -> bool:
     """Add `step` to the latest kernel of the segment it can run in: same outer loop, reading
     that kernel's members only at its own outer position, and reading nothing a later kernel
     computes (it moves up to there). So a parameter's optimizer updates, traced interleaved
-    with other parameters' (foreach), share one kernel: horizontal fusion."""
+    with other parameters' (foreach), share one kernel: horizontal fusion. With
+    `outer_reductions`, a reduction over a kernel's outer loop joins it as an across member:
+    a layer norm's weight and bias gradients (sums over its rows) read the rows the input
+    gradient's kernel has just read, instead of reading them again from memory."""
     if not segment:
         return False
     reads = None
@@ -280,8 +311,9 @@ def _join(segment: list[Kernel], step: ComputedBuffer, parallel_inner: bool) -> 
         split = _split_for(step.node, kernel.outer)
         serial = not (parallel_inner or kernel.outer or isinstance(step.node, Reduction)
                       or all(s == 1 for s in step.node.sizes))
-        if split is not None and not serial:
-            member = Member(step, split)
+        member = Member(step, split) if split is not None and not serial else \
+            _across_member(kernel, step) if outer_reductions else None
+        if member is not None:
             if _row_local(kernel, member):
                 kernel.members.append(member)
                 return True
@@ -293,6 +325,37 @@ def _join(segment: list[Kernel], step: ComputedBuffer, parallel_inner: bool) -> 
         if any(id(m.buffer) in reads for m in kernel.members):
             return False  # `step` needs this kernel's result: it cannot run before it
     return False
+
+
+# an across member's outputs, at most: each thread keeps a partial of every one
+_ACROSS_MAX_OUTPUTS = 1 << 16
+_ACROSS_REDUCTIONS = ("sum", "prod", "max", "min")
+
+
+def _across_member(kernel: Kernel, step: ComputedBuffer) -> Member | None:
+    """`step` as a member reducing over `kernel`'s outer loop, where that pays: a reduction
+    whose reduced dims are the outer loop's, over few enough outputs that every thread keeps
+    partials of them all, reading contiguously along its inner loop (a kernel of its own
+    vectorizes a column sum as well; here it must do no worse)."""
+    node = step.node
+    if not (kernel.outer and isinstance(node, Reduction)
+            and node.reduction_type in _ACROSS_REDUCTIONS and node.src_dtype != torch.bool
+            and same_sizes(_nonone(node.reduction_sizes), kernel.outer)):
+        return None
+    outputs = product(node.sizes)
+    if not (outputs.is_Integer and 0 < int(outputs) <= _ACROSS_MAX_OUTPUTS):
+        return None
+    member = Member(step, 0, across=True)
+    reads, inner = member_reads(member, _outer_vars(len(kernel.outer)), "i")
+    loop_vars = [v for v, s in zip(inner, node.sizes) if s != 1]
+    if not loop_vars:
+        return member
+    last = loop_vars[-1]
+    for _, index in reads:
+        index = sympy.expand(index)
+        if index.free_symbols & set(loop_vars) and index.coeff(last) != 1:
+            return None
+    return member
 
 
 def _all_reads(buf: ComputedBuffer) -> list[tuple[Buffer, sympy.Expr]]:
@@ -327,9 +390,7 @@ def kernel_reads(kernel: Kernel) -> list[Buffer]:
     found = []
     outer_vars = _outer_vars(len(kernel.outer))
     for m in kernel.members:
-        index, inner = member_index(m, outer_vars, "r")
-        reads = reads_of(m.node, index, inner) if m.is_reduction else reads_of(m.node, index)
-        found += [buf for buf, _ in reads]
+        found += [buf for buf, _ in member_reads(m, outer_vars, "r")[0]]
     return found + kernel.extra_reads()
 
 
@@ -354,6 +415,6 @@ def _keep_local_reductions(steps: list, outputs: list, extern_reads: set[int]) -
     for kernel in (s for s in steps if isinstance(s, Kernel)):
         for m in kernel.members:
             b = id(m.buffer)
-            if m.is_reduction and b not in out_ids and b not in extern_reads and \
+            if m.is_reduction and not m.across and b not in out_ids and b not in extern_reads and \
                     readers.get(b, set()) <= {id(kernel)}:
                 m.local = True

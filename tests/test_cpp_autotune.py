@@ -154,8 +154,12 @@ def test_column_sum_runs_its_rows_outside(tmp_path):
 
 
 def test_default_mode_offers_variants_only_where_the_heuristic_is_weak(tmp_path):
-    source = _source(tmp_path, lambda x, z: (torch.softmax(x, -1), (x * 2).sum(0), z.cos() + 1),
-                     torch.randn(64, 4096), torch.randn(1 << 20), mode="default")
+    # the column sum over other rows than the softmax's: a kernel of its own (over the same
+    # rows it would join the softmax's kernel, as partials over its row loop)
+    source = _source(tmp_path, lambda x, w, z: (torch.softmax(x, -1), (w * 2).sum(0),
+                                                z.cos() + 1),
+                     torch.randn(64, 4096), torch.randn(300, 2048), torch.randn(1 << 20),
+                     mode="default")
     labels = [e["candidates"] for e in _kernel_entries(tmp_path)]
     assert ["auto-store", "auto"] in labels  # softmax: store or recompute
     assert ["auto-columns128", "auto"] in labels  # column sum: order
@@ -169,10 +173,10 @@ def test_tuned_graph_reuses_records_in_a_second_process(tmp_path):
         from lazytriton import metrics
         lazytriton.init("cpp", cache_dir={str(tmp_path)!r}, autotune="default")
         torch.manual_seed(0)
-        x = torch.randn(128, 700)
-        got = lazytriton.to_cpu([torch.softmax(x.to("lazy"), -1), x.to("lazy").sum(0)])
+        x, y = torch.randn(128, 700), torch.randn(300, 700)  # other rows: two kernels
+        got = lazytriton.to_cpu([torch.softmax(x.to("lazy"), -1), y.to("lazy").sum(0)])
         torch.testing.assert_close(got[0], torch.softmax(x, -1))
-        torch.testing.assert_close(got[1], x.sum(0), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got[1], y.sum(0), rtol=1e-4, atol=1e-4)
         ways = sorted(b["how"] for p in pathlib.Path({str(tmp_path)!r}).glob("graphs/*/kernels.json")
                       for e in json.loads(p.read_text()) for b in e.get("autotune", {{}}).get(
                           "buckets", {{}}).values())

@@ -40,6 +40,7 @@ _warned: set[tuple[str, str]] = set()  # (backend, fallback reason) already repo
 
 class KernelCodegen(Protocol):
     parallel_inner: bool  # inner loops of a kernel without an outer loop run in parallel
+    outer_reductions: bool  # prints across members (scheduler.py): reductions over the outer loop
     kernel_dtypes: frozenset  # dtypes kernels can hold; ops on others stay aten calls
 
     def generate(self, kernels: list[Kernel], sizevars: SizeVars) -> GeneratedCode:
@@ -119,7 +120,8 @@ def lower_and_schedule(graph: Graph, codegen: KernelCodegen, symbols: dict | Non
                         symbols=symbols)
     outputs = lowering.outputs()
     sched = schedule(lowering.steps, outputs, lowering_extern_reads(lowering),
-                     getattr(codegen, "parallel_inner", True))
+                     getattr(codegen, "parallel_inner", True),
+                     getattr(codegen, "outer_reductions", False))
     if getattr(codegen, "matmul_templates", False) and templates_wanted():
         sched = fuse_matmul_templates(sched, lowering.sizevars)
     return lowering, sched
@@ -203,7 +205,8 @@ def kernel_index(code: GeneratedCode) -> list[dict]:
              "outer_loop": [str(s) for s in k.outer],
              "members": [{"buffer": m.buffer.name, "sizes": [str(s) for s in m.node.sizes],
                           "reduction": getattr(m.node, "reduction_type", None) if m.is_reduction
-                          else None, "in_register": m.local} for m in k.members], **g.index}
+                          else None, "in_register": m.local, "over_outer_loop": m.across}
+                         for m in k.members], **g.index}
             for g in code.kernels for k in [g.kernel]]
 
 
