@@ -16,8 +16,8 @@ from functools import cached_property
 import sympy
 import torch
 
-from .loopir import (Buffer, ComputedBuffer, ExternKernel, Pointwise, Reduction, Scatter,
-                     StridedView, collecting_origins)
+from .loopir import (Buffer, ComputedBuffer, ExternKernel, InputBuffer, Pointwise, Reduction,
+                     Scatter, StridedView, collecting_origins)
 from .sizevars import flat_index, index_symbol, product, same_sizes, simplify_index
 
 
@@ -229,17 +229,18 @@ def _same_outer_part(a, b, outer_vars, a_inner, b_inner) -> bool:
 
 def schedule(steps: list, outputs: list, extern_reads: set[int],
              parallel_inner: bool = True, outer_reductions: bool = False) -> Schedule:
-    """Group consecutive computations into kernels; externs run between them.
+    """Group computations into kernels; externs run between them, and a computation that
+    reads no result of an extern may join a kernel before it.
     `parallel_inner`: the backend runs a kernel's inner loops in parallel when it has no outer
     loop (C++/OpenMP does; a Triton kernel without an outer range is one program, so there a
     pointwise loop does not join a whole-tensor reduction). `outer_reductions`: the backend
     prints across members (per-thread partials over the outer loop: C++ does)."""
     result: list = []
-    segment: list[Kernel] = []  # the kernels since the last extern or scatter, in order
+    segment: list = []  # the kernels and externs since the last scatter, in order
     names = iter(f"kernel{k}" for k in range(10**6))
     for step in steps:
         if isinstance(step, ExternKernel):
-            segment = []
+            segment.append(step)  # what reads none of its outputs may join a kernel before it
             result.append(step)
             continue
         if isinstance(step.node, Scatter):  # two phases of its own: nothing fuses with it
@@ -293,21 +294,26 @@ def _loop_member(m: Member) -> bool:
 _HORIZONTAL_CANDIDATES = 8
 
 
-def _join(segment: list[Kernel], step: ComputedBuffer, parallel_inner: bool,
+def _join(segment: list, step: ComputedBuffer, parallel_inner: bool,
           outer_reductions: bool = False) -> bool:
     """Add `step` to the latest kernel of the segment it can run in: same outer loop, reading
     that kernel's members only at its own outer position, and reading nothing a later kernel
-    computes (it moves up to there). So a parameter's optimizer updates, traced interleaved
+    or extern computes (it moves up to there: a bias gradient's sum runs before the weight
+    gradient's matmul, in the kernel of the activation's backward it sums). So a parameter's optimizer updates, traced interleaved
     with other parameters' (foreach), share one kernel: horizontal fusion. With
     `outer_reductions`, a reduction over a kernel's outer loop joins it as an across member:
     a layer norm's weight and bias gradients (sums over its rows) read the rows the input
     gradient's kernel has just read, instead of reading them again from memory."""
-    if not segment:
-        return False
-    reads = None
+    reads = {id(buf) for buf, _ in _all_reads(step)}
     tried = 0
     for position in range(len(segment) - 1, -1, -1):
         kernel = segment[position]
+        if isinstance(kernel, ExternKernel):
+            if any(id(out) in reads for out in kernel.outputs):
+                return False  # `step` needs the extern's result: it runs after it
+            if any(isinstance(b, InputBuffer) and id(b) in reads for b in extern_reads(kernel)):
+                return False  # an update of an input the extern reads stays after it, so
+            continue  # that it may still be written in place (donation.py)
         split = _split_for(step.node, kernel.outer)
         serial = not (parallel_inner or kernel.outer or isinstance(step.node, Reduction)
                       or all(s == 1 for s in step.node.sizes))
@@ -320,8 +326,6 @@ def _join(segment: list[Kernel], step: ComputedBuffer, parallel_inner: bool,
             tried += 1
         if tried >= _HORIZONTAL_CANDIDATES:
             return False
-        if reads is None:
-            reads = {id(buf) for buf, _ in _all_reads(step)}
         if any(id(m.buffer) in reads for m in kernel.members):
             return False  # `step` needs this kernel's result: it cannot run before it
     return False

@@ -98,3 +98,36 @@ def test_a_member_never_moves_ahead_of_what_it_reads():
     kernels = _kernels(_schedule(step, torch.randn(64, 300), torch.randn(64, 10)))
     (kernel,) = [k for k in kernels if len(k.members) == 3]
     assert _member_sizes(kernel) == [(64, 300), (64, 10), (64, 300)]
+
+
+def test_a_computation_moves_ahead_of_an_extern_it_does_not_need():
+    """The bias gradient's sum reads the activation's gradient, not the weight gradient's
+    matmul traced before it: it joins the kernel that computes what it sums (Triton's view:
+    both are kernels over the same rows), ahead of the extern."""
+    def fn(x, g, h):
+        d = torch.ops.aten.threshold_backward(g, torch.relu(x), 0.0)
+        weight_grad = d.t() @ h
+        return weight_grad, d * 2
+    steps = _schedule(fn, torch.randn(16, 8), torch.randn(16, 8), torch.randn(16, 4))
+    assert isinstance(steps[-1], ExternKernel)  # both computations run before the matmul
+    (kernel,) = _kernels(steps)
+    assert {"threshold_backward.default", "mul.Tensor"} <= set(kernel.origins)
+
+
+def test_a_computation_needing_an_externs_result_stays_after_it():
+    def fn(x, w):
+        y = torch.relu(x)
+        return y @ w, (y @ w) * 2 + y.sum()
+    steps = _schedule(fn, torch.randn(6, 5), torch.randn(5, 3))
+    kinds = [type(s).__name__ for s in steps]
+    assert kinds.index("ExternKernel") < max(i for i, k in enumerate(kinds) if k == "Kernel")
+
+
+def test_an_update_of_an_input_an_extern_reads_stays_after_it():
+    """Moved ahead, the update could no longer be written over the input's buffer (the
+    matmul still reads the old value): donation.py would refuse it."""
+    def fn(x, w, g):
+        out = x @ w
+        return out, w - 0.1 * g
+    steps = _schedule(fn, torch.randn(4, 6), torch.randn(6, 6), torch.randn(6, 6))
+    assert isinstance(steps[0], ExternKernel) and isinstance(steps[-1], Kernel)
