@@ -6,7 +6,9 @@ remaining dims. A whole softmax (max, sum of exp, output) is one kernel: three m
 the row loop. A computation joins the current kernel when its outer sizes match and it reads
 earlier members only at its own outer position (checked on the index expressions). A scatter
 is a kernel of its own: a copy of its base, then its writes. A reduction
-read only inside its kernel never touches memory: it stays in a register.
+read only inside its kernel never touches memory: it stays in a register. A reduction over a
+kernel's outer loop may join it as an across member (per-thread partials, on a backend that
+prints them): a layer norm's weight and bias gradients in the kernel of its input gradient.
 """
 from __future__ import annotations
 
@@ -299,11 +301,14 @@ def _join(segment: list, step: ComputedBuffer, parallel_inner: bool,
     """Add `step` to the latest kernel of the segment it can run in: same outer loop, reading
     that kernel's members only at its own outer position, and reading nothing a later kernel
     or extern computes (it moves up to there: a bias gradient's sum runs before the weight
-    gradient's matmul, in the kernel of the activation's backward it sums). So a parameter's optimizer updates, traced interleaved
-    with other parameters' (foreach), share one kernel: horizontal fusion. With
+    gradient's matmul, in the kernel of the activation's backward it sums). So a parameter's
+    optimizer updates, traced interleaved with other parameters' (foreach), share one kernel:
+    horizontal fusion. With
     `outer_reductions`, a reduction over a kernel's outer loop joins it as an across member:
     a layer norm's weight and bias gradients (sums over its rows) read the rows the input
     gradient's kernel has just read, instead of reading them again from memory."""
+    if not segment:
+        return False
     reads = {id(buf) for buf, _ in _all_reads(step)}
     tried = 0
     for position in range(len(segment) - 1, -1, -1):
