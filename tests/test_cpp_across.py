@@ -204,3 +204,12 @@ def test_only_a_backend_that_prints_partials_gets_them():
     fused = _schedule_for(_ln_backward, *inputs, outer_reductions=True)
     assert len(apart) == 2 and not any(m.across for k in apart for m in k.members)
     assert len(fused) == 1 and sum(m.across for m in fused[0].members) == 2
+
+
+@pytest.mark.parametrize("reduce", ["amax", "amin", "prod"])
+def test_integer_extrema_and_products_over_the_rows(run_cpp, reduce):
+    def fn(x):
+        y = x * 3 - 7 if reduce != "prod" else x % 3 - 1  # products in -1..1: no overflow
+        return y, getattr(torch, reduce)(y, 0)
+    kernels = run_cpp(fn, torch.randint(-1000, 1000, (64, 40)))
+    assert _across(kernels)
