@@ -10,10 +10,10 @@ import torch
 
 from lazytriton import autotune
 from lazytriton.loopir import Buffer, Reduction, Scatter
-from lazytriton.scheduler import (Kernel, Member, across_rindex, member_index, ranges_of,
-                                  store_index)
+from lazytriton.scheduler import (Kernel, Member, across_rindex, member_index, member_reads,
+                                  ranges_of, store_index)
 from lazytriton.sizevars import (contiguous_strides, flat_index, index_symbol, product,
-                                 simplify_index)
+                                 same_sizes, simplify_index)
 
 from . import exprtree
 from .common import CppPrinter, CSEVariable, KernelBody
@@ -106,7 +106,11 @@ class CppKernel:
             loops = self._flat(flat, outer_vars)  # before the signature: it names the params
             return self._signature() + " {\n" + _indent(loops, 1) + "\n}\n"
         body_lines: list[str] = []
-        for group in shared_loop_groups(kernel.members, outer_vars, self._prefix):
+        groups = shared_loop_groups(kernel.members, outer_vars, self._prefix)
+        for group in self._reduction_groups(groups, outer_vars):
+            if len(group) > 1 and self._in_shared_reduction(group[0]):
+                body_lines += self._shared_reduction(group, outer_vars)
+                continue
             merged = group_loop(group, outer_vars, self._prefix(group[0]))
             body_lines += self._shared_loop(group, outer_vars, merged) \
                 if len(group) > 1 or merged else self._member(group[0], outer_vars)
@@ -398,21 +402,26 @@ class CppKernel:
         """A reduction over the kernel's outer loop (scheduler's across member): at each outer
         position, its values over its inner loop combined into the running thread's partials,
         one per output (_outer_loops_with_partials declares, combines and stores them)."""
+        index, inner_vars = member_index(member, outer_vars, self._prefix(member))
+        self._ranges.update(ranges_of(self.kernel, member, outer_vars, inner_vars))
+        lines, value = self._capture(
+            lambda: member.node.inner(self.ops, index, across_rindex(member, outer_vars)))
+        accumulate = self._across_accumulate(member, index, value)
+        return self._loops(inner_vars, member.inner_sizes, lines + [accumulate], simd=True,
+                           parallel=False)
+
+    def _across_accumulate(self, member: Member, index, value) -> str:
+        """The statement combining `value` into this thread's partial for `index`; declares the
+        partials, and their combining and storing after the loop."""
         node: Reduction = member.node
         acc = f"acc{self.kernel.members.index(member)}"
-        index, inner_vars = member_index(member, outer_vars, self._prefix(member))
         sizes = member.inner_sizes
-        self._ranges.update(ranges_of(self.kernel, member, outer_vars, inner_vars))
+        inner_vars = [i for i in index if not sympy.sympify(i).is_Integer]
         rtype = node.reduction_type
         ctype = _acc_ctype(node.src_dtype, rtype)
         init, combine = _REDUCE_INIT[rtype](node.src_dtype), _REDUCE_COMBINE[rtype]
         extent = self.index(product(sizes))
         slot = self.index(flat_index(index, contiguous_strides(sizes)))
-        lines, value = self._capture(
-            lambda: node.inner(self.ops, index, across_rindex(member, outer_vars)))
-        mine = f"{acc}_mine[{slot}]"
-        accumulate = f"{mine} = {combine.format(acc=mine, v=value)};"
-        step = self._loops(inner_vars, sizes, lines + [accumulate], simd=True, parallel=False)
         threads = "1" if self.parallel_if is None else "omp_get_max_threads()"
         declarations = [f"const int64_t {acc}_n = {threads};",
                         f"std::vector<{ctype}> {acc}_parts({acc}_n * {extent}, {init});"]
@@ -425,10 +434,86 @@ class CppKernel:
                 "}"]
         result = CSEVariable(f"{acc}_parts[{slot}]", _dtype_of_ctype(ctype, node))
         store_lines, store = self._capture(lambda: self._store(member, index, result))
-        stores = self._loops(inner_vars, sizes, store_lines + [store], simd=True, parallel=False,
-                             hoist=False)
+        loop_sizes = [s for i, s in zip(index, sizes) if not sympy.sympify(i).is_Integer]
+        stores = self._loops(inner_vars, loop_sizes, store_lines + [store], simd=True,
+                             parallel=False, hoist=False)
         self._across.append(_Partials(declarations, thread_lines, fold + stores))
-        return step
+        mine = f"{acc}_mine[{slot}]"
+        return f"{mine} = {combine.format(acc=mine, v=value)};"
+
+    # --- several reductions over one row in one loop ------------------------------------------
+    def _in_shared_reduction(self, member: Member) -> bool:
+        """Whether the member may share a loop with other reductions over the same row: an
+        across member, or a row sum the plain way (not storing its summand)."""
+        if member.across:
+            return True
+        node = member.node
+        if not (member.is_reduction and self.kernel.outer and node.reduction_type == "sum"):
+            return False
+        if self.config.store and self.kernel.members.index(member) in self.facts.stores:
+            return False
+        return _simd_reduction_clause("sum", _acc_ctype(node.src_dtype, "sum")) is not None
+
+    def _reduction_groups(self, groups: list[list[Member]], outer_vars) -> list[list[Member]]:
+        """Consecutive single members that are reductions over the same row, none reading
+        another's result, joined into one group: their loops become one (layer norm's backward:
+        two row sums and the weight and bias gradients' partials, one pass over the row)."""
+        out: list[list[Member]] = []
+        for group in groups:
+            last = out[-1] if out else None
+            (m,) = group if len(group) == 1 else (None,)
+            if m is not None and last and self._in_shared_reduction(m) and \
+                    all(self._in_shared_reduction(g) for g in last) and \
+                    same_sizes(m.inner_sizes, last[0].inner_sizes) and \
+                    not self._reads_any(m, last, outer_vars):
+                last.append(m)
+            else:
+                out.append(list(group))
+        return out
+
+    def _reads_any(self, member: Member, group: list[Member], outer_vars) -> bool:
+        written = {id(g.buffer) for g in group}
+        return any(id(buf) in written for buf, _ in member_reads(member, outer_vars, "q")[0])
+
+    def _shared_reduction(self, group: list[Member], outer_vars) -> list[str]:
+        """The group's reductions in one loop over their row (one CSE scope: a load they share
+        is read once): each row sum in its own accumulator, each across member into its
+        partials. A row sum equal to an earlier one (its key) prints the members one by one."""
+        keys = [None if m.across else self._reduction_key(m) for m in group]
+        named = [k for k in keys if k is not None]
+        if any(k in self._reduced for k in named) or len(set(named)) < len(named):
+            return [line for m in group for line in self._member(m, outer_vars)]
+        prefix = self._prefix(group[0])
+        indices = []
+        for m in group:
+            index, inner_vars = member_index(m, outer_vars, prefix)
+            self._ranges.update(ranges_of(self.kernel, m, outer_vars, inner_vars))
+            indices.append(index)
+
+        def values():
+            return [m.node.inner(self.ops, index, across_rindex(m, outer_vars)) if m.across
+                    else self._value(lambda ops, m=m, index=index: m.node.inner(
+                        ops, index, inner_vars), inner_vars, m.node.reduction_sizes)
+                    for m, index in zip(group, indices)]
+        lines, found = self._capture(values)
+        declarations, steps, clauses, finished = [], [], [], []
+        for m, index, key, value in zip(group, indices, keys, found):
+            if m.across:
+                steps.append(self._across_accumulate(m, index, value))
+                continue
+            acc = f"acc{self.kernel.members.index(m)}"
+            ctype = _acc_ctype(m.node.src_dtype, "sum")
+            declarations.append(f"{ctype} {acc} = 0;")
+            steps.append(f"{acc} = {acc} + {value};")
+            clauses.append(f" reduction(+:{acc})")
+            acc_dtype = _dtype_of_ctype(ctype, m.node)
+            if key is not None:
+                self._reduced[key] = (acc, acc_dtype)
+            self._reductions_done.append(m)
+            finished += self._finish_reduction(m, index, acc, acc_dtype)
+        loop = self._loops(inner_vars, group[0].inner_sizes, lines + steps, simd=True,
+                           parallel=False, extra="".join(clauses))
+        return declarations + loop + finished
 
     def _flagged_extremum(self, acc, ctype, init, rtype, lines, value, rvars, sizes):
         """A row max/min with its NaN tracked beside it: the loop carries a plain max (one

@@ -213,3 +213,32 @@ def test_integer_extrema_and_products_over_the_rows(run_cpp, reduce):
         return y, getattr(torch, reduce)(y, 0)
     kernels = run_cpp(fn, torch.randint(-1000, 1000, (64, 40)))
     assert _across(kernels)
+
+
+def test_layer_norm_backward_sums_share_one_loop_over_the_row(tmp_path):
+    """Its two row sums and the weight and bias gradients' partials read the same row: one
+    loop computes them all (a load they share is read once); the input gradient, which needs
+    the row sums, is a second loop."""
+    lazytriton.init("cpp", cache_dir=tmp_path)
+    rows, cols = 50, 96
+    inputs = (torch.randn(rows, cols), torch.randn(rows, cols), torch.randn(rows, 1) * 0.1,
+              torch.rand(rows, 1) + 0.5, torch.randn(cols), torch.randn(cols))
+    got = _ln_backward(*[t.to("lazy") for t in inputs])
+    lazytriton.mark_step()
+    for g, w in zip(got, _ln_backward(*inputs)):
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-5, atol=1e-4)
+    (source,) = [p.read_text() for p in (tmp_path / "graphs").glob("*/kernels.cpp")]
+    kernel = source[source.index('extern "C" void kernel0('):]
+    kernel = kernel[:kernel.index("\n}\n")]
+    assert "#pragma omp simd reduction(+:acc0) reduction(+:acc1)" in kernel
+    row_loops = [line for line in kernel.splitlines()
+                 if "for (int64_t r" in line and "< 96" in line]
+    assert len(row_loops) == 2 + 2, row_loops  # the shared loop, dx's, two partials stores
+
+
+def test_a_row_sum_reading_another_keeps_its_own_loop(run_cpp):
+    """The variance's sum reads the mean's: it needs the finished mean, so a loop of its own."""
+    def fn(x):
+        centered = x - x.mean(1, keepdim=True)
+        return (centered * centered).sum(1), x.sum(1)
+    run_cpp(fn, torch.randn(40, 300) * 3 + 5, rtol=1e-5, atol=1e-3)
