@@ -9,7 +9,8 @@ Systems:
   eager             PyTorch eager on the CPU
   torch_lazy        torch._lazy with its TorchScript backend (mark_step + wait_device_ops)
   torch_compile     torch.compile (inductor) of the whole train-step function
-  lazytriton        lazytriton with each backend in lazytriton.available_backends();
+  lazytriton        lazytriton with each backend lazytriton.available_backends(interpreted=False)
+                    lists (Triton only with a GPU: its interpreter is for tests);
                     name one with lazytriton:BACKEND, and an autotune mode with
                     lazytriton:BACKEND@MODE (off, default, max; else LAZYTRITON_AUTOTUNE's)
 
@@ -244,7 +245,7 @@ def list_backends() -> None:
     try:
         import lazytriton
 
-        print(_RESULT_PREFIX + json.dumps({"backends": list(lazytriton.available_backends())}))
+        print(_RESULT_PREFIX + json.dumps({"backends": lazytriton.available_backends(interpreted=False)}))
     except Exception as e:
         print(_RESULT_PREFIX + json.dumps({"error": f"{type(e).__name__}: {e}".splitlines()[0]}))
 
@@ -389,7 +390,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: %(default)s)")
     parser.add_argument("--systems", type=_names, default=list(DEFAULT_SYSTEMS),
                         help="comma-separated: eager, torch_lazy, torch_compile, lazytriton "
-                             "(every available backend) or lazytriton:BACKEND "
+                             "(every backend that runs compiled here) or lazytriton:BACKEND "
                              "(default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch.set_num_threads and OMP_NUM_THREADS of each worker "

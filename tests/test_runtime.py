@@ -210,6 +210,14 @@ def test_init_switches_and_rejects_unknown_backend(cache_dir, test_backend):
     assert lazytriton.backend_name() in lazytriton.available_backends()
 
 
+def test_available_backends_can_leave_out_interpreted_ones():
+    compiled = lazytriton.available_backends(interpreted=False)
+    assert set(compiled) <= set(lazytriton.available_backends())
+    assert "aten" in compiled
+    if "triton" in lazytriton.available_backends():  # its interpreter is all a CPU machine has
+        assert ("triton" in compiled) == torch.cuda.is_available()
+
+
 def _softmax_matches_eager():
     x = torch.randn(4, 7)
     torch.testing.assert_close(torch.softmax(x.to("lazy") * 3, 1).cpu(), torch.softmax(x * 3, 1))

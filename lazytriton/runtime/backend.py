@@ -64,9 +64,15 @@ class Backend(ABC):
         return "not available on this machine"
 
     @classmethod
+    def interpreted(cls) -> bool:
+        """Whether its kernels would run under an interpreter here (correct, but far too slow
+        to time or to train with)."""
+        return False
+
+    @classmethod
     def chosen_by_auto(cls) -> bool:
         """Whether "auto" may pick it (when available)."""
-        return cls.is_available()
+        return cls.is_available() and not cls.interpreted()
 
     # whether compile() takes size symbols (runtime/shapes.py: automatic dynamic shapes)
     dynamic_shapes = False
@@ -99,9 +105,12 @@ def register_backend(name: str, factory: Callable[[], Backend]) -> None:
     _registry[name] = factory
 
 
-def available_backends() -> list[str]:
+def available_backends(interpreted: bool = True) -> list[str]:
+    """The backends this machine can run; `interpreted=False` leaves out those whose kernels
+    would run under an interpreter (Triton without a GPU)."""
     return [name for name, factory in _registry.items()
-            if getattr(factory, "is_available", lambda: True)()]
+            if getattr(factory, "is_available", lambda: True)()
+            and (interpreted or not getattr(factory, "interpreted", lambda: False)())]
 
 
 def create_backend(name: str | None, device: str | torch.device | None = None) -> Backend:

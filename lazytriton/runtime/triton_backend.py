@@ -254,10 +254,10 @@ class TritonBackend(KernelBackend):
         return INSTALL_HINT
 
     @classmethod
-    def chosen_by_auto(cls) -> bool:
-        """"auto" means Triton only on a GPU: on a CPU the interpreter is for tests, and the
-        C++ backend is what runs fast."""
-        return torch.cuda.is_available() and triton_installed()
+    def interpreted(cls) -> bool:
+        """Without a GPU, kernels run under Triton's interpreter: for tests, not for speed
+        ("auto" then picks the C++ backend)."""
+        return not torch.cuda.is_available()
 
 
 register_backend("triton", TritonBackend)
