@@ -98,6 +98,19 @@ def tensor_signature(t) -> Any:
     return _number_signature(t) if isinstance(t, (int, float, complex)) else _other_tensor(t)
 
 
+def _tensor_list_signature(tensors) -> tuple:
+    """tensor_signature of each element, the common case inlined: a foreach op's lists hold
+    one tensor per parameter."""
+    key = []
+    for t in tensors:
+        if type(t) is LazyTensor:
+            layout, whole = t._lt_layout, t._lt_storage.value.meta
+            key.append(layout if layout is whole else (layout, whole))
+        else:
+            key.append(tensor_signature(t))
+    return tuple(key)
+
+
 def _other_tensor(t) -> Any:
     if isinstance(t, torch.Tensor) and t.dim() == 0 and t.device.type == "cpu":
         return ("cpu scalar", t.dtype)
@@ -123,7 +136,7 @@ def _generator(value) -> Any:
 
 _SIGNATURE_OF_KIND: dict[ArgKind, Callable[[Any], Any]] = {
     ArgKind.TENSOR: tensor_signature,
-    ArgKind.TENSOR_LIST: lambda v: tuple([tensor_signature(t) for t in v]),
+    ArgKind.TENSOR_LIST: _tensor_list_signature,
     ArgKind.SCALAR: _number_signature,
     ArgKind.SCALAR_LIST: lambda v: tuple([_number_signature(x) for x in v]),
     ArgKind.GENERATOR: _generator,
@@ -159,9 +172,11 @@ class Source:
 
 def whole_storage_value(source: Source) -> Getter:
     """The tensor is its whole storage (its layout is the storage's): the storage's value."""
-    position = source.position
-    if position is not None and source.element is None:
+    position, element = source.position, source.element
+    if position is not None and element is None:
         return lambda args, kwargs: args[position]._lt_storage.value
+    if position is not None:  # an element of a list: each of a foreach op's tensors
+        return lambda args, kwargs: args[position][element]._lt_storage.value
     get = source.getter()
     return lambda args, kwargs: get(args, kwargs)._lt_storage.value
 

@@ -409,6 +409,16 @@ def _plan_mutation(call: _Call) -> plans.Plan:
             write(t, outputs[0])
             return t
         return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), write_and_return)
+    if _writes_lists_in_place(call, flat, n_fresh):  # _foreach_add_(params, ...): optimizers
+        lists = tuple(targets)
+
+        def write_lists(args, kwargs, outputs):
+            k = 0
+            for target in lists:
+                for t in target(args, kwargs):
+                    write(t, outputs[k])
+                    k += 1
+        return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), write_lists)
 
     def finish(args, kwargs, outputs):
         fresh = iter([None if v.meta is None else _fresh(v) for v in outputs[:n_fresh]])
@@ -430,6 +440,23 @@ def _writes_one_tensor_in_place(call: _Call, flat: tuple, n_fresh: int) -> bool:
     new = flat[0] if len(flat) == 1 else None
     return (isinstance(target, LazyTensor) and new is not None
             and tuple(target.shape) == new.shape and target.dtype == new.dtype)
+
+
+def _writes_lists_in_place(call: _Call, flat: tuple, n_fresh: int) -> bool:
+    """The op returns nothing and writes lists of lazy tensors, each with a new value of its
+    shape and dtype (the signature fixes every element's layout: this holds for every call)."""
+    info = call.info
+    if n_fresh or info.returns_written or not info.mutated:
+        return False
+    written = []
+    for i in info.mutated:
+        value = call.values[i]
+        if info.args[i].kind is not ArgKind.TENSOR_LIST or not isinstance(value, (list, tuple)):
+            return False
+        written.extend(value)
+    return len(written) == len(flat) and all(
+        isinstance(t, LazyTensor) and new is not None and tuple(t.shape) == new.shape
+        and t.dtype == new.dtype for t, new in zip(written, flat))
 
 
 def _plan_restride(call: _Call, view_op) -> plans.Plan:

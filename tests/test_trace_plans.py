@@ -158,3 +158,32 @@ def test_node_outputs_are_the_same_values_while_held_and_revived_after():
     del a
     again = two.outputs
     assert again[1] is b and again[0].index == 0 and two.outputs[0] is again[0]
+
+
+def test_foreach_in_place_writes_each_element_through_its_views(monkeypatch):
+    """A foreach op writing lists (optimizers' updates) runs one plan for every call: whole
+    tensors, a transposed view and a row of a bigger tensor each get their new value, a tensor
+    aliasing an element sees it, and a float64 element keeps its dtype."""
+    ones = [torch.ones(2).to("lazy")]
+    torch._foreach_addcmul_(ones, ones, ones)  # makes the tracer exist
+    monkeypatch.setattr(tracing._tracers[id(aten._foreach_addcmul_.Scalar)], "plans", {})
+    big = torch.randn(6, 5)
+    targets = [torch.randn(4, 3), torch.randn(5, 4).t(), big[2],
+               torch.randn(7, dtype=torch.float64)]
+    t1 = [torch.randn(t.shape, dtype=t.dtype) for t in targets]
+    t2 = [torch.randn(t.shape, dtype=t.dtype) for t in targets]
+    lazy_big = big.to("lazy")
+    lazy_targets = [targets[0].to("lazy"), targets[1].t().contiguous().to("lazy").t(),
+                    lazy_big[2], targets[3].to("lazy")]
+    alias = lazy_targets[0].view(12)
+    for step in range(3):
+        value = 0.5 + step
+        torch._foreach_addcmul_(targets, t1, t2, value=value)
+        torch._foreach_addcmul_(lazy_targets, [t.to("lazy") for t in t1],
+                                [t.to("lazy") for t in t2], value=value)
+        lazytriton.mark_step()
+        for lazy, eager in zip(lazy_targets, targets):
+            _same(lazy, eager)
+        _same(lazy_big, big)
+        _same(alias, targets[0].reshape(12))
+    assert _plans_of(aten._foreach_addcmul_.Scalar) == 1
