@@ -409,10 +409,13 @@ def _plan_mutation(call: _Call) -> plans.Plan:
             write(t, outputs[0])
             return t
         return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), write_and_return)
+    overlap = _ListOverlap(call) if _is_foreach(info) else None
     if _writes_lists_in_place(call, flat, n_fresh):  # _foreach_add_(params, ...): optimizers
         lists = tuple(targets)
 
         def write_lists(args, kwargs, outputs):
+            if overlap is not None and overlap.found(args, kwargs):
+                return overlap.one_by_one(args, kwargs)
             k = 0
             for target in lists:
                 for t in target(args, kwargs):
@@ -421,6 +424,8 @@ def _plan_mutation(call: _Call) -> plans.Plan:
         return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), write_lists)
 
     def finish(args, kwargs, outputs):
+        if overlap is not None and overlap.found(args, kwargs):
+            return overlap.one_by_one(args, kwargs)
         fresh = iter([None if v.meta is None else _fresh(v) for v in outputs[:n_fresh]])
         new_values = iter(outputs[n_fresh:])
         for target in targets:
@@ -440,6 +445,70 @@ def _writes_one_tensor_in_place(call: _Call, flat: tuple, n_fresh: int) -> bool:
     new = flat[0] if len(flat) == 1 else None
     return (isinstance(target, LazyTensor) and new is not None
             and tuple(target.shape) == new.shape and target.dtype == new.dtype)
+
+
+class _ListOverlap:
+    """A foreach op is recorded as one node computing every element's new value from the old
+    values. Eager runs it element by element, so where an element reads memory an earlier one
+    wrote (a list holding a tensor and its view, or `_foreach_add_([a, b], [b, a])`) the two
+    differ: such a call is traced again one element at a time, as eager runs it."""
+
+    def __init__(self, call: _Call):
+        info = call.info
+        self.op = info.op
+        self.written = [call.getters[i] for i in info.mutated
+                        if info.args[i].kind is ArgKind.TENSOR_LIST]
+        self.read = [call.getters[i] for i, spec in enumerate(info.args)
+                     if spec.kind is ArgKind.TENSOR_LIST and i not in info.mutated
+                     and call.values[i] is not _MISSING]
+        self.per_element = [(source.position, source.name)
+                            for spec, source, value in zip(info.args, call.sources, call.values)
+                            if spec.kind in (ArgKind.TENSOR_LIST, ArgKind.SCALAR_LIST)
+                            and value is not _MISSING]
+
+    def found(self, args: tuple, kwargs: dict) -> bool:
+        """Whether an element reads or writes a storage that another element writes. Runs for
+        every call: the common case (no list shares a storage with a written one) is decided
+        with sets, element by element only otherwise."""
+        written = [id(getattr(t, "_lt_storage", t)) for get in self.written
+                   for t in get(args, kwargs)]
+        storages = set(written)
+        if len(storages) == len(written) and all(
+                storages.isdisjoint([id(getattr(t, "_lt_storage", t)) for t in get(args, kwargs)])
+                for get in self.read):
+            return False
+        return self._found_by_element(args, kwargs)
+
+    def _found_by_element(self, args: tuple, kwargs: dict) -> bool:
+        owner: dict[int, int] = {}  # storage -> the element writing it
+        for get in self.written:
+            for k, t in enumerate(get(args, kwargs)):
+                storage = getattr(t, "_lt_storage", None)
+                if storage is not None and owner.setdefault(id(storage), k) != k:
+                    return True
+        for get in self.read:
+            for k, t in enumerate(get(args, kwargs)):
+                writer = owner.get(id(getattr(t, "_lt_storage", None)))
+                if writer is not None and writer != k:
+                    return True
+        return False
+
+    def one_by_one(self, args: tuple, kwargs: dict) -> None:
+        count = len(self.written[0](args, kwargs))
+        for k in range(count):
+            element_args, element_kwargs = list(args), dict(kwargs)
+            for position, name in self.per_element:
+                if position is not None:
+                    element_args[position] = [args[position][k]]
+                else:
+                    element_kwargs[name] = [kwargs[name][k]]
+            self.op(*element_args, **element_kwargs)
+
+
+def _is_foreach(info: OpInfo) -> bool:
+    """An op over lists whose k-th elements make the k-th result (`_foreach_*`, out= too)."""
+    return info.op._schema.name.startswith("aten::_foreach_") and any(
+        info.args[i].kind is ArgKind.TENSOR_LIST for i in info.mutated)
 
 
 def _writes_lists_in_place(call: _Call, flat: tuple, n_fresh: int) -> bool:

@@ -187,3 +187,26 @@ def test_foreach_in_place_writes_each_element_through_its_views(monkeypatch):
         _same(lazy_big, big)
         _same(alias, targets[0].reshape(12))
     assert _plans_of(aten._foreach_addcmul_.Scalar) == 1
+
+
+def _overlapping_foreach_calls(device: str) -> list[torch.Tensor]:
+    """Foreach calls whose elements read or write what another element writes, as eager runs
+    them element by element; then one without overlap of the same layouts (the same plan)."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+    base, x, y, p, q = rand(6), rand(3), rand(3), rand(5), rand(5)
+    torch._foreach_add_([base, base[1:4]], [rand(6), rand(3)], alpha=2)  # a view of an element
+    torch._foreach_add_([x, y], [y, x])  # each reads the other: x first, then y sees the new x
+    torch._foreach_mul_([p, q, p[:2]], [1.5, -2.0, 3.0])  # a scalar per element
+    torch._foreach_addcmul_([q, p], [p, q], [q, q], value=0.5)
+    torch._foreach_lerp_([x, y], [y, y], 0.25)
+    u, v = rand(3), rand(3)
+    torch._foreach_add_([u, v], [rand(3), rand(3)])  # no overlap: the plan of the second call
+    return [base, x, y, p, q, u, v]
+
+
+def test_foreach_lists_that_overlap_follow_eager_element_order():
+    for lazy, eager in zip(_overlapping_foreach_calls("lazy"), _overlapping_foreach_calls("cpu")):
+        torch.testing.assert_close(lazy.cpu(), eager)
