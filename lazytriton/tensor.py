@@ -9,6 +9,7 @@ in-place optimizer updates therefore all see each other's writes.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 import torch
@@ -111,6 +112,34 @@ class LazyTensor(torch.Tensor):
 def is_identity_view(t: LazyTensor, storage: LazyStorage) -> bool:
     layout, meta = t._lt_layout, storage.value.meta
     return layout is meta or layout == meta
+
+
+def partially_overlaps(a: TensorMeta, b: TensorMeta) -> bool:
+    """Whether two views of one storage share some memory without being the same view: what
+    eager's elementwise ops refuse to write one while reading the other (ATen's memory overlap
+    status "partial"; views that are not dense are too hard to tell there, and pass)."""
+    if a == b:
+        return False
+    n_a, n_b = math.prod(a.shape), math.prod(b.shape)
+    if not n_a or not n_b or not _dense(a) or not _dense(b):
+        return False
+    start_a, start_b = a.storage_offset * a.dtype.itemsize, b.storage_offset * b.dtype.itemsize
+    end_a, end_b = start_a + n_a * a.dtype.itemsize, start_b + n_b * b.dtype.itemsize
+    if start_a == start_b and end_a == end_b:
+        return a.stride != b.stride
+    return start_a < end_b and start_b < end_a
+
+
+def _dense(meta: TensorMeta) -> bool:
+    """Non-overlapping and dense: its elements fill a block of memory, in some order."""
+    expected = 1
+    for size, stride in sorted(zip(meta.shape, meta.stride), key=lambda p: p[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def view_key(t: torch.Tensor) -> tuple:

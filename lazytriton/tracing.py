@@ -24,8 +24,8 @@ from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .runtime import session
 from .sizevars import contiguous_strides
 from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
-                     is_identity_view, reinterpreted_numel, set_router, value_of, view_tensor,
-                     write)
+                     is_identity_view, partially_overlaps, reinterpreted_numel, set_router,
+                     value_of, view_tensor, write)
 
 aten = torch.ops.aten
 _MISSING = object()
@@ -401,11 +401,14 @@ def _plan_mutation(call: _Call) -> plans.Plan:
     targets = [call.getters[i] if call.values[i] is not _MISSING else None
                for i in info.mutated]
     returned = [None if w is None else call.getters[w] for w in info.returns_written]
+    overlap_check = _partial_overlap_check(call)
     if _writes_one_tensor_in_place(call, flat, n_fresh):  # x.add_(y), x.mul_(2): most mutations
         target = targets[0]
 
         def write_and_return(args, kwargs, outputs):
             t = target(args, kwargs)
+            if overlap_check is not None:
+                overlap_check(t, args, kwargs)
             write(t, outputs[0])
             return t
         return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), write_and_return)
@@ -426,6 +429,8 @@ def _plan_mutation(call: _Call) -> plans.Plan:
     def finish(args, kwargs, outputs):
         if overlap is not None and overlap.found(args, kwargs):
             return overlap.one_by_one(args, kwargs)
+        if overlap_check is not None:
+            overlap_check(targets[0](args, kwargs), args, kwargs)
         fresh = iter([None if v.meta is None else _fresh(v) for v in outputs[:n_fresh]])
         new_values = iter(outputs[n_fresh:])
         for target in targets:
@@ -445,6 +450,38 @@ def _writes_one_tensor_in_place(call: _Call, flat: tuple, n_fresh: int) -> bool:
     new = flat[0] if len(flat) == 1 else None
     return (isinstance(target, LazyTensor) and new is not None
             and tuple(target.shape) == new.shape and target.dtype == new.dtype)
+
+
+_PARTIAL_OVERLAP = ("unsupported operation: some elements of the input tensor and the written-to "
+                    "tensor refer to a single memory location. Please clone() the tensor before "
+                    "performing the operation.")  # eager's words, so that code fails alike
+
+
+def _partial_overlap_check(call: _Call) -> Callable | None:
+    """For an elementwise op writing one tensor (x[1:].add_(x[:-1]), copy_, out=): a check, run
+    on every call, that raises as eager does where the written tensor and a tensor it reads
+    share memory without being the same view. Eager computes element by element in place, so
+    the functional node traced here would give what eager refuses to compute."""
+    info = call.info
+    if len(info.mutated) != 1 or call.values[info.mutated[0]] is _MISSING or not (
+            torch.Tag.pointwise in info.op.tags or info.op is aten.copy_.default):
+        return None
+    if info.args[info.mutated[0]].kind is not ArgKind.TENSOR:
+        return None
+    readers = [call.getters[i] for i, spec in enumerate(info.args)
+               if spec.kind is ArgKind.TENSOR and i not in info.mutated
+               and isinstance(call.values[i], LazyTensor)]
+    if not readers:
+        return None
+
+    def check(written, args: tuple, kwargs: dict) -> None:
+        storage = written._lt_storage
+        for get in readers:
+            read = get(args, kwargs)
+            if getattr(read, "_lt_storage", None) is storage and read is not written \
+                    and partially_overlaps(written._lt_layout, read._lt_layout):
+                raise RuntimeError(_PARTIAL_OVERLAP)
+    return check
 
 
 class _ListOverlap:

@@ -79,9 +79,19 @@ def _diagonal_and_as_strided(x, y):
     return x, s
 
 
+def _overlaps_eager_allows(x, y):
+    x.mul_(x)  # the same view: read and written alike
+    torch.add(x[0], x[1], out=x[0])  # out= over its own input
+    x[1:3].copy_(x[3:5])  # one storage, disjoint memory
+    x.t()[0].sub_(x[:, 1])  # strided (not dense): eager does not check, and computes this
+    x.view(-1)[::2].add_(x.view(-1)[1::2])  # interleaved, disjoint
+    return (x,)
+
+
 PROGRAMS = [_views_then_writes, _write_base_read_view, _chain_of_views,
             _copy_broadcast_into_slice, _split_unbind_chunk, _detach_shares_storage,
-            _out_variants, _in_place_on_expanded_source, _diagonal_and_as_strided]
+            _out_variants, _in_place_on_expanded_source, _diagonal_and_as_strided,
+            _overlaps_eager_allows]
 
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.__name__.strip("_"))
@@ -95,6 +105,30 @@ def test_program_matches_eager(program, shape):
         assert g.device.type == "lazy"
         assert g.shape == e.shape and g.stride() == e.stride()
         torch.testing.assert_close(g.cpu(), e)
+
+
+REFUSED_OVERLAPS = {  # an elementwise op writing memory it also reads through another view
+    "shifted_add": lambda x: x[1:].add_(x[:-1]),
+    "transposed_add": lambda x: x.t().add_(x),
+    "shifted_copy": lambda x: x[1:].copy_(x[:-1]),
+    "addcmul_transposed": lambda x: x.addcmul_(x.t(), x, value=0.5),
+    "out_overlapping_input": lambda x: torch.mul(x[1:], 2, out=x[:-1]),
+    "reinterpreted_dtype": lambda x: x.view(-1)[:4].add_(x.view(torch.int32).view(-1)[2:6]),
+}
+
+
+@pytest.mark.parametrize("name", list(REFUSED_OVERLAPS))
+def test_partial_overlap_raises_as_eager_and_leaves_the_tensor(name):
+    program = REFUSED_OVERLAPS[name]
+    x = torch.randn(4, 4)
+    with pytest.raises(RuntimeError, match="refer to a single memory location") as eager:
+        program(x.clone())
+    lazy = x.clone().to("lazy")
+    with pytest.raises(RuntimeError) as got:
+        program(lazy)
+    assert str(got.value) == str(eager.value)
+    torch.testing.assert_close(lazy.cpu(), x)  # nothing written; the process goes on
+    torch.testing.assert_close((lazy * 2).cpu(), x * 2)
 
 
 def test_unsafe_split_outputs_written_in_place():
