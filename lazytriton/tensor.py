@@ -167,8 +167,16 @@ def value_of(t: LazyTensor) -> Value:
     return found
 
 
-def write(t: LazyTensor, new: Value) -> None:
-    """Make `t` show `new` (same shape and dtype), updating every alias of its storage."""
+INTERNAL_OVERLAP = ("unsupported operation: more than one element of the written-to tensor "
+                    "refers to a single memory location. Please clone() the tensor before "
+                    "performing the operation.")  # eager's words
+
+
+def write(t: LazyTensor, new: Value, same_value_everywhere: bool = False) -> None:
+    """Make `t` show `new` (same shape and dtype), updating every alias of its storage.
+    A view whose elements share memory (an expanded tensor) takes a write only where the op
+    writes one value everywhere (`same_value_everywhere`: fill_, zero_), as eager allows;
+    otherwise this raises eager's error, before anything changes."""
     storage = t._lt_storage
     layout, whole = t._lt_layout, storage.value.meta
     if layout is whole or layout == whole:  # t shows its whole storage (as most writes do)
@@ -179,8 +187,25 @@ def write(t: LazyTensor, new: Value) -> None:
     elif layout.dtype != whole.dtype:
         _write_reinterpreted(t, storage, new)
         return
+    if overlaps_itself(layout):
+        if not same_value_everywhere:
+            raise RuntimeError(INTERNAL_OVERLAP)
+        layout, new = _one_of_each_shared(layout, new)
     key = (layout.shape, layout.stride, layout.storage_offset)
     storage.set_value(_as_strided_scatter(storage.value, new, key))
+
+
+def overlaps_itself(layout: TensorMeta) -> bool:
+    """Some elements share memory: a dim of stride 0 (expand), as eager tells it."""
+    return any(stride == 0 and size > 1 for size, stride in zip(layout.shape, layout.stride))
+
+
+def _one_of_each_shared(layout: TensorMeta, new: Value) -> tuple[TensorMeta, Value]:
+    """The view with its stride-0 dims cut to one element, and `new`'s first element along
+    them: the same memory, written once."""
+    shape = tuple(1 if stride == 0 else size for size, stride in zip(layout.shape, layout.stride))
+    first = _as_strided(new, (shape, new.meta.stride, new.meta.storage_offset), new.meta.dtype)
+    return TensorMeta(shape, layout.stride, layout.dtype, layout.storage_offset), first
 
 
 # --- views that reinterpret the dtype (view_as_complex, view_as_real, view(dtype)) -----------

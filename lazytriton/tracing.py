@@ -404,12 +404,13 @@ def _plan_mutation(call: _Call) -> plans.Plan:
     overlap_check = _partial_overlap_check(call)
     if _writes_one_tensor_in_place(call, flat, n_fresh):  # x.add_(y), x.mul_(2): most mutations
         target = targets[0]
+        fills = info.op in _FILLS  # eager lets these write an expanded tensor
 
         def write_and_return(args, kwargs, outputs):
             t = target(args, kwargs)
             if overlap_check is not None:
                 overlap_check(t, args, kwargs)
-            write(t, outputs[0])
+            write(t, outputs[0], fills)
             return t
         return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), write_and_return)
     overlap = _ListOverlap(call) if _is_foreach(info) else None
@@ -452,6 +453,7 @@ def _writes_one_tensor_in_place(call: _Call, flat: tuple, n_fresh: int) -> bool:
             and tuple(target.shape) == new.shape and target.dtype == new.dtype)
 
 
+_FILLS = (aten.fill_.Scalar, aten.zero_.default)  # one value everywhere: eager allows these
 _PARTIAL_OVERLAP = ("unsupported operation: some elements of the input tensor and the written-to "
                     "tensor refer to a single memory location. Please clone() the tensor before "
                     "performing the operation.")  # eager's words, so that code fails alike

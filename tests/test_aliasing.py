@@ -131,6 +131,44 @@ def test_partial_overlap_raises_as_eager_and_leaves_the_tensor(name):
     torch.testing.assert_close((lazy * 2).cpu(), x * 2)
 
 
+@pytest.mark.differential
+@pytest.mark.parametrize("fill", ["fill_", "zero_"])
+def test_fill_of_an_expanded_tensor_writes_the_memory_it_shares(test_backend, fill):
+    """Eager lets fill_ (with a number) and zero_ write a view whose elements share memory:
+    one value everywhere."""
+    def program(x):
+        expanded = [x[:, :1].expand(5, 4), x[2].expand(3, 2, 6)[:, 1], x.t()[1:4, None]]
+        for k, view in enumerate(expanded):
+            if fill == "fill_":
+                view.fill_(1.5 + k)
+            else:
+                view.zero_()
+        return x
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(program(x.clone().to("lazy")).cpu(), program(x.clone()))
+
+
+EXPANDED_WRITES = {
+    "add_": lambda t: t.add_(1),
+    "copy_": lambda t: t.copy_(torch.randn(t.shape).to(t.device)),
+    "clamp_": lambda t: t.clamp_(0, 1),
+    "exp_": lambda t: t.exp_(),
+    "fill_tensor": lambda t: t.fill_(torch.tensor(2.0).to(t.device)),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPANDED_WRITES))
+def test_elementwise_write_into_an_expanded_tensor_raises_as_eager(name):
+    x = torch.randn(4)
+    with pytest.raises(RuntimeError, match="more than one element of the written-to") as eager:
+        EXPANDED_WRITES[name](x.clone().expand(3, 4))
+    lazy = x.clone().to("lazy")
+    with pytest.raises(RuntimeError) as got:  # at the op, as eager, not when executed
+        EXPANDED_WRITES[name](lazy.expand(3, 4))
+    assert str(got.value) == str(eager.value)
+    torch.testing.assert_close(lazy.cpu(), x)  # unchanged, and still readable
+
+
 def test_unsafe_split_outputs_written_in_place():
     """unsafe_split/unsafe_chunk return views their schemas do not declare; nn.GRU and nn.LSTM
     cells update their gates in place through them. Each output must hold its own values."""
