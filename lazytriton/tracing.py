@@ -753,6 +753,8 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor, non_blocking: bool = False):
     if not isinstance(dst, LazyTensor):  # lazy -> host
         dst.copy_(materialize(src))
         return dst
+    if src is dst:  # eager returns at once (even for an expanded tensor): nothing changes
+        return dst
     if isinstance(src, LazyTensor):
         return _trace(op_info(aten.copy_.default), (dst, src), {})
     storage = dst._lt_storage
