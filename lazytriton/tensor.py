@@ -114,20 +114,22 @@ def is_identity_view(t: LazyTensor, storage: LazyStorage) -> bool:
     return layout is meta or layout == meta
 
 
-def partially_overlaps(a: TensorMeta, b: TensorMeta) -> bool:
-    """Whether two views of one storage share some memory without being the same view: what
-    eager's elementwise ops refuse to write one while reading the other (ATen's memory overlap
-    status "partial"; views that are not dense are too hard to tell there, and pass)."""
+def overlap(a: TensorMeta, b: TensorMeta) -> str:
+    """How two views of one storage share memory, as eager tells it (ATen's memory overlap
+    status): "full" (the same view), "partial", "none", or "too hard" (one is not dense: eager
+    does not check those)."""
     if a == b:
-        return False
+        return "full"
     n_a, n_b = math.prod(a.shape), math.prod(b.shape)
-    if not n_a or not n_b or not _dense(a) or not _dense(b):
-        return False
+    if not n_a or not n_b:
+        return "none"
+    if not _dense(a) or not _dense(b):
+        return "too hard"
     start_a, start_b = a.storage_offset * a.dtype.itemsize, b.storage_offset * b.dtype.itemsize
     end_a, end_b = start_a + n_a * a.dtype.itemsize, start_b + n_b * b.dtype.itemsize
     if start_a == start_b and end_a == end_b:
-        return a.stride != b.stride
-    return start_a < end_b and start_b < end_a
+        return "full" if a.stride == b.stride else "partial"
+    return "partial" if start_a < end_b and start_b < end_a else "none"
 
 
 def _dense(meta: TensorMeta) -> bool:

@@ -24,7 +24,7 @@ from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .runtime import session
 from .sizevars import contiguous_strides
 from .tensor import (LAZY_TORCH_DEVICE, LazyTensor, alias_into, fresh_tensor,
-                     is_identity_view, partially_overlaps, reinterpreted_numel, set_router,
+                     is_identity_view, overlap, reinterpreted_numel, set_router,
                      value_of, view_tensor, write)
 
 aten = torch.ops.aten
@@ -401,7 +401,7 @@ def _plan_mutation(call: _Call) -> plans.Plan:
     targets = [call.getters[i] if call.values[i] is not _MISSING else None
                for i in info.mutated]
     returned = [None if w is None else call.getters[w] for w in info.returns_written]
-    overlap_check = _partial_overlap_check(call)
+    overlap_check = _overlap_check(call)
     if _writes_one_tensor_in_place(call, flat, n_fresh):  # x.add_(y), x.mul_(2): most mutations
         target = targets[0]
         fills = info.op in _FILLS  # eager lets these write an expanded tensor
@@ -459,20 +459,36 @@ _PARTIAL_OVERLAP = ("unsupported operation: some elements of the input tensor an
                     "performing the operation.")  # eager's words, so that code fails alike
 
 
-def _partial_overlap_check(call: _Call) -> Callable | None:
-    """For an elementwise op writing one tensor (x[1:].add_(x[:-1]), copy_, out=): a check, run
-    on every call, that raises as eager does where the written tensor and a tensor it reads
-    share memory without being the same view. Eager computes element by element in place, so
-    the functional node traced here would give what eager refuses to compute."""
+# Ops that refuse to write a tensor sharing any memory with these arguments (ATen's
+# assert_no_overlap), where elementwise ops refuse only partial overlap.
+_NO_OVERLAP_WITH = {
+    aten.index_add_.default: ("source",), aten.index_copy_.default: ("source",),
+    aten.scatter_.src: ("src",), aten.scatter_add_.default: ("src",),
+    aten.scatter_reduce_.two: ("src",), aten.index_put_.default: ("values",),
+    aten.put_.default: ("source",), aten.cat.out: ("tensors",), aten.gather.out: ("self",),
+}
+
+
+def _overlap_check(call: _Call) -> Callable | None:
+    """For an op writing one tensor: a check, run on every call, that raises as eager does
+    where the written tensor shares memory with a tensor it reads — an elementwise op (tagged
+    pointwise, copy_; x[1:].add_(x[:-1])) where they are not the same view, the ops of
+    _NO_OVERLAP_WITH wherever they overlap. Eager computes in place and refuses these; the
+    functional node traced here would quietly compute something else."""
     info = call.info
-    if len(info.mutated) != 1 or call.values[info.mutated[0]] is _MISSING or not (
-            torch.Tag.pointwise in info.op.tags or info.op is aten.copy_.default):
+    if len(info.mutated) != 1 or call.values[info.mutated[0]] is _MISSING \
+            or info.args[info.mutated[0]].kind is not ArgKind.TENSOR:
         return None
-    if info.args[info.mutated[0]].kind is not ArgKind.TENSOR:
+    if info.op in _NO_OVERLAP_WITH:
+        names, refused = _NO_OVERLAP_WITH[info.op], ("partial", "full")
+    elif torch.Tag.pointwise in info.op.tags or info.op is aten.copy_.default:
+        names, refused = None, ("partial",)
+    else:
         return None
     readers = [call.getters[i] for i, spec in enumerate(info.args)
-               if spec.kind is ArgKind.TENSOR and i not in info.mutated
-               and isinstance(call.values[i], LazyTensor)]
+               if i not in info.mutated and (names is None or spec.name in names)
+               and spec.kind in (ArgKind.TENSOR, ArgKind.TENSOR_LIST)
+               and call.values[i] is not _MISSING]
     if not readers:
         return None
 
@@ -480,9 +496,10 @@ def _partial_overlap_check(call: _Call) -> Callable | None:
         storage = written._lt_storage
         for get in readers:
             read = get(args, kwargs)
-            if getattr(read, "_lt_storage", None) is storage and read is not written \
-                    and partially_overlaps(written._lt_layout, read._lt_layout):
-                raise RuntimeError(_PARTIAL_OVERLAP)
+            for t in read if isinstance(read, (list, tuple)) else (read,):
+                if getattr(t, "_lt_storage", None) is storage \
+                        and overlap(written._lt_layout, t._lt_layout) in refused:
+                    raise RuntimeError(_PARTIAL_OVERLAP)
     return check
 
 

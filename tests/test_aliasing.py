@@ -80,6 +80,8 @@ def _diagonal_and_as_strided(x, y):
 
 
 def _overlaps_eager_allows(x, y):
+    index = torch.tensor([1, 0]).to(x.device)
+    x.index_add_(0, index, x[::2][:2])  # strided: eager does not check, and computes this
     x.mul_(x)  # the same view: read and written alike
     torch.add(x[0], x[1], out=x[0])  # out= over its own input
     x[1:3].copy_(x[3:5])  # one storage, disjoint memory
@@ -116,7 +118,21 @@ REFUSED_OVERLAPS = {  # an elementwise op writing memory it also reads through a
     "addcmul_transposed": lambda x: x.addcmul_(x.t(), x, value=0.5),
     "out_overlapping_input": lambda x: torch.mul(x[1:], 2, out=x[:-1]),
     "reinterpreted_dtype": lambda x: x.view(-1)[:4].add_(x.view(torch.int32).view(-1)[2:6]),
+    # these refuse any overlap of what they write with their source, the same view included
+    "index_add_source": lambda x: x.index_add_(0, _index([1, 0], x), x[1:3]),
+    "index_add_itself": lambda x: x.index_add_(0, _index([1, 0, 3, 2], x), x),
+    "index_copy_source": lambda x: x.index_copy_(0, _index([1, 0], x), x[1:3]),
+    "scatter_src": lambda x: x.scatter_(0, _index([[0] * 4] * 2, x), x[1:3]),
+    "scatter_add_itself": lambda x: x.scatter_add_(0, _index([[0] * 4] * 4, x), x),
+    "index_put_values": lambda x: x.index_put_((_index([1, 0], x),), x[1:3]),
+    "put_source": lambda x: x.put_(_index([0, 1], x), x.view(-1)[1:3]),
+    "cat_out": lambda x: torch.cat([x[:2], x[2:]], out=x),
+    "gather_out": lambda x: torch.gather(x, 0, _index([[0] * 4] * 4, x), out=x),
 }
+
+
+def _index(values, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values).to(like.device)
 
 
 @pytest.mark.parametrize("name", list(REFUSED_OVERLAPS))
