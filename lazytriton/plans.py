@@ -28,6 +28,9 @@ Getter = Callable[[tuple, dict], Any]
 Finisher = Callable[[tuple, dict, tuple], Any]
 
 
+MISSING = object()  # an optional argument the call did not pass
+
+
 class Uncacheable(Exception):
     """An argument whose handling depends on more than its signature: plan afresh each call."""
 
