@@ -18,48 +18,55 @@ class Graph:
     inputs: list[Node]  # the leaves, in order: DataNode or ScalarNode
     outputs: list[Value]  # distinct values to compute
     key: tuple
-    index: dict[int, int] = field(repr=False)  # id(node) -> position in nodes
+    index: dict[Node, int] = field(repr=False)  # node -> position in nodes (nodes hash by id)
 
     def position(self, value: Value) -> tuple[int, int]:
-        return self.index[id(value.node)], value.index
+        return self.index[value.node], value.index
 
 
-def _topological(roots: list[Node]) -> list[Node]:
-    """Post-order DFS from the roots, inputs in order: a node after all it reads. Iterative,
+def _walk(roots: list[Node]) -> tuple[list[Node], dict[Node, int], list[int]]:
+    """Post-order DFS from the roots, inputs in order: a node after all it reads. Returns the
+    nodes, their positions, and the wiring as one flat list of ints: per node `~sig` (negative:
+    where its entry starts), then (position, output index) per input. One pass, iterative,
     with the node being visited held in locals (not on the stack): it runs every mark_step."""
     order: list[Node] = []
-    seen: set[int] = set()
+    index: dict[Node, int] = {}
+    wiring: list[int] = []
+    put = wiring.append
+    seen: set[Node] = set()
     mark = seen.add
     for root in roots:
-        if id(root) in seen:
+        if root in seen:
             continue
-        mark(id(root))
-        stack: list[tuple[Node, list, int]] = []
+        mark(root)
+        stack: list[tuple[Node, tuple, int]] = []
         node, inputs, i = root, root.inputs, 0
         while True:
             while i < len(inputs):
                 child = inputs[i].node
                 i += 1
-                if id(child) not in seen:
-                    mark(id(child))
+                if child not in seen:
+                    mark(child)
                     stack.append((node, inputs, i))
                     node, inputs, i = child, child.inputs, 0
+            index[node] = len(order)
             order.append(node)
+            put(~node.sig)
+            for v in inputs:
+                put(index[v.node])
+                put(v.index)
             if not stack:
                 break
             node, inputs, i = stack.pop()
-    return order
+    return order, index, wiring
 
 
 def build_graph(values: list[Value]) -> Graph:
     outputs = list({id(v): v for v in values}.values())
-    nodes = _topological([v.node for v in outputs])
-    index = {id(n): i for i, n in enumerate(nodes)}
+    nodes, index, wiring = _walk([v.node for v in outputs])
     inputs = [n for n in nodes if n.is_leaf]
-    wiring = tuple([(n.sig, tuple([(index[id(v.node)], v.index) for v in n.inputs]))
-                    for n in nodes])
-    out_key = tuple([(index[id(v.node)], v.index) for v in outputs])
-    return Graph(nodes, inputs, outputs, (wiring, out_key), index)
+    out_key = tuple([(index[v.node], v.index) for v in outputs])
+    return Graph(nodes, inputs, outputs, (tuple(wiring), out_key), index)
 
 
 # --- rendering ----------------------------------------------------------------------------
@@ -102,10 +109,10 @@ def to_dot(graph: Graph) -> str:
         label = _render_node(graph, i, node).replace('"', r"\"")
         lines.append(f'  n{i} [label="{label}"];')
         for v in node.inputs:
-            lines.append(f"  n{graph.index[id(v.node)]} -> n{i};")
+            lines.append(f"  n{graph.index[v.node]} -> n{i};")
     for k, v in enumerate(graph.outputs):
         lines.append(f'  out{k} [label="output {k}", shape=ellipse];')
-        lines.append(f"  n{graph.index[id(v.node)]} -> out{k};")
+        lines.append(f"  n{graph.index[v.node]} -> out{k};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -151,11 +158,11 @@ def _erased_signature(node: Node) -> tuple[int, tuple[int, ...], int]:
 
 def structure(graph: Graph) -> Structure:
     parts, ints, input_dims = [], [], []
-    for node, wiring in zip(graph.nodes, graph.key[0]):
+    for node in graph.nodes:
         sig, node_ints, ndim = _erased_signature(node)
         if node.is_leaf:  # its first ints are its shape (metas come before arguments)
             input_dims.append(list(range(len(ints), len(ints) + ndim)))
-        parts.append((sig, wiring[1]))
+        parts.append((sig, tuple([graph.position(v) for v in node.inputs])))
         ints.extend(node_ints)
     return Structure((tuple(parts), graph.key[1]), tuple(ints), input_dims)
 

@@ -241,6 +241,22 @@ def _leaf_signature(kind, meta: TensorMeta | None) -> int:
     return found
 
 
+def device_leaf(data: DeviceData, meta: TensorMeta) -> Value:
+    """`DataNode(data, meta).outputs[0]` for a device buffer, built field by field: mark_step
+    makes one per output of every step."""
+    node = DataNode.__new__(DataNode)
+    node.data, node.on_cpu = data, False
+    node.op, node.inputs, node.args, node.out_metas = "data", (), _DEVICE_ARGS, (meta,)
+    node._kept = None
+    node.sig = _leaf_signatures.get((False, meta)) or _leaf_signature(False, meta)
+    value = Value(node, 0, meta)
+    node._out_refs = weakref.ref(value)
+    return value
+
+
+_DEVICE_ARGS = ("device",)
+
+
 def data_value(tensor: torch.Tensor, meta: TensorMeta | None = None, on_cpu: bool = False) -> Value:
     return DataNode(DeviceData(tensor), meta or TensorMeta.of(tensor), on_cpu).outputs[0]
 

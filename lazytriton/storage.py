@@ -8,7 +8,8 @@ import contextlib
 import itertools
 import weakref
 
-from .ir import DataNode, TensorMeta, Value
+from .device_data import DeviceData
+from .ir import DataNode, TensorMeta, Value, device_leaf
 
 _storage_ids = itertools.count()
 _tracking = True  # off while a compiler re-traces a decomposition: its tensors are not the user's
@@ -59,6 +60,22 @@ class LazyStorage:
             # (inlined: this runs for every write the tracer records)
             self.pending_ref = ref = weakref.ref(self, _drop_pending)
             _pending[ref] = None
+
+
+def set_computed(storages: list[LazyStorage], handles: dict[int, DeviceData]) -> None:
+    """Each storage's pending value becomes a leaf of the buffer `handles[id(value)]` will
+    hold once its graph has run (`set_value` with a DataNode, inlined: one per graph output
+    of every step)."""
+    pop = _pending.pop
+    for s in storages:
+        handle = handles[id(s.value)]
+        s.value = device_leaf(handle, s.value.meta)
+        if s.views:
+            s.views.clear()
+        s.last_data = weakref.ref(handle)
+        if s.pending_ref is not None:
+            pop(s.pending_ref, None)
+            s.pending_ref = None
 
 
 def replaced_data(storage: LazyStorage):

@@ -88,7 +88,7 @@ def _failed_guards(graph, program) -> str:
     for k, assumed in guards.items():
         now = graph.inputs[k].value
         if not _same_scalar(now, assumed):
-            changed.append(f"scalar input %{graph.index[id(graph.inputs[k])]} was {assumed!r} "
+            changed.append(f"scalar input %{graph.index[graph.inputs[k]]} was {assumed!r} "
                            f"and is {now!r}")
     what = "; ".join(changed) or "a guard failed"
     return (f"same ops and shapes as a graph compiled before, but its code assumed a scalar "

@@ -51,7 +51,7 @@ class ReferenceProgram:
         self.n_inputs = len(graph.inputs)
         slot: dict[tuple[int, int], int] = {}
         for k, leaf in enumerate(graph.inputs):
-            slot[(graph.index[id(leaf)], 0)] = k
+            slot[(graph.index[leaf], 0)] = k
         next_slot = self.n_inputs
         self.steps: list[_Step] = []
         for pos, node in enumerate(graph.nodes):

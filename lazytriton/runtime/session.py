@@ -17,7 +17,7 @@ from .. import metrics
 from ..device_data import DeviceData
 from ..graph import Graph, build_graph, skeleton, structure, to_text
 from ..ir import DataNode, TensorMeta
-from ..storage import LazyStorage, pending_storages, replaced_data
+from ..storage import LazyStorage, pending_storages, replaced_data, set_computed
 from .async_runner import AsyncRunner, overlap_pays
 from .backend import Backend, CompiledGraph, create_backend
 from .cache_index import compiling, graph_folder
@@ -52,8 +52,7 @@ class Session:
             _fail(pending, e)  # later steps must not retry this graph forever
             raise
         handles = {id(v): DeviceData() for v in graph.outputs}
-        for s in pending:
-            s.set_value(DataNode(handles[id(s.value)], s.value.meta).outputs[0])
+        set_computed(pending, handles)
         self.runner.submit(_job(program, _input_handles(graph),
                                 [handles[id(v)] for v in graph.outputs]))
 
@@ -61,18 +60,21 @@ class Session:
         """(input, output) pairs where a storage's new value may be written over the buffer it
         held before: that buffer is a graph input nothing outside this graph can still read.
         The compiled program proves each pair safe for its schedule or does not donate."""
-        inputs = {id(leaf.data): k for k, leaf in enumerate(graph.inputs)
-                  if isinstance(leaf, DataNode) and not leaf.on_cpu}
-        outputs = {id(v): k for k, v in enumerate(graph.outputs)}
         uses = self._input_uses.get(graph.key)
         if uses is None:
             uses = self._input_uses[graph.key] = input_uses(graph)
+        inputs = {}
+        for k, leaf in enumerate(graph.inputs):
+            if type(leaf) is DataNode and not leaf.on_cpu:
+                inputs[id(leaf.data)] = k
+        outputs = {id(v): k for k, v in enumerate(graph.outputs)}
         pairs = {}
         for s in pending:
             j = inputs.get(id(replaced_data(s)))
-            leaf = graph.inputs[j] if j is not None else None
-            if leaf is not None and j not in pairs and leaf.outputs[0].meta == s.value.meta \
-                    and only_read_by_graph(leaf.outputs[0], uses[j]):
+            if j is None or j in pairs:
+                continue
+            leaf = graph.inputs[j]
+            if leaf.out_metas[0] == s.value.meta and only_read_by_graph(leaf.outputs[0], uses[j]):
                 pairs[j] = outputs[id(s.value)]
         return tuple(sorted(pairs.items()))
 
