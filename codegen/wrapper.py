@@ -33,6 +33,12 @@ class Extern:
         self.device = device
         self.slots: list[Any] = []  # TensorBox / ScalarArg in argument order
         self.template = [(name, self._template(v)) for name, v in kernel.args]
+        # made once: the arguments that are constants, and those that are one value each
+        self.constants = {name: t for name, t in self.template if not _varies(t)}
+        self.direct = [(name, t.index) for name, t in self.template
+                       if type(t) is _Slot and name != "generator"]
+        self.nested = [(name, t) for name, t in self.template
+                       if _varies(t) and not (type(t) is _Slot and name != "generator")]
 
     def _template(self, value):
         if isinstance(value, (list, tuple)):
@@ -43,9 +49,15 @@ class Extern:
         return value
 
     def __call__(self, *values) -> tuple:
-        """The op's results as one flat tuple (ops return a tensor, a tuple or lists)."""
-        kwargs = {name: self._fill(t, values, name) for name, t in self.template}
-        return tuple(_flat_results(self.op(**kwargs)))
+        """The op's results as one flat tuple (ops return a tensor, a tuple or lists). It runs
+        for every extern of every step: only what varies is filled in."""
+        kwargs = self.constants.copy()
+        for name, index in self.direct:
+            kwargs[name] = values[index]
+        for name, t in self.nested:
+            kwargs[name] = self._fill(t, values, name)
+        result = self.op(**kwargs)
+        return (result,) if type(result) is torch.Tensor else tuple(_flat_results(result))
 
     def _fill(self, t, values, name):
         if isinstance(t, _Slot):
@@ -55,6 +67,13 @@ class Extern:
         if isinstance(t, list):
             return [self._fill(x, values, name) for x in t]
         return self.device if t is LAZY_DEVICE else t
+
+
+def _varies(t) -> bool:
+    """Whether an argument's template takes a value per call (a slot, or the device)."""
+    if isinstance(t, list):
+        return any(_varies(x) for x in t)
+    return type(t) is _Slot or t is LAZY_DEVICE
 
 
 def _flat_results(result) -> list:

@@ -51,7 +51,7 @@ class CppLauncher:
         arrays = FrameArrays(frame)
         entries = {"P": arrays.P, "S": arrays.S, "F": arrays.F, "err": arrays.err,
                    "bounds": arrays.bounds, "grow_arena": self.arena.grow,
-                   "arena_view": arena_view,
+                   "arena_view": self.arena.view,
                    "err_tensor": torch.frombuffer(arrays.err, dtype=torch.int32),
                    "report_bounds": bounds_reporter(frame, arrays.bounds, str(artifacts))}
         library = None
@@ -136,12 +136,29 @@ class Arena:
 
     def __init__(self):
         self.memory = torch.empty(0, dtype=torch.uint8)
+        self._views: dict[tuple, torch.Tensor] = {}  # arena_view's results on `memory`
 
     def grow(self, nbytes: int) -> torch.Tensor:
         if self.memory.numel() < nbytes:
+            self._views.clear()  # they hold the old block
             self.memory = torch.empty(0, dtype=torch.uint8)  # the old block goes first
             self.memory = torch.empty(nbytes, dtype=torch.uint8)
         return self.memory
+
+    def view(self, memory: torch.Tensor, offset: int, dtype, sizes, strides,
+             element_offset: int = 0) -> torch.Tensor:
+        """`arena_view` of this arena's memory, made once per layout: a wrapper makes one for
+        each extern argument and tuned kernel buffer in the arena, every call. Views are never
+        a program's outputs (fix_layout copies them) and nothing changes their metadata."""
+        key = (offset, dtype, sizes, strides, element_offset)
+        found = self._views.get(key)
+        if found is None:
+            assert memory is self.memory, "a view of memory that is not the arena's"
+            if len(self._views) >= 4096:  # many sizes of symbolic programs: start afresh
+                self._views.clear()
+            found = self._views[key] = arena_view(memory, offset, dtype, sizes, strides,
+                                                  element_offset)
+        return found
 
 
 def _launcher(library, emitted: GeneratedKernel, artifacts: Path,
