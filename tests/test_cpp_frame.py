@@ -71,3 +71,23 @@ def test_arena_is_kept_across_calls_and_shared_by_programs():
     assert len(_programs()) == 2 and arena.memory.data_ptr() == pointer
     for got, expected in results:
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_arena_views_are_made_once_and_dropped_when_the_arena_grows():
+    arena = session.current().backend.launcher.arena
+    w = torch.randn(32, 32)
+    lw = w.to("lazy")
+    for rows in (8, 8, 256, 8):  # 256 rows: intermediates past the arena's size, it grows
+        x = torch.randn(rows, 32)
+        torch.testing.assert_close(_two_layers(x.to("lazy"), lw).cpu(), _two_layers(x, w),
+                                   rtol=1e-5, atol=1e-5)
+        memory = arena.memory
+        views = list(arena._views.values())
+        assert views and all(v.untyped_storage().data_ptr() == memory.data_ptr() for v in views)
+        if rows == 8 and memory.numel() < 256 * 32 * 4:  # before the growth
+            before = dict(arena._views)
+    # the views of the small program, made again after the growth, view the new memory
+    assert arena.memory.numel() >= 256 * 32 * 4
+    assert all(arena._views.get(key) is not view for key, view in before.items())
+    again = arena.view(arena.memory, 0, torch.float32, (8, 32), (32, 1), 0)
+    assert again is arena.view(arena.memory, 0, torch.float32, (8, 32), (32, 1), 0)

@@ -289,3 +289,18 @@ def test_a_promise_holds_its_readers_until_set_or_failed():
             assert torch.equal(promise.get(), torch.ones(2))
         else:
             assert all(isinstance(e, LazyExecutionError) and "boom" in str(e) for e in got)
+
+
+def test_graph_key_tells_wiring_apart_and_repeats_for_the_same_program():
+    from lazytriton.graph import build_graph
+    from lazytriton.tensor import value_of
+    a, b = torch.randn(4).to("lazy"), torch.randn(4).to("lazy")
+
+    def key(fn):
+        return build_graph([value_of(fn())]).key
+    assert key(lambda: (a + b) * a) == key(lambda: (a + b) * a)
+    assert key(lambda: (a + b) * a) != key(lambda: (a + b) * b)
+    assert key(lambda: (a - b) * a) != key(lambda: (b - a) * a)
+    # the same producer, another of its outputs
+    assert key(lambda: torch.std_mean(a)[0] + a) != key(lambda: torch.std_mean(a)[1] + a)
+    lazytriton.mark_step()
