@@ -304,3 +304,17 @@ def test_graph_key_tells_wiring_apart_and_repeats_for_the_same_program():
     # the same producer, another of its outputs
     assert key(lambda: torch.std_mean(a)[0] + a) != key(lambda: torch.std_mean(a)[1] + a)
     lazytriton.mark_step()
+
+
+def test_device_leaf_is_a_data_node_built_field_by_field():
+    """ir.device_leaf skips DataNode.__init__ for speed: it must set every slot alike."""
+    from lazytriton.device_data import DeviceData
+    from lazytriton.ir import DataNode, Node, TensorMeta, device_leaf
+    meta = TensorMeta.of(torch.empty(3, 2))
+    handle = DeviceData(torch.empty(3, 2))
+    fast, slow = device_leaf(handle, meta), DataNode(handle, meta).outputs[0]
+    slots = [s for cls in (Node, DataNode) for s in cls.__slots__ if s != "__weakref__"]
+    for name in slots:
+        a, b = getattr(fast.node, name), getattr(slow.node, name)
+        assert (a() is fast and b() is slow) if name == "_out_refs" else a == b, name
+    assert fast.node.outputs[0] is fast and (fast.index, fast.meta) == (slow.index, slow.meta)
