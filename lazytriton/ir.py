@@ -8,6 +8,7 @@ only has to combine small ints with the wiring.
 """
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,6 +30,7 @@ class TensorMeta:
     # contiguous from offset 0, so that the sizes alone give the strides: set by `interned`,
     # for LazyTensor to make its wrapper with fewer arguments (False: not known)
     plain: bool = field(default=False, init=False, repr=False, compare=False)
+    _whole: bool | None = field(default=None, init=False, repr=False, compare=False)
 
     def __hash__(self) -> int:
         h = self._hash
@@ -49,6 +51,16 @@ class TensorMeta:
     @staticmethod
     def of(t: torch.Tensor) -> "TensorMeta":
         return interned(TensorMeta(tuple(t.shape), tuple(t.stride()), t.dtype, t.storage_offset()))
+
+    @property
+    def is_whole_buffer(self) -> bool:
+        """From offset 0, spanning exactly its elements (any order): a buffer of its own.
+        Computed once per object: the tracer asks for every output it wraps."""
+        whole = self._whole
+        if whole is None:
+            whole = self.storage_offset == 0 and self.storage_numel == math.prod(self.shape)
+            object.__setattr__(self, "_whole", whole)
+        return whole
 
     @property
     def storage_numel(self) -> int:

@@ -12,7 +12,6 @@ materialized inputs and the trace continues; each is counted as `aten::<op>`.
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable
 
@@ -364,7 +363,7 @@ def _single_output(meta: TensorMeta) -> plans.Finisher | None:
 
 
 def _is_whole_buffer(meta: TensorMeta) -> bool:
-    return meta.storage_offset == 0 and meta.storage_numel == math.prod(meta.shape)
+    return meta.is_whole_buffer
 
 
 def _fresh(value: Value) -> LazyTensor:
@@ -662,7 +661,7 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor, non_blocking: bool = False):
     if isinstance(src, LazyTensor):
         return _trace(op_info(aten.copy_.default), (dst, src), {})
     storage = dst._lt_storage
-    if is_identity_view(dst, storage) and storage.meta.storage_numel == dst.numel():
+    if is_identity_view(dst, storage) and storage.meta.is_whole_buffer:
         storage.set_value(upload(src, storage.meta))  # whole buffer overwritten: upload now
         return dst
     src_meta = TensorMeta(tuple(src.shape), tuple(contiguous_strides(src.shape)), src.dtype)
