@@ -190,6 +190,8 @@ def _dense_only(t: torch.Tensor) -> torch.Tensor:
 
 def _route(func) -> Callable[[tuple, dict], Any]:
     """How `func` is handled, decided once per op."""
+    if func in _SAME_LAYOUT_VIEWS:
+        return _same_layout_view
     handler = _SPECIAL.get(func)
     if handler is not None:
         return lambda args, kwargs: handler(*args, **kwargs)
@@ -754,6 +756,16 @@ def _batch_norm(op):
         return trace_op(op, args, kwargs)
     return handler
 
+
+def _same_layout_view(args: tuple, kwargs: dict) -> LazyTensor:
+    """detach and alias: another tensor over the same storage in the same layout. No node and
+    no plan: autograd detaches every gradient it accumulates and each parameter the
+    optimizer reads, a few dozen calls a step."""
+    self = args[0] if args else kwargs["self"]
+    return view_tensor(self, self._lt_layout)
+
+
+_SAME_LAYOUT_VIEWS = (aten.detach.default, aten.alias.default)
 
 _SPECIAL = {
     aten.copy_.default: copy_into,
