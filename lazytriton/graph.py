@@ -47,6 +47,11 @@ def _walk(roots: list[Node]) -> tuple[list[Node], dict[Node, int], list[int]]:
                 i += 1
                 if child not in seen:
                     mark(child)
+                    if not child.inputs:  # a leaf (half the nodes of a step): placed at once
+                        index[child] = len(order)
+                        order.append(child)
+                        put(~child.sig)
+                        continue
                     stack.append((node, inputs, i))
                     node, inputs, i = child, child.inputs, 0
             index[node] = len(order)
