@@ -359,13 +359,9 @@ def _plan_functional(call: _Call) -> plans.Plan:
 
 
 def _single_output(meta: TensorMeta) -> plans.Finisher | None:
-    if _is_whole_buffer(meta):
+    if meta.is_whole_buffer:
         return None  # Plan.run's own way: a new tensor over the output
     return lambda args, kwargs, outputs: _fresh(outputs[0])
-
-
-def _is_whole_buffer(meta: TensorMeta) -> bool:
-    return meta.is_whole_buffer
 
 
 def _fresh(value: Value) -> LazyTensor:
@@ -374,7 +370,7 @@ def _fresh(value: Value) -> LazyTensor:
     nn.LSTM cells split their gates with, then update in place) gets a dense copy: its contract
     lets the outputs be independent of the input."""
     meta = value.meta
-    if not _is_whole_buffer(meta):
+    if not meta.is_whole_buffer:
         dense = TensorMeta(meta.shape, tuple(contiguous_strides(meta.shape)), meta.dtype)
         value = record(aten.clone.default, (value,), (("self", InputRef(0)),), (dense,))[0]
     return fresh_tensor(value)
