@@ -33,12 +33,17 @@ class Extern:
         self.device = device
         self.slots: list[Any] = []  # TensorBox / ScalarArg in argument order
         self.template = [(name, self._template(v)) for name, v in kernel.args]
-        # made once: the arguments that are constants, and those that are one value each
-        self.constants = {name: t for name, t in self.template if not _varies(t)}
-        self.direct = [(name, t.index) for name, t in self.template
-                       if type(t) is _Slot and name != "generator"]
-        self.nested = [(name, t) for name, t in self.template
-                       if _varies(t) and not (type(t) is _Slot and name != "generator")]
+        # made once: constant arguments, those that are one value each, and the rest
+        self.constants: dict[str, Any] = {}
+        self.direct: list[tuple[str, int]] = []
+        self.nested: list[tuple[str, Any]] = []
+        for name, t in self.template:
+            if type(t) is _Slot and name != "generator":
+                self.direct.append((name, t.index))
+            elif _varies(t):
+                self.nested.append((name, t))
+            else:
+                self.constants[name] = t
 
     def _template(self, value):
         if isinstance(value, (list, tuple)):
