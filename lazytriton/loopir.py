@@ -3,8 +3,9 @@
 A tensor is described by how to compute its element at a (symbolic) index: `loader(ops, index)`
 calls methods of an `ops` handler (load, add, exp, where, ...) that the code generator supplies,
 so the same description prints as C++ or Triton. Pointwise nodes stay unrealized and inline into
-their consumers (vertical fusion for free); reductions, extern kernel results, graph outputs and
-values used by several kernels become named buffers.
+their consumers (vertical fusion for free); reductions, extern kernel results, graph outputs,
+values used by several kernels and computations too long to inline (lowering.MAX_INLINED_OPS)
+become named buffers.
 """
 from __future__ import annotations
 

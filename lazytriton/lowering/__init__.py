@@ -24,7 +24,7 @@ from ..graph import Graph
 from ..ir import LAZY_DEVICE, InputRef, Node, ScalarNode, SeedRef, TensorMeta, Value
 from ..loopir import (Buffer, ComputedBuffer, Computation, ConstantBuffer, ExternBuffer,
                       ExternKernel, Pointwise, Reduction, ScalarArg, Scatter, StridedView,
-                      TensorBox, input_buffer, new_name)
+                      TensorBox, View, input_buffer, new_name)
 from ..sizevars import SizeVars, contiguous_strides, flatten, product
 from ..storage import untracked
 from ..tensor import fresh_tensor, value_of
@@ -36,6 +36,12 @@ from .operands import symbolic_strides
 from .registry import DECOMPOSITIONS, LOWERINGS, drop_lowered_decompositions
 
 drop_lowered_decompositions()
+
+# A computation that would make its readers inline more ops than this is stored instead. The
+# loaders inline by recursion, a few Python frames per op, and evaluate a value read twice
+# twice: unbounded, a chain of a few hundred ops overflows the stack and a value reused at
+# each step of a chain doubles the work per step. The three benchmark models inline at most 35.
+MAX_INLINED_OPS = 128
 
 
 class Lowering:
@@ -50,6 +56,8 @@ class Lowering:
         self.env: dict[int, Any] = {}  # id(Value) -> lowered
         self._keep: list = []  # every Value in env stays alive, so no id is ever reused
         self._realized: dict[int, ComputedBuffer] = {}  # id(Pointwise) -> its buffer
+        # id(unrealized Pointwise or View) -> how many ops a reader inlines with it
+        self._inlined_ops: dict[int, int] = {}
         self.externs: list[ExternKernel] = []
         self.steps: list = []  # ComputedBuffer and ExternKernel, in execution order
         self.guards: dict[int, Any] = {}  # graph input index -> value it was specialized to
@@ -123,13 +131,47 @@ class Lowering:
             result = self.extern(node, args, fallback=True)
         results = result if isinstance(result, (list, tuple)) else [result]
         _record_origins(node.op_name, flatten(results), self._realized)
+        inlined = self._inlined_by_readers(node, results)
         results = [self.realize(r) if isinstance(r, (Reduction, Scatter)) or
-                   (isinstance(r, Pointwise) and self._stored_early(node, i)) else r
+                   (isinstance(r, Pointwise) and self._stored_early(node, i)) or
+                   inlined.get(id(r), 0) > MAX_INLINED_OPS else r
                    for i, r in enumerate(flatten(results))]
         for out, box in zip(node.outputs, results):
             if out.meta is not None and isinstance(box, TensorBox):
                 self.sizevars.check(box.sizes, out.meta.shape, f"{node.op_name} output")
             self._remember(out, box)
+
+    def _inlined_by_readers(self, node: Node, results: list) -> dict[int, int]:
+        """For each result a reader would inline (a Pointwise or a View), how many ops it
+        computes: one more than the inputs it reads, counted once per use, so a value that two
+        operands read counts twice, as the loader evaluates it twice."""
+        known = self._inlined_ops
+        flat = flatten(results)
+        fresh = [i for i, box in enumerate(flat)
+                 if isinstance(box, (Pointwise, View)) and id(box) not in known]
+        if fresh:
+            upstream = self._upstream_ops(node, len(flat))
+            for i in fresh:
+                known[id(flat[i])] = 1 + upstream[i]
+                self._keep.append(flat[i])  # alive while it is counted: ids are not reused
+        return known
+
+    def _upstream_ops(self, node: Node, outputs: int) -> list[int]:
+        """Per output, the ops its inputs inline. A list argument with one tensor per output
+        (a foreach op's) gives output k its k-th element; any other argument, every output."""
+        def inlined(ref) -> int:
+            return self._inlined_ops.get(id(self.env.get(id(node.inputs[ref.index]))), 0)
+
+        per_output, shared = [0] * outputs, 0
+        for _, enc in node.args:
+            refs = [e for e in (enc if isinstance(enc, tuple) else (enc,))
+                    if isinstance(e, InputRef)]
+            if outputs > 1 and isinstance(enc, tuple) and len(refs) == len(enc) == outputs:
+                for k, ref in enumerate(refs):
+                    per_output[k] += inlined(ref)
+            else:
+                shared += sum(inlined(ref) for ref in refs)
+        return [n + shared for n in per_output]
 
     def _stored_early(self, node: Node, i: int) -> bool:
         return i < len(node.outputs) and id(node.outputs[i]) in self._store_early
@@ -224,6 +266,7 @@ class Lowering:
             box.inner = buf.loader()
             box.origins = []  # so they do not claim its ops (earlier readers still compute it)
             self._realized[id(box)] = buf
+            self._inlined_ops[id(box)] = 0
             self._keep.append(box)
         return buf
 
