@@ -69,15 +69,29 @@ def test_mlp_adamw_with_grad_clipping_matches_eager(foreach):
     assert metrics.counter_value("UncachedCompile") <= 2
 
 
-@pytest.mark.parametrize("opt_name", ["Adam", "Adadelta", "RMSprop", "Adagrad"])
+_OTHER_OPTIMIZERS = {
+    "Adam": lambda p: torch.optim.Adam(p, lr=1e-2, foreach=True),
+    "Adadelta": lambda p: torch.optim.Adadelta(p, foreach=True),
+    "RMSprop": lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5),
+    "Adagrad": lambda p: torch.optim.Adagrad(p, lr=0.1),
+    # the variants' extra state and branches: a running max, centring, look-ahead, rectification
+    "AdamW-amsgrad": lambda p: torch.optim.AdamW(p, lr=1e-2, amsgrad=True),
+    "RMSprop-centered": lambda p: torch.optim.RMSprop(p, lr=1e-2, centered=True),
+    "SGD-nesterov-decay": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True,
+                                                    weight_decay=1e-2),
+    "NAdam": lambda p: torch.optim.NAdam(p, lr=1e-2),
+    "RAdam": lambda p: torch.optim.RAdam(p, lr=1e-2),
+    "Adamax": lambda p: torch.optim.Adamax(p, lr=1e-2),
+}
+
+
+@pytest.mark.parametrize("opt_name", list(_OTHER_OPTIMIZERS))
 def test_other_optimizers_match_eager(opt_name):
     torch.manual_seed(3)
-    make_opt = {"Adam": lambda p: torch.optim.Adam(p, lr=1e-2, foreach=True),
-                "Adadelta": lambda p: torch.optim.Adadelta(p, foreach=True),
-                "RMSprop": lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5),
-                "Adagrad": lambda p: torch.optim.Adagrad(p, lr=0.1)}[opt_name]
+    make_opt = _OTHER_OPTIMIZERS[opt_name]
+    # RAdam rectifies from its sixth step on (rho_t > 5): seven steps take both branches
     runs = _train_both(MLP((12, 16, 3)), make_opt, _digits_batch(8, classes=3, shape=(12,)),
-                       F.cross_entropy, steps=4)
+                       F.cross_entropy, steps=7 if opt_name == "RAdam" else 4)
     _assert_same_training(runs)
 
 
