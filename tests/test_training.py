@@ -95,6 +95,22 @@ def test_other_optimizers_match_eager(opt_name):
     _assert_same_training(runs)
 
 
+@pytest.mark.parametrize("steps_per_mark", [3, 7])
+def test_several_steps_in_one_graph_match_eager(steps_per_mark):
+    """Steps traced without a mark_step between them: the next step's forward reads the
+    parameters the previous optimizer step computed in the same graph."""
+    torch.manual_seed(5)
+    batches = [(torch.randn(8, 12), torch.randint(0, 3, (8,))) for _ in range(7)]
+    runs = train_side_by_side(MLP((12, 16, 3)), batches, F.cross_entropy,
+                              lambda p: torch.optim.Adam(p, lr=1e-2),
+                              steps_per_mark=steps_per_mark)
+    (eager_losses, eager), (lazy_losses, lazy) = runs
+    assert lazy_losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-5)
+    for pe, pl in zip(eager.parameters(), lazy.parameters()):
+        torch.testing.assert_close(pl.detach().cpu(), pe.detach(), rtol=1e-4, atol=1e-5)
+    assert not metrics.counter_value("FallbackGraph")
+
+
 def test_transformer_block_matches_eager():
     torch.manual_seed(4)
     gen = torch.Generator().manual_seed(99)

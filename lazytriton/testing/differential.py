@@ -171,18 +171,19 @@ Batch = tuple  # (inputs: a tensor or a tuple of tensors, target)
 
 def train_side_by_side(model: torch.nn.Module, batches: Sequence[Batch], loss_fn: Callable,
                        make_opt: Callable, clip: float | None = None,
-                       make_sched: Callable | None = None
+                       make_sched: Callable | None = None, steps_per_mark: int = 1
                        ) -> list[tuple[list[float], torch.nn.Module]]:
     """Train an eager (CPU) copy and a lazy copy of `model`, one optimizer step per batch
     (gradients clipped to norm `clip`, a scheduler stepped after each step, if given), with a
-    mark_step after each lazy step. Returns [(losses, model)] for eager, then lazy."""
+    mark_step after every `steps_per_mark` lazy steps (and after the last). Returns
+    [(losses, model)] for eager, then lazy."""
     runs = []
     for device in ("cpu", "lazy"):
         net = copy.deepcopy(model).to(device)
         opt = make_opt(net.parameters())
         sched = make_sched(opt) if make_sched else None
         losses = []
-        for inputs, target in batches:
+        for step, (inputs, target) in enumerate(batches, 1):
             inputs = inputs if isinstance(inputs, tuple) else (inputs,)
             opt.zero_grad()
             loss = loss_fn(net(*[x.to(device) for x in inputs]), target.to(device))
@@ -192,7 +193,7 @@ def train_side_by_side(model: torch.nn.Module, batches: Sequence[Batch], loss_fn
             opt.step()
             if sched:
                 sched.step()
-            if device == "lazy":
+            if device == "lazy" and (step % steps_per_mark == 0 or step == len(batches)):
                 lazytriton.mark_step()
             losses.append(loss.detach())
         runs.append(([float(loss.cpu()) for loss in losses], net))
