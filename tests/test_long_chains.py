@@ -71,3 +71,17 @@ def test_a_short_chain_still_inlines_into_one_stored_buffer():
     lowering.outputs()
     lazytriton.mark_step()
     assert len([s for s in lowering.steps if isinstance(s, ComputedBuffer)]) == 1
+
+
+def test_a_tuned_kernel_of_more_arguments_than_ctypes_passes_runs_from_its_frame(tmp_path,
+                                                                                  test_backend):
+    """600 steps: 1200 graph scalars in one kernel, more arguments than a ctypes function
+    takes (1024). Tuned, its variants are launched from Python with tensors; such a kernel
+    runs its heuristic variant from the frame's argument arrays instead of falling back."""
+    if test_backend != "cpp":
+        pytest.skip("ctypes launches kernels on the C++ backend only")
+    lazytriton.init("cpp", cache_dir=tmp_path, autotune="default")
+    x = torch.randn(64, 33)  # (with 5 rows the kernel had a single variant: nothing tuned)
+    got = _run_lazy(_long_chain, x, 600)
+    torch.testing.assert_close(got, _long_chain(x, 600), rtol=1e-4, atol=1e-4)
+    assert not metrics.counter_value("FallbackGraph")

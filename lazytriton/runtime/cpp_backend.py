@@ -165,6 +165,8 @@ def _launcher(library, emitted: GeneratedKernel, artifacts: Path,
               budget: autotune.Budget) -> Callable:
     """A kernel's launcher taking tensors: its function, or a TunedKernel over its variants."""
     params = emitted.signature.params()
+    if len(params) > _MAX_FOREIGN_ARGS:
+        return _FrameOnly(emitted.name, len(params))
     argtypes = [_ctype(p) for p in params]
     candidates = [autotune.Candidate(v.label, v.config,
                                      _bind(library.function(v.function, argtypes), params))
@@ -176,6 +178,24 @@ def _launcher(library, emitted: GeneratedKernel, artifacts: Path,
         toolchain=_toolchain(), cache_dir=artifacts.parent.parent, budget=budget,
         size_args=autotune.size_args(emitted), written=autotune.written_args(emitted),
         on_choice=autotune.kernels_json_recorder(artifacts, emitted.name))
+
+
+# ctypes refuses a function of more arguments (its CTYPES_MAX_ARGCOUNT); a kernel over a few
+# hundred tensors (a foreach step of a large model) or a thousand graph scalars has more
+_MAX_FOREIGN_ARGS = 1024
+
+
+class _FrameOnly:
+    """In place of the launcher of a kernel with more arguments than ctypes passes: it runs
+    only from its frame's argument arrays, in its heuristic variant (FramedChoice sees no
+    TunedKernel), so nothing calls this."""
+
+    def __init__(self, name: str, count: int):
+        self.name, self.count = name, count
+
+    def __call__(self, *args):
+        raise RuntimeError(f"lazytriton: kernel {self.name} takes {self.count} arguments, more "
+                           f"than ctypes passes ({_MAX_FOREIGN_ARGS}); it runs from its frame")
 
 
 def _variants(emitted: GeneratedKernel) -> list[CppVariant]:
