@@ -97,22 +97,34 @@ def elementwise_safe(found: Accesses) -> bool:
 
 
 def shared_loop_groups(members: list[Member], outer_vars, prefix_of) -> list[list[Member]]:
-    """Consecutive members in runs that can share one inner loop (runs of one included)."""
+    """Consecutive members in runs that can share one inner loop (runs of one included). A
+    run's accesses grow member by member, not found again for each candidate: an optimizer's
+    kernel over hundreds of tensors is one long run."""
     groups: list[list[Member]] = []
+    found: list[Accesses | None] = []  # per group: what its members access (None: unknown)
     for m in members:
         last = groups[-1] if groups else None
-        if last and _pointwise(m) and all(_pointwise(g) for g in last) and m.inner_sizes and \
-                same_sizes(m.inner_sizes, last[0].inner_sizes) and \
-                _safe_together(last + [m], outer_vars, prefix_of(last[0])):
-            last.append(m)
-        else:
-            groups.append([m])
+        if last and found[-1] is not None and _pointwise(m) and all(_pointwise(g) for g in last) \
+                and m.inner_sizes and same_sizes(m.inner_sizes, last[0].inner_sizes):
+            joined = _joined(found[-1], _accesses_of(m, outer_vars, prefix_of(last[0])))
+            if joined is not None and elementwise_safe(joined):
+                last.append(m)
+                found[-1] = joined
+                continue
+        groups.append([m])
+        found.append(_accesses_of(m, outer_vars, prefix_of(m)) if _pointwise(m) else None)
     return groups
 
 
-def _safe_together(group: list[Member], outer_vars, prefix: str) -> bool:
-    found = accesses(group, lambda m: member_index(m, outer_vars, prefix)[0])
-    return found is not None and elementwise_safe(found)
+def _accesses_of(member: Member, outer_vars, prefix: str) -> Accesses | None:
+    return accesses([member], lambda m: member_index(m, outer_vars, prefix)[0])
+
+
+def _joined(a: Accesses, b: Accesses | None) -> Accesses | None:
+    """The accesses of two runs of members, one after the other."""
+    if b is None:
+        return None
+    return Accesses(a.loads + b.loads, a.stores + b.stores, a.other + b.other)
 
 
 @dataclass
