@@ -441,22 +441,69 @@ def size_args(emitted) -> list[int]:
 def kernels_json_recorder(folder: Path, kernel: str) -> Callable[[dict], None]:
     """A callback writing a TunedKernel's choice into the graph's kernels.json: the kernel's
     "config" becomes the chosen one, "autotune" says how it was chosen, per size bucket."""
-    from .runtime.disk_cache import atomic_write
     path = Path(folder) / "kernels.json"
+
+    def update(entry: dict, info: dict) -> None:
+        entry["config"] = info["config"]
+        tuned = entry.setdefault("autotune", {})
+        tuned["mode"] = info["mode"]
+        tuned.setdefault("buckets", {})["x".join(map(str, info["bucket"])) or "static"] = {
+            k: v for k, v in info.items() if k not in ("mode", "bucket")}
 
     def record(info: dict) -> None:
         with _json_lock:
-            try:
-                entries = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return
-            for entry in entries if isinstance(entries, list) else []:
-                if isinstance(entry, dict) and entry.get("kernel") == kernel:
-                    entry["config"] = info["config"]
-                    tuned = entry.setdefault("autotune", {})
-                    tuned["mode"] = info["mode"]
-                    tuned.setdefault("buckets", {})[
-                        "x".join(map(str, info["bucket"])) or "static"] = {
-                        k: v for k, v in info.items() if k not in ("mode", "bucket")}
-            atomic_write(path, json.dumps(entries, indent=1))
+            file = _kernels_files.get(path)
+            if file is None:
+                file = _kernels_files[path] = KernelsJson(path)
+            file.update(kernel, lambda entry: update(entry, info))
     return record
+
+
+class KernelsJson:
+    """A graph's kernels.json, kept parsed and encoded entry by entry between choices: a graph
+    of K tuned kernels records K choices, and encoding the whole file for each took K**2 time
+    (5 s for 100 kernels). It is read again when another process wrote it since."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: list = []
+        self.texts: list[str] = []  # each entry as json.dumps(entries, indent=1) prints it
+        self.stamp = None  # (mtime_ns, size) after this object's last write
+
+    def update(self, kernel: str, change: Callable[[dict], None]) -> None:
+        if not self._current() and not self._read():
+            return
+        for k, entry in enumerate(self.entries):
+            if isinstance(entry, dict) and entry.get("kernel") == kernel:
+                change(entry)
+                self.texts[k] = _entry_text(entry)
+        from .runtime.disk_cache import atomic_write
+        atomic_write(self.path, "[\n" + ",\n".join(self.texts) + "\n]" if self.texts else "[]")
+        self.stamp = self._stat()
+
+    def _current(self) -> bool:
+        return self.stamp is not None and self.stamp == self._stat()
+
+    def _read(self) -> bool:
+        try:
+            entries = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        self.entries = entries if isinstance(entries, list) else []
+        self.texts = [_entry_text(e) for e in self.entries]
+        return True
+
+    def _stat(self):
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+
+def _entry_text(entry) -> str:
+    """One element of a list as json.dumps(list, indent=1) prints it."""
+    return "\n".join(" " + line for line in json.dumps(entry, indent=1).split("\n"))
+
+
+_kernels_files: dict[Path, KernelsJson] = {}  # by path, under _json_lock

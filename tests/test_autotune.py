@@ -260,3 +260,25 @@ def test_winner_must_beat_the_heuristic_when_re_timed_beside_it(tmp_path, monkey
     assert record["first_timing_best"] == "c1"
     assert _tuned(tmp_path, _candidates(_slow(0.003), _fast)).__call__(out, 8) is None
     assert metrics.counter_value("AutotuneCacheHit") == 1
+
+
+def test_kernels_json_reads_as_json_dumps_writes_it(tmp_path):
+    """Choices keep kernels.json byte for byte as json.dumps(entries, indent=1) prints it,
+    and a write by another process in between is read, not overwritten."""
+    entries = [{"kernel": f"k{i}", "config": {"i": 0}, "fused_ops": ["a", "b"]}
+               for i in range(3)]
+    path = tmp_path / "kernels.json"
+    path.write_text(json.dumps(entries, indent=1))
+    info = {"chosen": "c1", "config": {"i": 1}, "how": "timed", "mode": "default",
+            "bucket": [8], "ms": {"c0": 1.0, "c1": 0.5}}
+    autotune.kernels_json_recorder(tmp_path, "k1")(info)
+    entries[1]["config"] = {"i": 1}
+    entries[1]["autotune"] = {"mode": "default", "buckets": {"8": {
+        "chosen": "c1", "config": {"i": 1}, "how": "timed", "ms": {"c0": 1.0, "c1": 0.5}}}}
+    assert path.read_text() == json.dumps(entries, indent=1)
+    entries.append({"kernel": "k3"})  # another process rewrote it
+    path.write_text(json.dumps(entries, indent=2))
+    autotune.kernels_json_recorder(tmp_path, "k3")(dict(info, bucket=[]))
+    written = json.loads(path.read_text())
+    assert written[3]["autotune"]["buckets"]["static"]["chosen"] == "c1"
+    assert written[1]["config"] == {"i": 1} and len(written) == 4
