@@ -57,13 +57,16 @@ class _ScheduleReads:
                     self.writer_step.setdefault(id(m.buffer), i)
             for b in kernel_reads(step) if isinstance(step, Kernel) else extern_reads(step):
                 self.last_read[id(b)] = i
-        self._members: dict[int, list] = {}
+        self._kernels: dict[int, dict] = {}
 
-    def of_member(self, member: Member, outer_vars) -> list:
-        """(buffer, (inner vars, index)) for each load of the member."""
-        found = self._members.get(id(member))
+    def in_kernel(self, kernel: Kernel, outer_vars) -> dict[int, dict[int, list]]:
+        """{id(buffer): {member position: [(inner vars, index) of each load of it]}}."""
+        found = self._kernels.get(id(kernel))
         if found is None:
-            found = self._members[id(member)] = _member_reads(member, outer_vars)
+            found = self._kernels[id(kernel)] = {}
+            for position, member in enumerate(kernel.members):
+                for buf, index in _member_reads(member, outer_vars):
+                    found.setdefault(id(buf), {}).setdefault(position, []).append(index)
         return found
 
 
@@ -103,9 +106,9 @@ def _in_kernel_reads_safe(reads_of_schedule: _ScheduleReads, kernel: Kernel, sou
     ranges = ranges_of(kernel, writer, outer_vars, w_inner)
     written = simplify_index(store_index(writer, w_index), ranges)
     after = False
-    for member in kernel.members:
-        reads = [index for buf, index in reads_of_schedule.of_member(member, outer_vars)
-                 if buf is source]
+    readers = reads_of_schedule.in_kernel(kernel, outer_vars).get(id(source), {})
+    for position in sorted({*readers, kernel.members.index(writer)}):  # only these can refuse
+        member, reads = kernel.members[position], readers.get(position, [])
         if after:
             if reads:
                 return False
