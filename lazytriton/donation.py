@@ -29,12 +29,12 @@ def grant(inputs: list, sched: Schedule, requests: tuple) -> dict[int, tuple[int
     each granted output buffer's `donor`."""
     granted: dict[int, tuple[int, InputBuffer]] = {}
     used: set[int] = set()
-    reads = _ScheduleReads(sched)
+    schedule_reads = _ScheduleReads(sched)
     for j, k in requests:
         source, out = inputs[j], sched.outputs[k]
         if j in used or not isinstance(source, InputBuffer) or not _same_layout(source, out):
             continue
-        if _outputs_alias(sched, source, out) or not _reads_before_write(reads, source, out):
+        if _outputs_alias(sched, source, out) or not _reads_before_write(schedule_reads, source, out):
             continue
         out.donor = source
         granted[k] = (j, source)
@@ -45,7 +45,7 @@ def grant(inputs: list, sched: Schedule, requests: tuple) -> dict[int, tuple[int
 class _ScheduleReads:
     """What the schedule's steps and members read, found once: every request asks about the
     same steps, and an optimizer's step makes a request per parameter and state tensor (600
-    requests evaluating every member's loads each took 96 s for a 200-parameter model)."""
+    requests evaluating every member's loads each took 96 s for 100 Linear layers' Adam step)."""
 
     def __init__(self, sched: Schedule):
         self.sched = sched
@@ -84,19 +84,19 @@ def _outputs_alias(sched: Schedule, source: Buffer, out: Buffer) -> bool:
     return any(b is source for b in seen) or sum(b is out for b in seen) > 1
 
 
-def _reads_before_write(reads: _ScheduleReads, source: Buffer, out: Buffer) -> bool:
-    position = reads.writer_step.get(id(out))
+def _reads_before_write(schedule_reads: _ScheduleReads, source: Buffer, out: Buffer) -> bool:
+    position = schedule_reads.writer_step.get(id(out))
     if position is None:
         return False
-    if reads.last_read.get(id(source), -1) > position:
+    if schedule_reads.last_read.get(id(source), -1) > position:
         return False  # a later step reads the old value
-    kernel = reads.sched.steps[position]
+    kernel = schedule_reads.sched.steps[position]
     if any(b is source for b in kernel.extra_reads()):
         return False  # a matmul template's operand: other tiles read it at other elements
-    return _in_kernel_reads_safe(reads, kernel, source, out)
+    return _in_kernel_reads_safe(schedule_reads, kernel, source, out)
 
 
-def _in_kernel_reads_safe(reads_of_schedule: _ScheduleReads, kernel: Kernel, source: Buffer,
+def _in_kernel_reads_safe(schedule_reads: _ScheduleReads, kernel: Kernel, source: Buffer,
                           out: Buffer) -> bool:
     writer = next(m for m in kernel.members if m.buffer is out)
     if writer.local or writer.across:  # an across member stores after the kernel's loop
@@ -106,7 +106,7 @@ def _in_kernel_reads_safe(reads_of_schedule: _ScheduleReads, kernel: Kernel, sou
     ranges = ranges_of(kernel, writer, outer_vars, w_inner)
     written = simplify_index(store_index(writer, w_index), ranges)
     after = False
-    readers = reads_of_schedule.in_kernel(kernel, outer_vars).get(id(source), {})
+    readers = schedule_reads.in_kernel(kernel, outer_vars).get(id(source), {})
     for position in sorted({*readers, kernel.members.index(writer)}):  # only these can refuse
         member, reads = kernel.members[position], readers.get(position, [])
         if after:
