@@ -33,23 +33,29 @@ def _step(model, opt, x):
     opt.step()
 
 
-@pytest.mark.parametrize("make_opt", [
-    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
-    lambda ps: torch.optim.AdamW(ps, lr=0.01),
-], ids=["sgd_momentum", "adamw"])
-def test_training_matches_eager_and_parameters_stay_in_place(make_opt, test_backend):
-    eager = _mlp()
+def _train_side_by_side(eager, make_opt, x: torch.Tensor, steps: int):
+    """Train `eager` and a lazy copy of it for `steps` steps; check the parameters match and
+    return the lazy copy, its optimizer and its parameters' buffer addresses after each step."""
     lazy = copy.deepcopy(eager).to("lazy")
     opt_e, opt_l = make_opt(eager.parameters()), make_opt(lazy.parameters())
-    x = torch.randn(5, 8)
     pointers = []
-    for _ in range(4):
+    for _ in range(steps):
         _step(eager, opt_e, x)
         _step(lazy, opt_l, x.to("lazy"))
         lazytriton.mark_step()
         pointers.append([_buffer(p).data_ptr() for p in lazy.parameters()])
     for pe, pl in zip(eager.parameters(), lazy.parameters()):
         torch.testing.assert_close(pl.detach().cpu(), pe.detach(), rtol=1e-5, atol=1e-6)
+    return lazy, opt_l, pointers
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+    lambda ps: torch.optim.AdamW(ps, lr=0.01),
+], ids=["sgd_momentum", "adamw"])
+def test_training_matches_eager_and_parameters_stay_in_place(make_opt, test_backend):
+    x = torch.randn(5, 8)
+    lazy, opt_l, pointers = _train_side_by_side(_mlp(), make_opt, x, 4)
     if test_backend.startswith("aten"):
         return  # the reference executor allocates every output
     # from the second step on (the first makes the optimizer state), every step updates each
@@ -192,17 +198,7 @@ def test_each_member_s_reads_are_found_once_per_compile(test_backend, monkeypatc
                                                                                    outer_vars))
     torch.manual_seed(0)
     eager = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(12)])
-    lazy = copy.deepcopy(eager).to("lazy")
-    opt_e = torch.optim.Adam(eager.parameters(), lr=1e-2)
-    opt_l = torch.optim.Adam(lazy.parameters(), lr=1e-2)
-    x = torch.randn(3, 4)
-    pointers = []
-    for _ in range(3):
-        _step(eager, opt_e, x)
-        _step(lazy, opt_l, x.to("lazy"))
-        lazytriton.mark_step()
-        pointers.append([_buffer(p).data_ptr() for p in lazy.parameters()])
-    for pe, pl in zip(eager.parameters(), lazy.parameters()):
-        torch.testing.assert_close(pl.detach().cpu(), pe.detach(), rtol=1e-5, atol=1e-6)
+    _, _, pointers = _train_side_by_side(
+        eager, lambda ps: torch.optim.Adam(ps, lr=1e-2), torch.randn(3, 4), 3)
     assert pointers[1] == pointers[2]  # 24 parameters donated: many requests in one compile
     assert seen and len(seen) == len(set(seen))
