@@ -34,7 +34,8 @@ def grant(inputs: list, sched: Schedule, requests: tuple) -> dict[int, tuple[int
         source, out = inputs[j], sched.outputs[k]
         if j in used or not isinstance(source, InputBuffer) or not _same_layout(source, out):
             continue
-        if _outputs_alias(sched, source, out) or not _reads_before_write(schedule_reads, source, out):
+        if _outputs_alias(sched, source, out) or \
+                not _reads_before_write(schedule_reads, source, out):
             continue
         out.donor = source
         granted[k] = (j, source)
@@ -98,7 +99,7 @@ def _reads_before_write(schedule_reads: _ScheduleReads, source: Buffer, out: Buf
 
 def _in_kernel_reads_safe(schedule_reads: _ScheduleReads, kernel: Kernel, source: Buffer,
                           out: Buffer) -> bool:
-    writer = next(m for m in kernel.members if m.buffer is out)
+    at, writer = next((i, m) for i, m in enumerate(kernel.members) if m.buffer is out)
     if writer.local or writer.across:  # an across member stores after the kernel's loop
         return False
     outer_vars = _outer_vars(len(kernel.outer))
@@ -107,7 +108,7 @@ def _in_kernel_reads_safe(schedule_reads: _ScheduleReads, kernel: Kernel, source
     written = simplify_index(store_index(writer, w_index), ranges)
     after = False
     readers = schedule_reads.in_kernel(kernel, outer_vars).get(id(source), {})
-    for position in sorted({*readers, kernel.members.index(writer)}):  # only these can refuse
+    for position in sorted({*readers, at}):  # only the writer and readers can refuse
         member, reads = kernel.members[position], readers.get(position, [])
         if after:
             if reads:

@@ -131,7 +131,8 @@ class Lowering:
             result = self.extern(node, args, fallback=True)
         results = result if isinstance(result, (list, tuple)) else [result]
         _record_origins(node.op_name, flatten(results), self._realized)
-        inlined = self._inlined_by_readers(node, results)
+        self._count_inlined_ops(node, results)
+        inlined = self._inlined_ops
         results = [self.realize(r) if isinstance(r, (Reduction, Scatter)) or
                    (isinstance(r, Pointwise) and self._stored_early(node, i)) or
                    inlined.get(id(r), 0) > MAX_INLINED_OPS else r
@@ -141,10 +142,10 @@ class Lowering:
                 self.sizevars.check(box.sizes, out.meta.shape, f"{node.op_name} output")
             self._remember(out, box)
 
-    def _inlined_by_readers(self, node: Node, results: list) -> dict[int, int]:
-        """For each result a reader would inline (a Pointwise or a View), how many ops it
-        computes: one more than the inputs it reads, counted once per use, so a value that two
-        operands read counts twice, as the loader evaluates it twice."""
+    def _count_inlined_ops(self, node: Node, results: list) -> None:
+        """Note in `_inlined_ops`, for each new result a reader would inline (a Pointwise or a
+        View), how many ops it computes: one more than the inputs it reads, counted once per
+        use, so a value that two operands read counts twice, as the loader evaluates it twice."""
         known = self._inlined_ops
         flat = flatten(results)
         fresh = [i for i, box in enumerate(flat)
@@ -154,7 +155,6 @@ class Lowering:
             for i in fresh:
                 known[id(flat[i])] = 1 + upstream[i]
                 self._keep.append(flat[i])  # alive while it is counted: ids are not reused
-        return known
 
     def _upstream_ops(self, node: Node, outputs: int) -> list[int]:
         """Per output, the ops its inputs inline. A list argument with one tensor per output
