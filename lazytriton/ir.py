@@ -181,6 +181,13 @@ class Node:
             values = self._revive(values)
         return values
 
+    def first_output(self) -> Value:
+        """`outputs[0]` of a node just made with one output (the tracer's common case), made
+        without the property's checks."""
+        value = Value(self, 0, self.out_metas[0])
+        self._out_refs = weakref.ref(value)
+        return value
+
     def _revive(self, values: tuple) -> tuple[Value, ...]:
         """Outputs nobody held any more (a compiler asks for all of them): made again and kept
         by the node from now on, so their identity holds while the compiler works."""
@@ -274,4 +281,12 @@ def data_value(tensor: torch.Tensor, meta: TensorMeta | None = None, on_cpu: boo
 
 
 def scalar_value(value: int | float | complex) -> Value:
-    return ScalarNode(value).outputs[0]
+    """`ScalarNode(value).outputs[0]`, built field by field as `device_leaf`: the tracer makes
+    one per number an op is passed (optimizers: a few per parameter)."""
+    node = ScalarNode.__new__(ScalarNode)
+    node.value = value
+    node.args, node.sig = _scalar_leaves.get(type(value)) or _scalar_leaf(type(value))
+    node.op, node.inputs, node.out_metas, node._kept = "scalar", (), _NO_META, None
+    out = Value(node, 0, None)
+    node._out_refs = weakref.ref(out)
+    return out

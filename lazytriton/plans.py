@@ -53,10 +53,10 @@ class Plan:
         if self.op is None:
             return self.finish(args, kwargs, ())
         inputs = tuple([get(args, kwargs) for get in self.inputs])
-        outputs = Node(self.op, inputs, self.encoded, self.out_metas, self.sig).outputs
+        node = Node(self.op, inputs, self.encoded, self.out_metas, self.sig)
         if self.finish is None:  # most ops
-            return fresh_tensor(outputs[0])
-        return self.finish(args, kwargs, outputs)
+            return fresh_tensor(node.first_output())
+        return self.finish(args, kwargs, node.outputs)
 
 
 # --- the argument signature -------------------------------------------------------------------

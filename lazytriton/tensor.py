@@ -281,14 +281,32 @@ def _bitcast(flat: Value, dtype: torch.dtype, numel: int) -> Value:
 def fresh_tensor(value: Value) -> LazyTensor:
     """A tensor owning a new storage that holds `value` (a whole buffer: offset 0)."""
     meta = value.meta
-    return LazyTensor(LazyStorage(value), meta.shape, meta.stride, 0, meta.dtype,
-                      layout=None if meta.storage_offset else meta)
+    if meta.storage_offset:
+        return LazyTensor(LazyStorage(value), meta.shape, meta.stride, 0, meta.dtype)
+    return _traced_tensor(LazyStorage(value), meta)
 
 
 def view_tensor(base: LazyTensor, meta: TensorMeta) -> LazyTensor:
     """A tensor sharing `base`'s storage with the layout `meta` (from the op's meta kernel)."""
-    return LazyTensor(base._lt_storage, meta.shape, meta.stride, meta.storage_offset, meta.dtype,
-                      layout=meta)
+    return _traced_tensor(base._lt_storage, meta)
+
+
+_make_wrapper = torch.Tensor._make_wrapper_subclass
+
+
+def _traced_tensor(storage: LazyStorage, meta: TensorMeta) -> LazyTensor:
+    """`LazyTensor(storage, ..., layout=meta)` for an op's output, which never requires grad
+    (autograd wraps it above the dispatcher), built without LazyTensor.__new__'s arguments
+    and branches: the tracer makes one or more per op."""
+    if meta.plain:
+        t = _make_wrapper(LazyTensor, meta.shape, dtype=meta.dtype, device=LAZY_TORCH_DEVICE)
+    else:
+        t = _make_wrapper(LazyTensor, meta.shape, strides=meta.stride,
+                          storage_offset=meta.storage_offset, dtype=meta.dtype,
+                          device=LAZY_TORCH_DEVICE)
+    t._lt_storage = storage
+    t._lt_layout = meta
+    return t
 
 
 def alias_into(t: LazyTensor, source: LazyTensor) -> None:
