@@ -17,9 +17,10 @@ lazytriton/optim_defaults.py).
   computation left (that alone makes a step's Python about twice as slow as with warm caches).
 - lazytriton: the same step traced (the clock stops before mark_step; the graph runs between
   timed steps, on the "aten" backend by default, which does not change the trace).
-Per-op figures divide by the number of top-level __torch_dispatch__ calls of each. Times are
-the tracing thread's CPU time (time.thread_time), so that other processes sharing the cores
-do not count; the graphs' execution runs on another thread, between timed steps.
+Floor and lazytriton steps alternate, one each, so that a machine whose speed drifts (a shared
+VM) slows both alike. Per-op figures divide by the number of top-level __torch_dispatch__ calls
+of each. Times are the tracing thread's CPU time (time.thread_time), so that other processes
+sharing the cores do not count; the graphs' execution happens between timed steps, untimed.
 """
 from __future__ import annotations
 
@@ -158,20 +159,25 @@ def _timed_step(w: train.Workload) -> float:
     return time.thread_time() - start
 
 
-def measure_floor(model: str, args: argparse.Namespace) -> tuple[float, int]:
-    """(median seconds per step, ops per step)."""
-    w = floor_workload(model, args.batch_size)
-    for _ in range(3):  # the optimizer's state exists from the second step on
-        _script.start_step(recording=True)
-        w.optimizer.zero_grad(set_to_none=True)
-        _step(w)
-    real = train.make_workload(model, args.batch_size, "cpu")
-    times = []
-    for _ in range(args.steps):
+class FloorRun:
+    """The floor's steps: each timed step is followed by the same step on real data, untimed."""
+
+    def __init__(self, model: str, args: argparse.Namespace):
+        self.w = floor_workload(model, args.batch_size)
+        for _ in range(3):  # the optimizer's state exists from the second step on
+            _script.start_step(recording=True)
+            self.w.optimizer.zero_grad(set_to_none=True)
+            _step(self.w)
+        self.real = train.make_workload(model, args.batch_size, "cpu")
+
+    def timed_step(self) -> float:
         _script.start_step(recording=False)
-        times.append(_timed_step(w))
-        _step_eagerly(real)
-    return statistics.median(times), _script.calls
+        seconds = _timed_step(self.w)
+        _step_eagerly(self.real)
+        return seconds
+
+    def ops(self) -> int:
+        return _script.calls  # of its last step
 
 
 def _step_eagerly(w: train.Workload) -> None:
@@ -181,21 +187,44 @@ def _step_eagerly(w: train.Workload) -> None:
     _step(w)
 
 
-def measure_lazy(model: str, args: argparse.Namespace) -> tuple[float, int]:
-    import lazytriton
-    from lazytriton.tensor import LazyTensor
+class LazyRun:
+    """lazytriton's steps: each timed trace is followed by its graph's execution, untimed."""
 
-    w = train.make_workload(model, args.batch_size, "lazy")
-    w.x, w.y = w.x.to("lazy"), w.y.to("lazy")
-    for _ in range(3):
-        _timed_step(w)
-        lazytriton.mark_step(wait=True)
-    times = []
-    for _ in range(args.steps):
-        times.append(_timed_step(w))
-        lazytriton.mark_step(wait=True)
-    w.optimizer.zero_grad(set_to_none=True)
-    return statistics.median(times), _count_top_level_ops(LazyTensor, lambda: _step(w))
+    def __init__(self, model: str, args: argparse.Namespace):
+        import lazytriton
+        self.mark_step = lazytriton.mark_step
+        self.w = train.make_workload(model, args.batch_size, "lazy")
+        self.w.x, self.w.y = self.w.x.to("lazy"), self.w.y.to("lazy")
+        for _ in range(3):
+            self.timed_step()
+
+    def timed_step(self) -> float:
+        seconds = _timed_step(self.w)
+        self.mark_step(wait=True)
+        return seconds
+
+    def ops(self) -> int:
+        from lazytriton.tensor import LazyTensor
+        self.w.optimizer.zero_grad(set_to_none=True)
+        ops = _count_top_level_ops(LazyTensor, lambda: _step(self.w))
+        self.mark_step(wait=True)
+        return ops
+
+
+def measure(model: str, args: argparse.Namespace) -> tuple[float, int, float, int]:
+    """(floor's median seconds per step, its ops per step, lazytriton's, its ops per step).
+    Floor and lazytriton steps alternate, so that both see the same load on the machine; of
+    the rounds, the lowest median of each is kept."""
+    floor, lazy = FloorRun(model, args), LazyRun(model, args)
+    floor_medians, lazy_medians = [], []
+    for _ in range(args.rounds):
+        floor_times, lazy_times = [], []
+        for _ in range(args.steps):
+            floor_times.append(floor.timed_step())
+            lazy_times.append(lazy.timed_step())
+        floor_medians.append(statistics.median(floor_times))
+        lazy_medians.append(statistics.median(lazy_times))
+    return min(floor_medians), floor.ops(), min(lazy_medians), lazy.ops()
 
 
 def _count_top_level_ops(cls, run: Callable[[], None]) -> int:
@@ -221,10 +250,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=train._names, default=["mlp", "tutorial", "transformer"],
                         help="comma-separated: mlp, tutorial, transformer (default: all three)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="timed steps of each per round, floor and lazytriton alternating "
+                             "step by step (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="floor and lazytriton measured alternately this many times; the "
-                             "lowest median of each is reported (default: %(default)s)")
+                        help="rounds; the lowest median of each is reported "
+                             "(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     parser.add_argument("--backend", default="aten",
                         help="lazytriton backend running the graphs between timed steps "
@@ -241,12 +272,7 @@ def main(argv: list[str] | None = None) -> None:
              f" {'lazy trace ms/step':>18}"
     print(header)
     for model in args.models:
-        floors, lazies = [], []
-        for _ in range(args.rounds):  # alternating, so both see the same load on the machine
-            floors.append(measure_floor(model, args))
-            lazies.append(measure_lazy(model, args))
-        floor_s, floor_ops = min(floors)
-        lazy_s, lazy_ops = min(lazies)
+        floor_s, floor_ops, lazy_s, lazy_ops = measure(model, args)
         floor_us, lazy_us = 1e6 * floor_s / floor_ops, 1e6 * lazy_s / lazy_ops
         print(f"{model:<12} {lazy_ops:>8} {floor_us:>11.1f} {lazy_us:>10.1f} "
               f"{lazy_us / floor_us:>5.2f}x {1e3 * lazy_s:>18.2f}", flush=True)
