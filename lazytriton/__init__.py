@@ -15,7 +15,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from . import autotune as _autotune
-from . import debug, metrics
+from . import debug, device_module, metrics
 from ._version import __version__
 from .device import register_lazy_kernels
 from .device_data import LazyExecutionError
@@ -53,6 +53,7 @@ def init(backend: str | None = None, cache_dir: str | os.PathLike | None = None,
     _session.start(backend, Path(cache_dir) if cache_dir else None, device)
     _autotune.set_mode(autotune_mode)  # a new session: its graphs compile in this mode
     register_lazy_kernels()  # at init, not import: importing must not take the device over
+    device_module.register()  # torch.lazy, for torch.utils.checkpoint and fork_rng
     keep_shared_tensors_on_conversion()
     default_to_foreach()  # optimizers over lazy parameters: one traced op per step
 
