@@ -452,9 +452,10 @@ def kernels_json_recorder(folder: Path, kernel: str) -> Callable[[dict], None]:
 
     def record(info: dict) -> None:
         with _json_lock:
-            file = _kernels_files.get(path)
-            if file is None:
-                file = _kernels_files[path] = KernelsJson(path)
+            file = _kernels_files.pop(path, None) or KernelsJson(path)
+            _kernels_files[path] = file  # the most recently used last
+            if len(_kernels_files) > _KERNELS_FILES_KEPT:
+                del _kernels_files[next(iter(_kernels_files))]
             file.update(kernel, lambda entry: update(entry, info))
     return record
 
@@ -507,3 +508,6 @@ def _entry_text(entry) -> str:
 
 
 _kernels_files: dict[Path, KernelsJson] = {}  # by path, under _json_lock
+# graphs whose kernels.json stays parsed: a graph's kernels are tuned together, so a few recent
+# ones serve; a dropped one is read again from its file if it is tuned later
+_KERNELS_FILES_KEPT = 16

@@ -282,3 +282,23 @@ def test_kernels_json_reads_as_json_dumps_writes_it(tmp_path):
     written = json.loads(path.read_text())
     assert written[3]["autotune"]["buckets"]["static"]["chosen"] == "c1"
     assert written[1]["config"] == {"i": 1} and len(written) == 4
+
+
+def test_only_recent_graphs_kernels_json_stay_parsed(tmp_path):
+    """A long run tunes many graphs: only the most recent few kernels.json files stay parsed
+    in memory, and a graph tuned again after its file was dropped is read back and updated,
+    losing no earlier choice."""
+    folders = [tmp_path / f"g{i}" for i in range(autotune._KERNELS_FILES_KEPT + 5)]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "kernels.json").write_text(json.dumps([{"kernel": "k0"}, {"kernel": "k1"}]))
+    info = {"chosen": "c1", "config": {"i": 1}, "how": "timed", "mode": "default",
+            "bucket": [], "ms": {}}
+    for folder in folders:
+        autotune.kernels_json_recorder(folder, "k0")(info)
+    assert len(autotune._kernels_files) <= autotune._KERNELS_FILES_KEPT
+    assert folders[0] / "kernels.json" not in autotune._kernels_files
+    autotune.kernels_json_recorder(folders[0], "k1")(dict(info, config={"i": 2}))
+    entries = json.loads((folders[0] / "kernels.json").read_text())
+    assert [e["config"] for e in entries] == [{"i": 1}, {"i": 2}]
+    assert list(autotune._kernels_files)[-1] == folders[0] / "kernels.json"
