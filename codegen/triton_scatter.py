@@ -74,8 +74,12 @@ def _writes(k, member, node: Scatter):
     if ordered:
         inner = k.body.pop()
         defs = k._range_lines(seq, "")[2:]  # per-dim indices of the loop counter
-        k.body.emit("for oindex in range(0, onumel):")
-        for line in used_definitions(defs, inner.lines) + inner.lines + ["tl.debug_barrier()"]:
+        # the counter as a Triton value: under Triton's interpreter a range() counter is a
+        # Python int, and the indices computed from it have no .to()
+        k.body.emit("for ocount in range(0, onumel):")
+        counter = [f"oindex = tl.full([], ocount, {TL_TYPE[k.index_dtype]})"]
+        for line in counter + used_definitions(defs, inner.lines) + inner.lines + \
+                ["tl.debug_barrier()"]:
             k.body.emit("    " + line)
         k.body.block.lines.insert(0, f"onumel = {k.index(seq.numel)[0]}")
     return _launchable(k, k.name, x, x.sizes)

@@ -1458,3 +1458,15 @@ def test_fallback_then_compute(name):
 }))
 def test_fallback_grad(fn):
     check_grad(fn, rnd(6, 7))
+
+
+@pytest.mark.parametrize("gathered", [5, 3])
+def test_loss_over_gathered_columns(gathered):
+    """cross_entropy over columns gathered from a wider tensor (as a top-k head does). Its
+    backward compares each target with the index of a loop over the gathered columns inside the
+    gather's backward scatter; Triton's interpreter runs that index as a Python int, and a
+    `.to()` on it failed the graph."""
+    idx = torch.randint(0, 10, (8, gathered))
+    y = torch.randint(0, gathered, (8,))
+    check_grad(lambda h: F.cross_entropy(torch.gather(h, 1, idx.to(h.device)), y.to(h.device)),
+               rnd(8, 10))
