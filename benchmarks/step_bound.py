@@ -18,13 +18,10 @@ lazytriton's execution. Ratios are to eager's median step.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train  # noqa: E402  (the models, optimizers and step)
@@ -34,12 +31,8 @@ import trace_overhead  # noqa: E402  (the floor)
 def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
     """Median seconds per step of each part: eager, floor, trace, execute (mark_step + wait)."""
     import lazytriton
-    eager_w = train.make_workload(model, args.batch_size, "cpu")
-    eager_step = train.make_step(eager_w, "cpu")
-    floor_w = trace_overhead.floor_workload(model, args.batch_size)
-    for _ in range(3):  # the optimizer's state exists from the second step on
-        trace_overhead._script.start_step(recording=True)
-        _floor_step(floor_w)
+    floor = trace_overhead.FloorRun(model, args)  # with an eager workload, `real`
+    eager_step = train.make_step(floor.real, "cpu")
     lazy_w = train.make_workload(model, args.batch_size, "lazy")
     lazy_step = train.make_step(lazy_w, "lazy")
     for _ in range(args.warmup):
@@ -53,7 +46,7 @@ def measure(model: str, args: argparse.Namespace) -> dict[str, float]:
         eager_step()
         times["eager"].append(clock() - start)
         trace_overhead._script.start_step(recording=False)
-        times["floor"].append(_floor_step(floor_w))
+        times["floor"].append(_floor_step(floor.w))
         start = clock()
         lazy_step()
         traced = clock()
@@ -86,10 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch.set_num_threads (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    import lazytriton
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    lazytriton.init(backend=args.backend)
+    trace_overhead.start_lazytriton(args)
     print(f"{'model':<12} {'eager ms':>8} {'floor':>7} {'trace':>7} {'execute':>8} "
           f"{'lazytriton':>16} {'bound':>16}")
     for model in args.models:

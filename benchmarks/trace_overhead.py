@@ -246,6 +246,14 @@ def _count_top_level_ops(cls, run: Callable[[], None]) -> int:
     return state["calls"]
 
 
+def start_lazytriton(args: argparse.Namespace) -> None:
+    """torch's threads (and OpenMP's, for generated kernels) as --threads says, then init."""
+    import lazytriton
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    lazytriton.init(backend=args.backend)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=train._names, default=["mlp", "tutorial", "transformer"],
@@ -264,10 +272,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch.set_num_threads (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    import lazytriton
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    lazytriton.init(backend=args.backend)
+    start_lazytriton(args)
     header = f"{'model':<12} {'ops/step':>8} {'floor us/op':>11} {'lazy us/op':>10} {'ratio':>6}" \
              f" {'lazy trace ms/step':>18}"
     print(header)
