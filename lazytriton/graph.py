@@ -66,6 +66,23 @@ def _walk(roots: list[Node]) -> tuple[list[Node], dict[Node, int], list[int]]:
     return order, index, wiring
 
 
+def leaves_read(values: list[Value]) -> set[int]:
+    """Ids of the leaf nodes the computations of `values` read (iterative: graphs are deep)."""
+    leaves: set[int] = set()
+    seen: set[int] = set()
+    stack = [v.node for v in values]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.is_leaf:
+            leaves.add(id(node))
+        else:
+            stack.extend(v.node for v in node.inputs)
+    return leaves
+
+
 def build_graph(values: list[Value]) -> Graph:
     outputs = list({id(v): v for v in values}.values())
     nodes, index, wiring = _walk([v.node for v in outputs])

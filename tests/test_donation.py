@@ -98,6 +98,32 @@ def test_pending_value_outside_the_synced_graph_keeps_the_old_buffer():
     torch.testing.assert_close(q.cpu(), old * 3)
 
 
+@pytest.mark.parametrize("make_opt", [
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+    lambda ps: torch.optim.AdamW(ps, lr=0.01),
+], ids=["sgd_momentum", "adamw"])
+def test_reading_parameters_mid_step_keeps_training_as_eager(make_opt):
+    """A read before mark_step (printing, torch.save, .cpu()) syncs one tensor. Its graph runs
+    nodes, the gradients, that a later graph of the step runs again for the tensors still
+    pending (other parameters, the optimizer state), reading the old parameters again: the
+    read's graph must not write the new values over them. It did, and training silently
+    diverged from eager (the first layer's new weight overwrote the old one, which the last
+    layer's gradient reads through the hidden activation)."""
+    x = torch.randn(5, 8)
+    eager = _mlp()
+    lazy = copy.deepcopy(eager).to("lazy")
+    opt_e, opt_l = make_opt(eager.parameters()), make_opt(lazy.parameters())
+    for _ in range(3):
+        _step(eager, opt_e, x)
+        _step(lazy, opt_l, x.to("lazy"))
+        for pe, pl in zip(eager.parameters(), lazy.parameters()):  # one graph per read
+            torch.testing.assert_close(pl.detach().cpu(), pe.detach(), rtol=1e-5, atol=1e-6)
+        lazytriton.mark_step()
+    for se, sl in zip(opt_e.state.values(), opt_l.state.values()):
+        for k in se:
+            torch.testing.assert_close(sl[k].cpu(), se[k], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("update", [
     lambda p: p.copy_(p.t() + 0),  # reads another element than it writes
     lambda p: p.copy_(p.flip(0) * 1),

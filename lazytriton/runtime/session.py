@@ -15,7 +15,7 @@ import torch
 
 from .. import metrics
 from ..device_data import DeviceData
-from ..graph import Graph, build_graph, skeleton, structure, to_text
+from ..graph import Graph, build_graph, leaves_read, skeleton, structure, to_text
 from ..ir import DataNode, TensorMeta
 from ..storage import LazyStorage, pending_storages, replaced_data, set_computed
 from .async_runner import AsyncRunner, overlap_pays
@@ -45,7 +45,7 @@ class Session:
         if not pending:
             return
         graph = build_graph([s.value for s in pending])
-        donate = self._donations(graph, pending)
+        donate = self._donations(graph, pending, _read_later(pending))
         try:
             program = self._program(graph, donate)
         except BaseException as e:
@@ -56,9 +56,11 @@ class Session:
         self.runner.submit(_job(program, _input_handles(graph),
                                 [handles[id(v)] for v in graph.outputs]))
 
-    def _donations(self, graph: Graph, pending: list[LazyStorage]) -> tuple:
+    def _donations(self, graph: Graph, pending: list[LazyStorage], read_later: set[int]
+                   ) -> tuple:
         """(input, output) pairs where a storage's new value may be written over the buffer it
-        held before: that buffer is a graph input nothing outside this graph can still read.
+        held before: that buffer is a graph input nothing outside this graph can still read,
+        and no computation left pending after it reads (`read_later`: ids of such leaves).
         The compiled program proves each pair safe for its schedule or does not donate."""
         uses = self._input_uses.get(graph.key)
         if uses is None:
@@ -74,6 +76,8 @@ class Session:
             if j is None or j in pairs:
                 continue
             leaf = graph.inputs[j]
+            if id(leaf) in read_later:
+                continue
             if leaf.out_metas[0] == s.value.meta and only_read_by_graph(leaf.outputs[0], uses[j]):
                 pairs[j] = outputs[id(s.value)]
         return tuple(sorted(pairs.items()))
@@ -182,6 +186,17 @@ class Session:
 
     def wait(self) -> None:
         self.runner.wait()
+
+
+def _read_later(synced: list[LazyStorage]) -> set[int]:
+    """Leaves that pending storages outside this sync read: a read mid-step syncs one tensor,
+    and its graph may run nodes that the step's later graph runs again (a gradient both the
+    parameter read now and the momentum buffer left pending depend on). Such a node reads its
+    leaves again then, so their buffers must not be written over now. mark_step syncs every
+    pending storage: nothing is left, nothing walked."""
+    synced_ids = {id(s) for s in synced}
+    later = [s.value for s in pending_storages() if id(s) not in synced_ids]
+    return leaves_read(later) if later else set()
 
 
 def input_uses(graph: Graph) -> list[int]:
