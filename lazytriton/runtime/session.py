@@ -40,12 +40,14 @@ class Session:
         self._log = CompileLog(cache_dir, backend.artifact_name)  # records, index, logs
 
     # --- cutting and running graphs --------------------------------------------------------
-    def sync(self, storages: list[LazyStorage]) -> None:
+    def sync(self, storages: list[LazyStorage], every_pending: bool = False) -> None:
+        """`every_pending`: `storages` are all the pending ones (mark_step): nothing computed
+        later can read this graph's inputs, so none is looked for."""
         pending = list({id(s): s for s in storages if s.is_pending}.values())  # views share one
         if not pending:
             return
         graph = build_graph([s.value for s in pending])
-        donate = self._donations(graph, pending, _read_later(pending))
+        donate = self._donations(graph, pending, set() if every_pending else _read_later(pending))
         try:
             program = self._program(graph, donate)
         except BaseException as e:
@@ -168,7 +170,7 @@ class Session:
     # --- steps -----------------------------------------------------------------------------
     def mark_step(self) -> None:
         metrics.counter_inc("MarkStep")
-        self.sync(pending_storages())
+        self.sync(pending_storages(), every_pending=True)
         self.run_step_closures()
 
     def run_step_closures(self) -> None:
@@ -193,7 +195,7 @@ def _read_later(synced: list[LazyStorage]) -> set[int]:
     and its graph may run nodes that the step's later graph runs again (a gradient both the
     parameter read now and the momentum buffer left pending depend on). Such a node reads its
     leaves again then, so their buffers must not be written over now. mark_step syncs every
-    pending storage: nothing is left, nothing walked."""
+    pending storage and does not call this (`sync(every_pending=True)`)."""
     synced_ids = {id(s) for s in synced}
     later = [s.value for s in pending_storages() if id(s) not in synced_ids]
     return leaves_read(later) if later else set()
