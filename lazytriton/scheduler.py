@@ -252,12 +252,60 @@ def schedule(steps: list, outputs: list, extern_reads: set[int],
         if not _join(segment, step, parallel_inner, outer_reductions):
             segment.append(_start_kernel(step, next(names)))
             result.append(segment[-1])
-    result = _drop_unread(result, outputs, extern_reads)
+    result = _split_large(_drop_unread(result, outputs, extern_reads))
     for kernel in result:
         if isinstance(kernel, Kernel) and len(kernel.members) > 2:
             kernel.members = _clustered(kernel.members)
     _keep_local_reductions(result, outputs, extern_reads)
     return Schedule(result, outputs)
+
+
+def _split_large(steps: list) -> list:
+    """Kernels of more than MAX_MEMBERS members split in place, then every kernel renamed in
+    order (only where one split, so that other graphs keep their kernels' names)."""
+    result = []
+    for step in steps:
+        big = isinstance(step, Kernel) and len(step.members) > MAX_MEMBERS
+        result.extend(_split_kernel(step) if big else [step])
+    if len(result) > len(steps):
+        for k, kernel in enumerate(s for s in result if isinstance(s, Kernel)):
+            kernel.name = f"kernel{k}"
+    return result
+
+
+def _split_kernel(kernel: Kernel) -> list[Kernel]:
+    """The kernel's members in groups of at most MAX_MEMBERS, each holding whole chains of
+    members that read one another (one parameter's optimizer update, its intermediates in
+    registers): chains read nothing of each other, so the groups may run in any order. A
+    chain longer than the cap is cut in pieces run in its order, the results of one piece
+    read from memory by the next."""
+    members = kernel.members
+    chain = list(range(len(members)))  # union-find over members: a read joins two chains
+
+    def root(i: int) -> int:
+        while chain[i] != i:
+            chain[i] = chain[chain[i]]
+            i = chain[i]
+        return i
+    position = {id(m.buffer): i for i, m in enumerate(members)}
+    for j, m in enumerate(members):
+        for buf, _ in _all_reads(m.buffer):
+            i = position.get(id(getattr(buf, "base", buf)))
+            if i is not None:
+                chain[root(j)] = root(i)
+    chains: dict[int, list[int]] = {}
+    for i in range(len(members)):
+        chains.setdefault(root(i), []).append(i)
+    groups: list[list[int]] = [[]]
+    for indices in chains.values():
+        if groups[-1] and len(groups[-1]) + len(indices) > MAX_MEMBERS:
+            groups.append([])  # a chain that fits a group stays whole
+        for i in indices:  # one that does not is cut where each group fills
+            if len(groups[-1]) == MAX_MEMBERS:
+                groups.append([])
+            groups[-1].append(i)
+    return [Kernel(kernel.name, list(kernel.outer), [members[i] for i in sorted(group)])
+            for group in groups]
 
 
 def _clustered(members: list[Member]) -> list[Member]:
@@ -294,6 +342,13 @@ def _loop_member(m: Member) -> bool:
 
 # how many earlier kernels of the same outer size a computation may try to join
 _HORIZONTAL_CANDIDATES = 8
+
+# members of one kernel, at most. Horizontal fusion would otherwise put every same-sized
+# parameter's optimizer update into one kernel: a model with hundreds of them got one loop body
+# of hundreds of statements over as many pointers, which compilers take minutes over (80 Adam
+# parameters: g++ 34 s a graph, 15 s capped; a Triton kernel of 160 for sm_90: 59 s, 965
+# arguments), for no gain at run time: each member streams its own tensors anyway.
+MAX_MEMBERS = 32
 
 
 def _join(segment: list, step: ComputedBuffer, parallel_inner: bool,

@@ -10,6 +10,7 @@ from lazytriton.graph import build_graph
 from lazytriton.loopir import ExternKernel, Scatter
 from lazytriton.lowering import Lowering
 from lazytriton.runtime.kernel_backend import lowering_extern_reads
+from lazytriton import scheduler
 from lazytriton.scheduler import Kernel, schedule
 from lazytriton.testing.models import pointwise_chain
 from lazytriton.tensor import value_of
@@ -87,6 +88,43 @@ def test_foreach_updates_of_one_parameter_sit_together():
     kernels = _kernels(_schedule(step, torch.randn(64, 300), torch.randn(64)))
     (kernel,) = [k for k in kernels if len(k.members) == 4]
     assert _member_sizes(kernel) == [(64, 300), (64, 300), (64,), (64,)]
+
+
+def _reads_across(kernels: list[Kernel]) -> list[tuple[int, int]]:
+    """(reader's kernel, producer's kernel) for each member reading another kernel's member."""
+    kernel_of = {id(m.buffer): k for k, kernel in enumerate(kernels) for m in kernel.members}
+    return [(k, kernel_of[id(buf)]) for k, kernel in enumerate(kernels) for m in kernel.members
+            for buf, _ in scheduler._all_reads(m.buffer)
+            if id(buf) in kernel_of and kernel_of[id(buf)] != k]
+
+
+def test_a_kernel_of_too_many_members_splits_keeping_each_parameters_update_whole(monkeypatch):
+    """Seven same-sized parameters' updates would share one kernel: with room for 6 members
+    (two parameters of three members each) they take four kernels, each parameter's update in
+    one of them, so its intermediates stay in registers."""
+    monkeypatch.setattr(scheduler, "MAX_MEMBERS", 6)
+
+    def step(*params):
+        scaled = torch._foreach_mul(params, 0.9)
+        shifted = torch._foreach_add(scaled, 1.0)
+        return list(scaled) + list(shifted) + list(torch._foreach_mul(shifted, params))
+    kernels = _kernels(_schedule(step, *[torch.randn(40, 30) for _ in range(7)]))
+    assert sorted(len(k.members) for k in kernels) == [3, 6, 6, 6]
+    assert [k.name for k in kernels] == [f"kernel{i}" for i in range(4)]
+    assert _reads_across(kernels) == []
+
+
+def test_a_chain_longer_than_a_kernel_holds_is_cut_in_order(monkeypatch):
+    monkeypatch.setattr(scheduler, "MAX_MEMBERS", 2)
+
+    def chain(x):
+        a = x * 2
+        b = a + 1
+        c = b * a
+        return a, b, c
+    kernels = _kernels(_schedule(chain, torch.randn(17, 5)))
+    assert [len(k.members) for k in kernels] == [2, 1]
+    assert set(_reads_across(kernels)) == {(1, 0)}  # the second reads the first: runs after it
 
 
 def test_a_member_never_moves_ahead_of_what_it_reads():

@@ -1,12 +1,14 @@
 """Whole training steps (forward, backward, optimizer) on the lazy device match eager."""
 from __future__ import annotations
 
+import json
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lazytriton import metrics
+from lazytriton import metrics, scheduler
 from lazytriton.testing.differential import train_side_by_side
 from lazytriton.testing.models import MLP, TransformerBlock, TutorialNet, lm_loss
 
@@ -67,6 +69,28 @@ def test_mlp_adamw_with_grad_clipping_matches_eager(foreach):
         _digits_batch(16, classes=5, shape=(20,)), F.cross_entropy, steps=5, clip=0.5)
     _assert_same_training(runs)
     assert metrics.counter_value("UncachedCompile") <= 2
+
+
+def test_many_same_sized_parameters_split_their_updates_and_match_eager(test_backend,
+                                                                       cache_dirs):
+    """Twelve 8x8 layers: Adam's updates of their weights (and of their biases) would all share
+    one kernel; the scheduler splits one of more than MAX_MEMBERS members (scheduler.py)."""
+    started = time.time()
+    torch.manual_seed(3)
+    model = MLP((8,) * 13 + (3,))
+    runs = _train_both(model, lambda p: torch.optim.Adam(p, lr=1e-2),
+                       _digits_batch(16, classes=3, shape=(8,)), F.cross_entropy, steps=4)
+    _assert_same_training(runs)
+    if test_backend.startswith("aten"):
+        return  # the reference executor has no kernels
+    listings = [f for f in (cache_dirs(test_backend) / "graphs").glob("*/kernels.json")
+                if f.stat().st_mtime >= started and "_foreach_addcdiv" in f.read_text()]
+    assert listings  # the graphs with Adam's step (its first, and the one with state)
+    for listing in listings:
+        kernels = json.loads(listing.read_text())
+        updates = [k for k in kernels if any("_foreach_addcdiv" in op for op in k["fused_ops"])]
+        assert len(updates) >= 2 and all(len(k["members"]) <= scheduler.MAX_MEMBERS
+                                         for k in kernels), listing
 
 
 _OTHER_OPTIMIZERS = {
