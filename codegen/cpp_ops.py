@@ -60,7 +60,7 @@ _UNARY = {
     "erfc": "std::erfc({0})", "log1p": "std::log1p({0})", "expm1": "std::expm1({0})",
     "floor": "std::floor({0})", "ceil": "std::ceil({0})", "round": "std::nearbyint({0})",
     "trunc": "std::trunc({0})", "reciprocal": "(1 / ({0}))", "sign": "lt::sign({0})",
-    "lgamma": "std::lgamma({0})", "bitwise_not": "(~({0}))", "relu": "lt::maximum({0}, decltype({0})(0))",
+    "lgamma": "std::lgamma({0})", "bitwise_not": "(~({0}))", "relu": "lt::relu({0})",
 }
 _UNARY_BOOL_INPUT = {"bitwise_not": "(!({0}))", "abs": "({0})", "neg": "(!({0}))"}
 # float functions of vecmath.h: branch-free, so `omp simd` loops calling them vectorize

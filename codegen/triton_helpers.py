@@ -263,7 +263,7 @@ def tanh_interpreted(x):
     y = x.to(tl.float64)
     t = _expm1_f64(-2.0 * tl.abs(y))
     r = -t / (t + 2.0)
-    return tl.where(y < 0, -r, r).to(x.dtype)
+    return tl.where(y < 0, -r, tl.where(y == 0, y, r)).to(x.dtype)  # -0.0 keeps its sign
 
 
 def sinh(x):
@@ -274,7 +274,7 @@ def sinh_interpreted(x):
     y = x.to(tl.float64)
     t = _expm1_f64(tl.abs(y))
     r = tl.where(t == float("inf"), t, 0.5 * (t + t / (t + 1.0)))
-    return tl.where(y < 0, -r, r).to(x.dtype)
+    return tl.where(y < 0, -r, tl.where(y == 0, y, r)).to(x.dtype)  # -0.0 keeps its sign
 
 
 def cosh(x):

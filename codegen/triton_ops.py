@@ -216,9 +216,7 @@ class TritonOps:
         if x.dtype == torch.bool:
             return x
         t = TL_TYPE[compute_dtype(x.dtype)]
-        sign = f"(({{0}} > 0).to({t}) - ({{0}} < 0).to({t}))"
-        if x.dtype.is_floating_point:
-            sign = f"tl.where({{0}} != {{0}}, {{0}}, {sign})"
+        sign = f"(({{0}} > 0).to({t}) - ({{0}} < 0).to({t}))"  # NaN: 0, as eager's
         return self._apply(sign, x.dtype, self._tensor(x))
 
     def pow(self, a, b):

@@ -109,6 +109,27 @@ def test_unary_noncontiguous(name, layout):
     check(lambda x: fn(LAYOUTS[layout](x)), domain(6, 8))
 
 
+SPECIAL = [float("nan"), float("inf"), float("-inf"), 0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 1e-40,
+           -1e30]
+# where eager's CPU kernel gives what no formula does and lazytriton keeps the formula's value
+SPECIAL_DIFFERS = {"gelu": "eager's gelu(inf) is NaN (inf * erf(inf) in its vector path)"}
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+@pytest.mark.parametrize("name", UNARY)
+def test_unary_special_values(name, dtype):
+    """NaN, infinities and signed zeros (in a vector's body and in its remainder) as eager:
+    sign(NaN) is 0, relu(-0.0) is -0.0."""
+    fn, _ = UNARY[name]
+    x = torch.tensor(SPECIAL * 3 + [0.25], dtype=dtype)[torch.randperm(3 * len(SPECIAL) + 1)]
+    if name in SPECIAL_DIFFERS:
+        x = x[~torch.isinf(x)]
+    expected = check(fn, x)
+    actual = fn(x.to("lazy")).cpu()
+    zeros = expected == 0
+    assert torch.equal(actual[zeros].signbit(), expected[zeros].signbit()), (x, actual)
+
+
 @pytest.mark.parametrize("name", SMOOTH)
 def test_unary_grad(name):
     fn, domain = UNARY[name]

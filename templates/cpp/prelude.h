@@ -66,6 +66,9 @@ template <typename T> static inline T minimum(T a, T b) { return ((a != a) | (a 
 // float: a bit blend, since g++ may turn a ?: next to float math into a branch (no vectors)
 static inline float maximum(float a, float b) { return vecmath::sel((a != a) | (a > b), a, b); }
 static inline float minimum(float a, float b) { return vecmath::sel((a != a) | (a < b), a, b); }
+// relu as eager's clamp_min(x, 0): NaN and -0.0 come through (x < 0 fails for both)
+template <typename T> static inline T relu(T x) { return x < T(0) ? T(0) : x; }
+static inline float relu(float x) { return vecmath::sel(x < 0.0f, 0.0f, x); }
 
 // where(c, a, b). Floating point as a bit blend: g++ sinks a ?: whose operand may trap (a
 // division) into a branch, and a loop with a branch is not vectorized (an attention mask's
@@ -141,8 +144,8 @@ template <typename T> static inline T pow_int(T base, T exp) {
   return result;
 }
 
+// As eager's: NaN has sign 0 (both comparisons fail).
 template <typename T> static inline T sign(T x) {
-  if (x != x) return x;
   return static_cast<T>((T(0) < x) - (x < T(0)));
 }
 
