@@ -1121,6 +1121,49 @@ def inplace_index_ops(x, y):
     return x
 
 
+# a computed value laid out as its input (eager keeps a transposed input's strides): its
+# storage's order is not its row-major order, and writes into it address the storage
+STORAGE_ORDERS = {
+    "transposed": lambda x: x.t().exp(),
+    "permuted": lambda x: x.view(2, 3, 8).permute(2, 0, 1).sigmoid(),
+    "contiguous": lambda x: x.exp(),
+}
+def _drawn(y, high: int, *shape: int, floats: bool = False) -> torch.Tensor:
+    """The same random indices (or values) for the eager and the lazy run, on y's device."""
+    gen = torch.Generator().manual_seed(7)
+    t = torch.randn(shape, generator=gen) if floats else torch.randint(0, high, shape,
+                                                                       generator=gen)
+    return t.to(y.device)
+
+
+WRITES_IN_PLACE = {
+    "scatter_add_": lambda y: y.scatter_add_(1, _drawn(y, y.shape[1], *y.shape[:-1], 2),
+                                             _drawn(y, 0, *y.shape[:-1], 2, floats=True)),
+    "scatter_": lambda y: y.scatter_(0, _drawn(y, y.shape[0], 2, *y.shape[1:]),
+                                     _drawn(y, 0, 2, *y.shape[1:], floats=True)),
+    "index_add_": lambda y: y.index_add_(1, _drawn(y, y.shape[1], 3),
+                                         _drawn(y, 0, y.shape[0], 3, *y.shape[2:], floats=True)),
+    "index_put_": lambda y: y.index_put_((_drawn(y, y.shape[0], 4),),
+                                         _drawn(y, 0, *y.shape[1:], floats=True),
+                                         accumulate=True),
+    "index_fill_": lambda y: y.index_fill_(1, _drawn(y, y.shape[1], 2), -3.0),
+    "setitem_slice": lambda y: y.__setitem__((slice(1, None), 0), -y[1:, 1]) or y,
+    "masked_fill_": lambda y: y.masked_fill_(y > 1, 0.5),
+}
+
+
+@pytest.mark.parametrize("write", WRITES_IN_PLACE)
+@pytest.mark.parametrize("order", STORAGE_ORDERS)
+def test_writes_into_a_result_in_storage_order(order, write):
+    """Found by fuzzing: x.t().exp().scatter_add_(...) wrote src through row-major positions
+    of a storage laid out column by column (silently wrong values)."""
+    def fn(x):
+        y = STORAGE_ORDERS[order](x)
+        out = WRITES_IN_PLACE[write](y)
+        return out, y, out.stride()
+    check(fn, rnd(6, 8))
+
+
 def setitem_bool_mask(x, y):
     x[y > 0] = 0.5
     return x

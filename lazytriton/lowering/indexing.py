@@ -14,10 +14,11 @@ import sympy
 import torch
 
 from ..loopir import Pointwise, Scatter
-from ..sizevars import contiguous_strides
-from .operands import broadcast_sizes, is_tensor, operand_loader, out_dtype, scalar_value
+from ..sizevars import contiguous_strides, flat_index
+from .operands import (broadcast_sizes, is_tensor, operand_loader, out_dtype, scalar_value,
+                       symbolic_strides)
 from .registry import register
-from .views import symbolic_view
+from .views import symbolic_view, unflatten_strided
 
 aten = torch.ops.aten
 _INDEX_DTYPES = (torch.int64, torch.int32)
@@ -259,22 +260,32 @@ def _mask_fill(self, mask, values, accumulate: bool, dtype) -> Pointwise:
 
 @register(aten.as_strided_scatter.default)
 def _as_strided_scatter(lowering, node, self, src, size, stride, storage_offset=None):
-    """out = self.clone(); out.as_strided(size, stride, offset).copy_(src). The output is
-    contiguous (a storage lazytriton writes through); other layouts, and views where elements
-    overlap (aten raises), run as aten."""
-    meta = node.outputs[0].meta
+    """out = self.clone(); out.as_strided(size, stride, offset).copy_(src). `size`, `stride`
+    and `offset` address self's storage, laid out as self's TensorMeta says (a transposed
+    exp() result's storage holds it column by column), while the Scatter's flat target
+    indexes self's elements in row-major order: a storage position maps to one through
+    self's strides. Views where elements overlap (aten raises) run as aten, and so does a
+    self that is not one dense buffer (the tracer's storages always are)."""
+    self_meta = node.inputs[0].meta
     overlapping = any(st == 0 and sz > 1 for sz, st in zip(size, stride))  # aten raises
-    if overlapping or list(meta.stride) != contiguous_strides(list(meta.shape)):
+    if overlapping or not self_meta.is_whole_buffer:
         return lowering.extern(node, {"self": self, "src": src, "size": size, "stride": stride,
                                       "storage_offset": storage_offset}, fallback=True)
     dtype = out_dtype(node)
     offset = storage_offset or 0
-    sizes, strides = symbolic_view(lowering, list(self.sizes), contiguous_strides(self.sizes),
-                                   list(size), list(stride), offset)
+    storage_strides = symbolic_strides(list(self.sizes), self_meta)
+    sizes, strides = symbolic_view(lowering, list(self.sizes), storage_strides, list(size),
+                                   list(stride), offset)
     src_load = operand_loader(src, sizes, dtype)
+    row_major = contiguous_strides(list(self.sizes))
+    in_storage_order = list(self_meta.stride) == contiguous_strides(list(self_meta.shape))
 
     def target(ops, idx):
-        return sympy.Integer(offset) + sum((i * s for i, s in zip(idx, strides)), sympy.Integer(0))
+        position = flat_index(idx, strides, offset)
+        if in_storage_order:
+            return position
+        return flat_index(unflatten_strided(position, list(self.sizes), storage_strides),
+                          row_major)
     return Scatter(dtype, list(self.sizes), base=operand_loader(self, self.sizes, dtype),
                    src_sizes=sizes, target=target, value=src_load, accumulate=False,
                    ordered=[False] * len(sizes), flat_target=True)

@@ -38,7 +38,7 @@ def _as_strided(lowering, node, self, size, stride, storage_offset=0):
 
     def inner(ops, index):
         flat = flat_index(index, strides, offset)
-        return load(ops, _unflatten_strided(flat, base_sizes, base_strides))
+        return load(ops, unflatten_strided(flat, base_sizes, base_strides))
     return View(self.dtype, sizes, inner, base=self, strided=(strides, offset, base_strides))
 
 
@@ -69,7 +69,7 @@ def _dense_strides_of(lowering, box, node):
     return symbolic_strides(list(box.sizes), meta)
 
 
-def _unflatten_strided(flat, sizes, strides):
+def unflatten_strided(flat, sizes, strides):
     """Per-dim index of storage position `flat` in a dense layout with these strides."""
     return [sympy.Integer(0) if s == 1 else
             _mod(FloorDiv(flat, st), s) for s, st in zip(sizes, strides)]
