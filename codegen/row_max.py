@@ -31,7 +31,8 @@ def row_max_summands(members: Sequence[Member], outer_vars, inner_vars, sizes) -
         node = member.node
         if not (member.is_reduction and not member.across and node.reduction_type == "max"
                 and node.src_dtype.is_floating_point and node.dtype == node.src_dtype
-                and same_sizes(node.reduction_sizes, sizes)):
+                and same_sizes(node.reduction_sizes, sizes)
+                and len(inner_vars) == len(sizes)):  # a loop of merged dims has fewer vars
             continue
         tree = reduction_tree(member, outer_vars, list(inner_vars))
         if tree is not None:

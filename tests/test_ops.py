@@ -590,6 +590,15 @@ def test_reduction_grad(fn):
     check_grad(fn, torch.rand(3, 5, 4) + 0.5)
 
 
+def test_a_whole_tensor_max_beside_a_loop_of_merged_dims_compiles():
+    """Found by fuzzing: the C++ backend's cheap-exp proof (codegen/row_max.py) replayed the
+    max over the 2 dims of a loop that had merged them into 1, and the graph failed to
+    compile (it ran uncompiled, counted as FallbackGraph)."""
+    metrics.reset()
+    check(lambda c: (c.amax(), c.amax().flip(0), torch.logical_not(c)), rnd(65, 3))
+    assert not metrics.counter_value("FallbackGraph")
+
+
 # --- softmax and normalization ----------------------------------------------------------------
 
 SOFTMAX = {"softmax": torch.softmax, "log_softmax": torch.log_softmax}
