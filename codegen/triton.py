@@ -29,7 +29,7 @@ from .signature import SCALAR, SIZE, GeneratedCode, GeneratedKernel, KernelSigna
 from .triton_config import (INT32_LIMIT, SIZE_HINT, Launch, cdiv, persistent, pointwise_config,
                             row_config)
 from .triton_helpers import helper_block, uses_libdevice
-from .triton_ops import HALF, TL_TYPE, TritonOps, TritonVar, compute_dtype, literal
+from .triton_ops import HALF, TL_TYPE, TritonOps, TritonVar, compute_dtype, literal, stored
 from .triton_tuning import TritonCandidate, variants
 
 
@@ -222,8 +222,8 @@ class TritonKernel:
         value = self.ops.to_dtype(value, buf.dtype)
         mask, target = self.mask_for(dims)
         target = target | value.dims
-        stored = f"{value}.to({TL_TYPE[buf.dtype]})" if buf.dtype in HALF else str(value)
-        line = f"tl.store({self._pointer(param, text, dims, target, block=True)}, {stored}"
+        written = stored(value, buf.dtype)
+        line = f"tl.store({self._pointer(param, text, dims, target, block=True)}, {written}"
         self.body.emit(line + (f", {mask})" if mask else ")"))
         self.body.block.cache[f"stored {buf.name} {text}"] = value
         self.written.add(buf.name)
@@ -246,8 +246,11 @@ class TritonKernel:
         """err = code where cond holds in a live lane (1: index out of range, 2: x / 0)."""
         self.signature.uses_err = True
         mask, dims = self.mask_for(cond.dims)
-        when = f"{cond} & {mask}" if mask else str(cond)
         block = cond.block or bool(dims) or any(c.block for c in self.mask_stack)
+        if mask and block and not cond.block:  # a scalar condition (a divisor argument):
+            when = f"tl.where({mask}, {cond}, False)"  # the interpreter's scalar & block is
+        else:  # an int32 block, no mask it accepts
+            when = f"{cond} & {mask}" if mask else str(cond)
         ptr = f"err + tl.full({self.shape(dims)}, 0, tl.int32)" if block else "err"
         self.body.emit(f"tl.store({ptr}, {code}, {when})")
 

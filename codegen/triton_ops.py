@@ -35,6 +35,17 @@ class TritonVar(CSEVariable):
         return self.literal is not None
 
 
+def stored(value: "TritonVar", dtype: torch.dtype) -> str:
+    """The text a store of `value` into a `dtype` buffer writes: a 16-bit buffer's value
+    converted (a number through tl.full: a Python number has no .to, as
+    index_fill(..., -2) of a float16 tensor printed `-2.0.to(tl.float16)`)."""
+    if dtype not in HALF:
+        return str(value)
+    if value.is_literal:
+        return f"tl.full([], {value}, {TL_TYPE[dtype]})"
+    return f"{value}.to({TL_TYPE[dtype]})"
+
+
 def literal(value, dtype: torch.dtype) -> str:
     if dtype == torch.bool:
         return "True" if value else "False"

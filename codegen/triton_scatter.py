@@ -15,7 +15,7 @@ from lazytriton.sizevars import flat_index
 from .common import KernelBody
 from .triton import used_definitions
 from .triton_config import Launch, pointwise_config
-from .triton_ops import HALF, TL_TYPE
+from .triton_ops import HALF, TL_TYPE, stored
 
 _ATOMIC_DTYPES = (torch.int32, torch.int64)
 
@@ -102,8 +102,8 @@ def _write(k, buf, flat, value, accumulate: bool, atomic: bool) -> None:
         value = k.cse(f"{old} {combine} {value}", torch.float32 if buf.dtype in HALF
                       else buf.dtype, target)
         value = k.ops.to_dtype(value, buf.dtype)  # eager rounds each sum to a half type
-    stored = f"{value}.to({TL_TYPE[buf.dtype]})" if buf.dtype in HALF else str(value)
-    k.body.emit(f"tl.store({ptr}, {stored}{masked})")
+    written = stored(value, buf.dtype)
+    k.body.emit(f"tl.store({ptr}, {written}{masked})")
 
 
 def _launchable(k, name: str, x, sizes: list):

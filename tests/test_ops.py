@@ -1533,6 +1533,25 @@ def test_fallback_grad(fn):
     check_grad(fn, rnd(6, 7))
 
 
+@pytest.mark.parametrize("dtype", [F16, BF16, F32], ids=str)
+def test_index_fill_of_half_tensors_with_a_number(dtype):
+    """Found by fuzzing: Triton stored the number as `-2.0.to(tl.float16)`."""
+    check(lambda x: x.index_fill(0, torch.tensor([1, 2], device=x.device), -2),
+          rnd(4, 5, dtype=dtype))
+
+
+@pytest.mark.parametrize("op", [operator.mod, operator.floordiv], ids=["mod", "floordiv"])
+def test_integer_division_by_a_number_under_padding(op):
+    """Found by fuzzing: the divide-by-zero check of a scalar divisor, under the pad's mask,
+    was a mask Triton's interpreter rejected."""
+    x = torch.randint(-9, 10, (9,), dtype=I32)
+    check(lambda x: F.pad(op(x, 4), (1, 2), value=2), x)
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        F.pad(op(x, 0), (1, 2), value=2)  # eager's words
+    with pytest.raises(lazytriton.LazyExecutionError, match="ZeroDivisionError"):
+        F.pad(op(x.to("lazy"), 0), (1, 2), value=2).cpu()
+
+
 @pytest.mark.parametrize("gathered", [5, 3])
 def test_loss_over_gathered_columns(gathered):
     """cross_entropy over columns gathered from a wider tensor (as a top-k head does). Its

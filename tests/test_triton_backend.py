@@ -274,6 +274,8 @@ def _representative_graphs():
     t.scatter_add(2, idx, torch.randn(3, 4, 7).to("lazy")).cpu()
     F.dropout(lx, 0.3).cpu()
     (lx.bfloat16() * 2).exp().cpu()
+    lx.half().index_fill(0, torch.tensor([1, 4]).to("lazy"), -2).cpu()  # a number into f16
+    F.pad(torch.randint(-9, 10, (9,), dtype=torch.int32).to("lazy") % 4, (1, 2)).cpu()
     net = TutorialNet().to("lazy")  # the tutorial's training step, dropout included
     opt = torch.optim.Adadelta(net.parameters(), lr=1.0)
     opt.zero_grad()
