@@ -43,6 +43,8 @@ def stored(value: "TritonVar", dtype: torch.dtype) -> str:
         return str(value)
     if value.is_literal:
         return f"tl.full([], {value}, {TL_TYPE[dtype]})"
+    if dtype == torch.bfloat16:  # the interpreter's .to(tl.bfloat16) truncates: round first
+        return f"round_to_bf16({value}).to(tl.bfloat16)"
     return f"{value}.to({TL_TYPE[dtype]})"
 
 

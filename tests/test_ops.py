@@ -340,6 +340,20 @@ def test_bitwise_scalar(fn, dtype):
     check(fn, rnd(6, 7, dtype=dtype))
 
 
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
+@pytest.mark.parametrize("fn", _params({
+    "add": lambda x: x + 0.1, "sub": lambda x: x - 1.3, "rsub": lambda x: 2.7 - x,
+    "add_alpha": lambda x: torch.add(x, 1.3, alpha=2), "sub_": lambda x: x.sub_(1.3),
+    "mul": lambda x: x * 1.3, "div": lambda x: x / 2.7,
+    "scalar_tensor": lambda x: x - torch.tensor(1.3),  # a CPU 0-dim tensor: a graph input
+}))
+def test_half_tensor_and_number_exactly_as_eager(fn, dtype):
+    """Bit for bit (a single op has no fused intermediate to round differently): eager rounds
+    a number added or subtracted to the tensor's dtype first, and keeps it whole in mul and
+    div. Found by fuzzing (x - 1.3 differed by 1 ulp in half the elements)."""
+    check(fn, rnd(40, 50, dtype=dtype), atol=0, rtol=0)
+
+
 # --- ternary --------------------------------------------------------------------------------
 
 TERNARY = {  # name: (fn, input factories)

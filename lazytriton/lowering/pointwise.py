@@ -5,7 +5,7 @@ from __future__ import annotations
 import sympy
 import torch
 
-from ..loopir import Pointwise
+from ..loopir import Pointwise, ScalarArg
 from .operands import broadcast_sizes, operand_loader, out_dtype, pointwise, promote
 from .registry import LOWERINGS, register
 
@@ -92,17 +92,40 @@ def _reject_bool(name: str, *operands) -> None:
                                "`logical_not()` operator instead.")
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _binary(name: str):
     def lower(lowering, node, **kwargs):
         self, other, alpha = _operands(kwargs)
         _reject_bool(name, self, other)
         dtype = out_dtype(node)
+        rounded = (False, False)
+        if name in ("add", "sub") and dtype in _HALF:
+            self, other = _number_in(self, dtype), _number_in(other, dtype)
+            rounded = (isinstance(self, ScalarArg), isinstance(other, ScalarArg))
+
+        def apply(ops, a, b, *scale):
+            a, b = [_rounded(ops, v, dtype) if r else v for v, r in zip((a, b), rounded)]
+            return getattr(ops, name)(a, ops.mul(b, scale[0]) if scale else b)
         if alpha is not None and alpha != 1:  # add/sub with alpha: other * alpha first
-            return pointwise(lowering, [self, other, alpha],
-                             lambda ops, a, b, c: getattr(ops, name)(a, ops.mul(b, c)), dtype)
-        return pointwise(lowering, [self, other], lambda ops, a, b: getattr(ops, name)(a, b),
-                         dtype)
+            return pointwise(lowering, [self, other, alpha], apply, dtype)
+        return pointwise(lowering, [self, other], apply, dtype)
     return lower
+
+
+def _number_in(x, dtype: torch.dtype):
+    """A number added to (or subtracted from) a float16/bfloat16 tensor, as eager uses it:
+    rounded to the tensor's dtype first (TensorIterator casts it to the common dtype; its mul
+    and div keep the number whole, and so do ours). A kernel argument is rounded in the
+    kernel (`_rounded`)."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return torch.tensor(x, dtype=dtype).item()
+    return x
+
+
+def _rounded(ops, value, dtype: torch.dtype):
+    return ops.to_dtype(ops.to_dtype(value, torch.float32), dtype)
 
 
 def _compare(name: str):
