@@ -180,7 +180,9 @@ class TritonKernel:
         if "r" in dims:
             masks.append(self.current_r.name("mask"))
         for cond in self.mask_stack:
-            masks.append(str(cond))
+            # a scalar condition (a cat's branch at a constant position) as a one-element
+            # block: Triton's interpreter takes no scalar comparison as a load's mask
+            masks.append(str(cond) if cond.block else f"(tl.full([1], 1, tl.int1) & {cond})")
             dims = dims | cond.dims
         return (" & ".join(masks) or None), frozenset(dims)
 

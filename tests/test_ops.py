@@ -1566,6 +1566,13 @@ def test_integer_division_by_a_number_under_padding(op):
         F.pad(op(x.to("lazy"), 0), (1, 2), value=2).cpu()
 
 
+def test_one_row_of_a_cat():
+    """A kernel computing one row of a cat tests each input's range at a constant position:
+    a scalar condition, which Triton's interpreter took as no load mask (found by a packed
+    RNN's step)."""
+    check(lambda x: torch.cat([x[:2], x[2:] * 2])[3] + 1, rnd(6, 40))
+
+
 @pytest.mark.parametrize("gathered", [5, 3])
 def test_loss_over_gathered_columns(gathered):
     """cross_entropy over columns gathered from a wider tensor (as a top-k head does). Its
