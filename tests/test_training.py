@@ -135,6 +135,47 @@ def test_several_steps_in_one_graph_match_eager(steps_per_mark):
     assert not metrics.counter_value("FallbackGraph")
 
 
+class _PackedRNN(torch.nn.Module):
+    """A recurrent classifier over padded sequences of lengths 6, 3, 5 and 2 (unsorted), packed
+    for the RNN as nn.utils.rnn does: the lengths stay on the CPU."""
+
+    def __init__(self, cell: type, batch_first: bool):
+        super().__init__()
+        self.rnn = cell(5, 8, num_layers=2, batch_first=batch_first)
+        self.head = torch.nn.Linear(8, 3)
+        self.batch_first = batch_first
+
+    def forward(self, x):
+        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+        packed = pack_padded_sequence(x, [6, 3, 5, 2], batch_first=self.batch_first,
+                                      enforce_sorted=False)
+        out, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=self.batch_first)
+        return self.head(out.sum(1 if self.batch_first else 0))
+
+
+@pytest.mark.parametrize("cell", [torch.nn.LSTM, torch.nn.GRU], ids=["lstm", "gru"])
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_first"])
+def test_packed_sequence_rnn_matches_eager(cell, batch_first):
+    """Found by a stress run: pack_padded_sequence failed on the lazy device (its lengths and
+    batch sizes are CPU tensors, as on an accelerator)."""
+    torch.manual_seed(4)
+    shape = (4, 6, 5) if batch_first else (6, 4, 5)
+    gen = torch.Generator().manual_seed(5)
+    batch = (torch.randn(shape, generator=gen), torch.randint(0, 3, (4,), generator=gen))
+    runs = _train_both(_PackedRNN(cell, batch_first), lambda p: torch.optim.SGD(p, lr=0.1),
+                       lambda step: batch, F.cross_entropy, steps=3)
+    _assert_same_training(runs)
+
+
+def test_lengths_on_the_lazy_device_are_refused_as_eager_refuses_them_on_an_accelerator():
+    from torch.nn.utils.rnn import pack_padded_sequence
+    x = torch.randn(4, 6, 5).to("lazy")
+    with pytest.raises(RuntimeError, match="'lengths' argument should be a 1D CPU int64"):
+        pack_padded_sequence(x, torch.tensor([6, 3, 5, 2]).to("lazy"), batch_first=True)
+    with pytest.raises(RuntimeError, match="greater than 0"):  # eager's own check, kept
+        pack_padded_sequence(x, [6, 3, 5, 0], batch_first=True, enforce_sorted=False)
+
+
 def test_transformer_block_matches_eager():
     torch.manual_seed(4)
     gen = torch.Generator().manual_seed(99)
