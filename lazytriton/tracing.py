@@ -772,6 +772,18 @@ def _pack_padded_sequence(input, lengths, batch_first=False):
     return data, batch_sizes
 
 
+def _shift(op):
+    """Eager's CPU kernel shifts a bool tensor as the promoted integer type (bool << 2 is
+    int64); the meta kernel refuses bool, so bool operands are converted first."""
+    def handler(self, other):
+        dtype = torch.result_type(self, other)
+        if dtype != torch.bool:
+            self, other = (x.to(dtype) if isinstance(x, LazyTensor) and x.dtype == torch.bool
+                           else x for x in (self, other))
+        return trace_op(op, (self, other), {})
+    return handler
+
+
 def _same_layout_view(args: tuple, kwargs: dict) -> LazyTensor:
     """detach and alias: another tensor over the same storage in the same layout. No node and
     no plan: autograd detaches every gradient it accumulates and each parameter the
@@ -796,6 +808,10 @@ _SPECIAL = {
     aten._neg_view.default: _neg_view,
     aten._pack_padded_sequence.default: _pack_padded_sequence,
 }
+_SPECIAL.update({op: _shift(op) for op in (
+    aten.__lshift__.Scalar, aten.__lshift__.Tensor, aten.__rshift__.Scalar,
+    aten.__rshift__.Tensor, aten.bitwise_left_shift.Tensor, aten.bitwise_left_shift.Tensor_Scalar,
+    aten.bitwise_right_shift.Tensor, aten.bitwise_right_shift.Tensor_Scalar)})
 _SPECIAL.update({op: _batch_norm(op) for op in (
     aten.native_batch_norm.default, aten._native_batch_norm_legit.default,
     aten._native_batch_norm_legit_no_training.default)})

@@ -340,6 +340,20 @@ def test_bitwise_scalar(fn, dtype):
     check(fn, rnd(6, 7, dtype=dtype))
 
 
+@pytest.mark.parametrize("fn", _params({
+    "lshift": lambda b, i: b << 2,
+    "rshift": lambda b, i: b >> 1,
+    "lshift_tensor": lambda b, i: b << i,
+    "rshift_of_int_by_bool": lambda b, i: i >> b,
+    "bitwise_left_shift": lambda b, i: torch.bitwise_left_shift(b, i),
+    "bitwise_right_shift": lambda b, i: torch.bitwise_right_shift(b, 1),
+}))
+def test_shifts_of_bool_tensors_promote_as_eager(fn):
+    """Eager shifts a bool tensor as int64 (bool << 2 is int64); the meta kernel refused
+    bool. Found by fuzzing."""
+    check(fn, rnd(6, 7, dtype=BOOL), rnd(6, 7, dtype=I32).abs() % 5)
+
+
 @pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
 @pytest.mark.parametrize("fn", _params({
     "add": lambda x: x + 0.1, "sub": lambda x: x - 1.3, "rsub": lambda x: 2.7 - x,
