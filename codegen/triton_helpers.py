@@ -413,7 +413,8 @@ def nearbyint_interpreted(x):
     d = x - r
     half = r * 0.5
     odd = tl.floor(half) != half
-    return tl.where((d > 0.5) | ((d == 0.5) & odd), r + 1.0, r)
+    out = tl.where((d > 0.5) | ((d == 0.5) & odd), r + 1.0, r)
+    return tl.where(out == 0, x * 0.0, out)  # round(-0.3) is -0.0, as libdevice's
 
 
 def pow(a, b):
