@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from . import accelerator_ops as _accelerator_ops  # noqa: F401  (joins the tracer's table)
 from . import autotune as _autotune
 from . import debug, device_module, metrics
 from ._version import __version__
