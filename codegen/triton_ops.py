@@ -201,6 +201,8 @@ class TritonOps:
     def _division(self, name, a, b):
         if a.dtype.is_floating_point:
             return self._apply(_FLOAT_DIVISION[name], a.dtype, self._tensor(a), self._tensor(b))
+        if a.dtype.is_signed and b.is_literal and b.literal == -1:
+            return self._by_minus_one(name, a)
         if b.is_literal and b.literal != 0:
             # floordiv_int/remainder_int broadcast their operands: a Triton value each, typed
             # as `a` (the interpreter's tl.broadcast has no Python int form: "'int' object has
@@ -209,8 +211,21 @@ class TritonOps:
             return self._apply(_INT_DIVISION[name], a.dtype, self._tensor(a), b)
         zero = self._apply("({0} == 0)", torch.bool, self._tensor(b))
         self.k.flag_error(zero, 2)  # ZeroDivisionError
-        safe = self._apply("tl.where({0}, 1, {1})", b.dtype, zero, b)
-        return self._apply(_INT_DIVISION[name], a.dtype, a, safe)
+        if not a.dtype.is_signed:
+            safe = self._apply("tl.where({0}, 1, {1})", b.dtype, zero, b)
+            return self._apply(_INT_DIVISION[name], a.dtype, a, safe)
+        # MIN / -1 overflows (the CPU traps, the interpreter with it): -1 divides apart
+        minus_one = self._apply("({0} == -1)", torch.bool, self._tensor(b))
+        safe = self._apply("tl.where({0} | {1}, 1, {2})", b.dtype, zero, minus_one, b)
+        quotient = self._apply(_INT_DIVISION[name], a.dtype, a, safe)
+        return self._apply("tl.where({0}, {1}, {2})", a.dtype, minus_one,
+                           self._by_minus_one(name, a), quotient)
+
+    def _by_minus_one(self, name, a):
+        """`a` divided by -1 as eager: the quotient -a, wrapping (MIN stays MIN); remainder 0."""
+        if name in ("floordiv", "truncdiv"):
+            return self._apply("(0 - {0})", a.dtype, self._tensor(a))
+        return self.constant(0, a.dtype)
 
     def isnan(self, x):
         if not x.dtype.is_floating_point:

@@ -4,6 +4,7 @@ equal eager's throughout."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import copy
 
@@ -47,6 +48,18 @@ def test_mean_var_avg_pool_reuse_kernels_from_the_second_batch_size(test_backend
     assert kernel_counts[1] > kernel_counts[0]  # the second size: symbolic kernels
     assert kernel_counts[2:] == [kernel_counts[1]] * 3, kernel_counts
     assert "compiled with the changed dims as size symbols" in metrics.metrics_report()
+
+
+def test_var_of_a_symbolic_count_below_its_correction_is_nan(test_backend):
+    """The symbolic kernel's divisor is max(0, batch - correction), as eager's: a batch of one
+    (after two others made the batch a size symbol) gives NaN, not a finite value."""
+    for batch in (5, 9, 1):
+        x = torch.randn(batch, 4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # eager's "degrees of freedom is <= 0"
+            expected = x.var(dim=0)
+        torch.testing.assert_close(x.to("lazy").var(dim=0).cpu(), expected, equal_nan=True)
+    assert expected.isnan().all()
 
 
 def test_a_size_derived_constant_is_not_baked_into_the_kernel(test_backend):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 import re
+import warnings
 
 import pytest
 import torch
@@ -1578,6 +1579,46 @@ def test_integer_division_by_a_number_under_padding(op):
         F.pad(op(x, 0), (1, 2), value=2)  # eager's words
     with pytest.raises(lazytriton.LazyExecutionError, match="ZeroDivisionError"):
         F.pad(op(x.to("lazy"), 0), (1, 2), value=2).cpu()
+
+
+@pytest.mark.parametrize("dtype", [I32, I64], ids=str)
+@pytest.mark.parametrize("name", ["div_floor", "remainder", "fmod", "floor_divide"])
+def test_integer_minimum_divided_by_minus_one(name, dtype):
+    """Found by fuzzing: the CPU traps on MIN / -1 and killed the process (SIGFPE); eager
+    wraps the quotient (MIN) and gives remainder 0. Also the number -1 and a divisor
+    column with both -1 and others."""
+    low = torch.iinfo(dtype).min
+    a = torch.tensor([[low, 7, -9, low + 1], [low, 5, 6, -7]], dtype=dtype)
+    b = torch.tensor([[-1, -1, 2, -1], [3, -1, -4, 1]], dtype=dtype)
+    check(DIVISIONS[name], a, b)
+    check(lambda x: DIVISIONS[name](x, -1), a)
+
+
+def test_integer_truncating_division_of_minimum_by_minus_one_wraps(test_backend):
+    """Eager's own trunc division traps here (SIGFPE, torch 2.13), so the expected values are
+    written out: the quotient wraps, as floor division's does."""
+    if test_backend == "aten":
+        pytest.skip("the reference executor runs eager's kernel, which traps on MIN / -1")
+    low = torch.iinfo(I32).min
+    a = torch.tensor([low, 7, -9], dtype=I32, device="lazy")
+    got = torch.div(a, torch.tensor([-1, -1, 2], dtype=I32, device="lazy"),
+                    rounding_mode="trunc").cpu()
+    assert got.tolist() == [low, -7, -4]
+    assert torch.div(a, -1, rounding_mode="trunc").cpu().tolist() == [low, -7, 9]
+
+
+@pytest.mark.parametrize("correction", [1, 2, 3, 5])
+def test_var_and_std_with_a_correction_past_the_count(correction):
+    """Found by fuzzing: eager divides by max(0, count - correction), giving inf or NaN; a
+    negative divisor gave finite values of the wrong sign. Empty reductions are NaN too."""
+    x = rnd(2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # eager's "degrees of freedom is <= 0"
+        check(lambda x: x.var(0, correction=correction), x)
+        check(lambda x: x.std(1, correction=correction), x)
+        check(lambda x: torch.var_mean(x, 0, correction=correction), x)
+        check(lambda x: x[:1].var(0, correction=correction), x)  # 0 / 0
+        check(lambda x: x.var(0), rnd(0, 4))
 
 
 def test_one_row_of_a_cat():

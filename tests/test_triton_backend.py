@@ -277,6 +277,9 @@ def _representative_graphs():
     lx.half().index_fill(0, torch.tensor([1, 4]).to("lazy"), -2).cpu()  # a number into f16
     F.pad(torch.randint(-9, 10, (9,), dtype=torch.int32).to("lazy") % 4, (1, 2)).cpu()
     (torch.cat([lx[:2], lx[2:] * 2])[3] + 1).cpu()  # a cat's branch at a constant position
+    ints = (torch.randint(1, 10, (2, 9), dtype=torch.int32) * torch.tensor([1, -1]).repeat(5)[:9]
+            ).int().to("lazy")  # no zero divisor, both signs
+    lazytriton.to_cpu([ints // ints[1], ints % ints[0], ints // -1])  # -1 divides apart
     net = TutorialNet().to("lazy")  # the tutorial's training step, dropout included
     opt = torch.optim.Adadelta(net.parameters(), lr=1.0)
     opt.zero_grad()

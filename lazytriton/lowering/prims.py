@@ -100,5 +100,11 @@ def _prim_var(lowering, node, inp, dims, correction, output_dtype=None):
                                          dtype))
     correction = lowering.specialize(correction)
     load_sum = summed.loader()
+    dof = count - correction  # eager divides by max(0, dof): inf or NaN where it is not positive
+
+    def divisor(ops):
+        if dof.is_number:
+            return ops.index_expr(sympy.Max(0, dof), dtype)
+        return ops.maximum(ops.index_expr(dof, dtype), ops.constant(0, dtype))
     return Pointwise(dtype, list(summed.sizes), inner=lambda ops, i: ops.truediv(
-        load_sum(ops, i), ops.index_expr(count - correction, dtype)))
+        load_sum(ops, i), divisor(ops)))

@@ -89,8 +89,24 @@ template <typename T> static inline T select(bool c, T a, T b) {
   }
 }
 
+// x86 traps on the one signed division that overflows, MIN / -1: eager wraps the quotient
+// (MIN) and gives remainder 0, so a divisor of -1 never reaches the division.
+template <typename T> static inline bool minus_one(T b) {
+  if constexpr (std::is_signed_v<T>) return b == T(-1); else return false;
+}
+
+template <typename T> static inline T negated(T a) {  // -a, wrapping as eager's
+  if constexpr (std::is_signed_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    return static_cast<T>(U(0) - static_cast<U>(a));
+  } else {
+    return a;  // (not reached: minus_one is false for unsigned types)
+  }
+}
+
 template <typename T> static inline T floordiv_int(T a, T b, int32_t* err) {
   if (b == 0) { *err = 2; return 0; }
+  if (minus_one(b)) return negated(a);
   T q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) q -= 1;
   return q;
@@ -98,11 +114,13 @@ template <typename T> static inline T floordiv_int(T a, T b, int32_t* err) {
 
 template <typename T> static inline T truncdiv_int(T a, T b, int32_t* err) {
   if (b == 0) { *err = 2; return 0; }
+  if (minus_one(b)) return negated(a);
   return a / b;
 }
 
 template <typename T> static inline T remainder_int(T a, T b, int32_t* err) {
   if (b == 0) { *err = 2; return 0; }
+  if (minus_one(b)) return 0;
   T r = a % b;
   if (r != 0 && ((r < 0) != (b < 0))) r += b;
   return r;
@@ -110,6 +128,7 @@ template <typename T> static inline T remainder_int(T a, T b, int32_t* err) {
 
 template <typename T> static inline T fmod_int(T a, T b, int32_t* err) {
   if (b == 0) { *err = 2; return 0; }
+  if (minus_one(b)) return 0;
   return a % b;
 }
 
