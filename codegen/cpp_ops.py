@@ -76,6 +76,15 @@ _BINARY = {
     "bitwise_xor": "({0} ^ {1})", "clamp_min": "(({0}) < ({1}) ? ({1}) : ({0}))",
     "clamp_max": "(({0}) > ({1}) ? ({1}) : ({0}))",
 }
+# integer ops that can overflow: they wrap, as eager's (lt::wrapping_*; in plain C++ signed
+# overflow is undefined, and g++ folds comparisons assuming it never happens)
+_WRAPPING = {"add", "sub", "mul", "neg", "abs"}
+
+
+def _wraps(dtype: torch.dtype) -> bool:
+    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+
+
 _BOOL_BINARY = {"add": "({0} || {1})", "mul": "({0} && {1})", "maximum": "({0} || {1})",
                 "minimum": "({0} && {1})", "bitwise_and": "({0} && {1})",
                 "bitwise_or": "({0} || {1})", "bitwise_xor": "({0} != {1})"}
@@ -169,6 +178,8 @@ class CppOps:
             return self._apply(_UNARY_BOOL_INPUT[name], torch.bool, x)
         if name in _VECTOR_F32 and compute_ctype(x.dtype) == "float":
             return self._apply(f"lt::{name}_f32({{0}})", x.dtype, x)
+        if name in _WRAPPING and _wraps(x.dtype):
+            return self._apply(f"lt::wrapping_{name}<{compute_ctype(x.dtype)}>({{0}})", x.dtype, x)
         return self._apply(_UNARY[name], x.dtype, x)
 
     def exp_nonpos(self, x):
@@ -180,6 +191,9 @@ class CppOps:
     def _binary(self, name, a, b):
         if a.dtype == torch.bool and name in _BOOL_BINARY:
             return self._apply(_BOOL_BINARY[name], torch.bool, a, b)
+        if name in _WRAPPING and _wraps(a.dtype):
+            return self._apply(f"lt::wrapping_{name}<{compute_ctype(a.dtype)}>({{0}}, {{1}})",
+                               a.dtype, a, b)
         return self._apply(_BINARY[name], a.dtype, a, b)
 
     def _int_op(self, fn: str, a, b):

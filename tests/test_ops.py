@@ -1621,6 +1621,29 @@ def test_var_and_std_with_a_correction_past_the_count(correction):
         check(lambda x: x.var(0), rnd(0, 4))
 
 
+WRAPPING = {  # integer results that overflow, then tested: g++ folded these assuming none
+    "sign_of_square": lambda x: (x * x).sign(),
+    "abs_of_square": lambda x: (x * x).abs(),
+    "sum_past_max": lambda x: (x + 100) > x,
+    "difference_past_min": lambda x: (x - x.max()) - 2147483647 < 0,
+    "maximum_of_square": lambda x: torch.maximum(x * x, torch.zeros_like(x)),
+    "negated_min": lambda x: (-(x.min() + x * 0)).sign(),
+    "abs_of_min": lambda x: torch.abs(torch.full_like(x, torch.iinfo(x.dtype).min) + x * 0).sign(),
+    "power": lambda x: (x ** 3).sign(),
+}
+
+
+@pytest.mark.parametrize("dtype", [I32, I64], ids=str)
+@pytest.mark.parametrize("name", WRAPPING)
+def test_integer_overflow_wraps_as_eager(name, dtype):
+    """Found by fuzzing: signed overflow is undefined in C++, and g++ used that (sign(x * x)
+    was 0 where the square wrapped negative)."""
+    info = torch.iinfo(dtype)
+    x = torch.tensor([1353881234, 46341, 3, -7, info.max, info.min + 5, 3037000500 % info.max],
+                     dtype=dtype)
+    check(WRAPPING[name], x)
+
+
 def test_one_row_of_a_cat():
     """A kernel computing one row of a cat tests each input's range at a constant position:
     a scalar condition, which Triton's interpreter took as no load mask (found by a packed

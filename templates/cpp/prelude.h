@@ -89,6 +89,25 @@ template <typename T> static inline T select(bool c, T a, T b) {
   }
 }
 
+// Integer arithmetic wraps, as eager's: signed overflow is undefined in C++, and g++ uses
+// that (it folds sign(x * x) to 0 or 1), so it is done in the unsigned type of the promoted one.
+template <typename T> using wrap_t = std::make_unsigned_t<decltype(T() + T())>;
+template <typename T> static inline T wrapping_add(T a, T b) {
+  return static_cast<T>(static_cast<wrap_t<T>>(a) + static_cast<wrap_t<T>>(b));
+}
+template <typename T> static inline T wrapping_sub(T a, T b) {
+  return static_cast<T>(static_cast<wrap_t<T>>(a) - static_cast<wrap_t<T>>(b));
+}
+template <typename T> static inline T wrapping_mul(T a, T b) {
+  return static_cast<T>(static_cast<wrap_t<T>>(a) * static_cast<wrap_t<T>>(b));
+}
+template <typename T> static inline T wrapping_neg(T a) {
+  return static_cast<T>(wrap_t<T>(0) - static_cast<wrap_t<T>>(a));
+}
+template <typename T> static inline T wrapping_abs(T a) {  // abs(MIN) is MIN
+  return a < 0 ? wrapping_neg(a) : a;
+}
+
 // x86 traps on the one signed division that overflows, MIN / -1: eager wraps the quotient
 // (MIN) and gives remainder 0, so a divisor of -1 never reaches the division.
 template <typename T> static inline bool minus_one(T b) {
@@ -156,8 +175,8 @@ template <typename T> static inline T pow_int(T base, T exp) {
   }
   T result = 1;
   while (exp) {
-    if (exp & 1) result *= base;
-    base *= base;
+    if (exp & 1) result = wrapping_mul(result, base);
+    base = wrapping_mul(base, base);
     exp >>= 1;
   }
   return result;
