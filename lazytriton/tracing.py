@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import ir, metrics, philox, plans
+from . import ir, metrics, philox, plans, shape_checks
 from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
 from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .overlap import FILLS, ListOverlap, is_foreach, overlap_check_of
@@ -269,6 +269,7 @@ def _tracer(info: OpInfo) -> _OpTracer:
 
 def _make_plan(info: OpInfo, args: tuple, kwargs: dict) -> plans.Plan:
     call = _Call(info, args, kwargs)
+    shape_checks.check(info.op, call.values)  # what eager's kernel rejects and the meta's not
     try:
         if info.is_view and not info.mutated:
             return _plan_view(call)

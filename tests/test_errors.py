@@ -32,6 +32,38 @@ def test_shape_error_surfaces_at_the_op():
     torch.testing.assert_close((a @ b.t()).cpu(), a.cpu() @ b.cpu().t())
 
 
+INDEXED_WRITES = {  # eager's kernels reject these; the meta kernels do not (shape_checks.py)
+    "index_put value to broadcast": (
+        lambda y, i: y.index_put((i, i), torch.arange(1., 5., device=y.device)),
+        "value tensor of shape \\[4\\] cannot be broadcast to indexing result of shape \\[2, 6\\]"),
+    "index_put too many rows": (
+        lambda y, i: y.index_put((i,), torch.ones(3, 5, 6, device=y.device), accumulate=True),
+        "value tensor of shape \\[3, 5, 6\\] cannot be broadcast"),
+    "setitem": (lambda y, i: y.__setitem__(i, torch.ones(4, device=y.device)), "shape mismatch"),
+    "index_add source shape": (
+        lambda y, i: y.index_add(1, i, torch.ones(3, 2, 6, device=y.device)),
+        "source tensor shape must match self tensor shape"),
+    "index_add index count": (
+        lambda y, i: y.index_add_(0, i, torch.ones(3, 5, 6, device=y.device)),
+        "Number of indices \\(2\\) should be equal to source.size\\(dim\\): \\(3\\), for dim: 0"),
+}
+
+
+@pytest.mark.parametrize("name", INDEXED_WRITES)
+def test_indexed_writes_check_shapes_as_eager(name):
+    """Found by a stress run: the generated kernel read past the end of the value (garbage in
+    the result) where eager raises."""
+    write, message = INDEXED_WRITES[name]
+    y, i = torch.randn(4, 5, 6), torch.tensor([0, 3])
+    with pytest.raises(RuntimeError, match=message):
+        write(y.clone(), i)  # eager's words, which the lazy device must give too
+    lazy = y.to("lazy")
+    with pytest.raises(RuntimeError, match=message):
+        write(lazy, i.to("lazy"))
+    good = lazy.index_put((i.to("lazy"),), torch.ones(5, 6, device="lazy"))  # and it goes on
+    torch.testing.assert_close(good.cpu(), y.index_put((i,), torch.ones(5, 6)))
+
+
 def test_execution_error_is_raised_where_the_result_is_read():
     table = torch.randn(4, 2).to("lazy")
     bad = torch.tensor([1, 9]).to("lazy")  # out of range: only known when it runs
