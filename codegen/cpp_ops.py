@@ -139,6 +139,11 @@ class CppOps:
             from_half, to_half = HALF[dtype]
             value = self.to_dtype(x, torch.float32)
             return self._cse(f"round {value} {dtype}", dtype, f"{from_half}({to_half}({value}))")
+        if x.dtype in HALF:  # computed in float: eager's value is the 16-bit one (inf past max)
+            from_half, to_half = HALF[x.dtype]
+            x = self._cse(f"round {x} {x.dtype}", torch.float32, f"{from_half}({to_half}({x}))")
+            if dtype == torch.float32:
+                return x
         if compute_ctype(x.dtype) == compute_ctype(dtype):
             return CSEVariable(x.name, dtype)
         if dtype == torch.bool:

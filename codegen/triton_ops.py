@@ -141,6 +141,11 @@ class TritonOps:
             if dtype == torch.bfloat16:
                 return self._apply("round_to_bf16({0})", dtype, self._tensor(value))
             return self._apply(f"{{0}}.to({TL_TYPE[dtype]}).to(tl.float32)", dtype, value)
+        if x.dtype in HALF:  # computed in float32: eager's value is the 16-bit one
+            x = self.to_dtype(TritonVar(x.name, torch.float32, x.dims, block=x.block), x.dtype)
+            x = TritonVar(x.name, torch.float32, x.dims, block=x.block)
+            if dtype == torch.float32:
+                return x
         if compute_dtype(x.dtype) == compute_dtype(dtype):
             return TritonVar(x.name, dtype, x.dims, block=x.block)
         if dtype == torch.bool:

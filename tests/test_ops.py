@@ -369,6 +369,33 @@ def test_half_tensor_and_number_exactly_as_eager(fn, dtype):
     check(fn, rnd(40, 50, dtype=dtype), atol=0, rtol=0)
 
 
+UPCASTS = {  # a 16-bit result read as a wider type: eager's value is the rounded one
+    "float": lambda a, b: (a * b).float(),
+    "double": lambda a, b: (a + b).double(),
+    "int": lambda a, b: (a * 10).int(),
+    "past_max": lambda a, b: (a * 3e4).float(),  # inf in float16, as eager's
+    "compared": lambda a, b: (a * b).double() > (a * b).float().double(),
+}
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
+@pytest.mark.parametrize("fn", UPCASTS.values(), ids=list(UPCASTS))
+def test_half_results_read_wider_are_rounded_first(fn, dtype):
+    """Found by fuzzing: a 16-bit value computed in float and then upcast kept its float
+    bits (`(x * 1000).float()` was 70000.0 where eager's float16 gives inf)."""
+    check(fn, rnd(40, 50, dtype=dtype) * 3, rnd(40, 50, dtype=dtype), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [F16, BF16], ids=str)
+def test_a_half_sum_adds_the_rounded_values(dtype):
+    """Eager sums the 16-bit values of `a + b`; summing their float values drifted 16 bfloat16
+    ulps over 1,000 elements. Within 2 ulps of the result (the order of the float sum may
+    differ)."""
+    eps = torch.finfo(dtype).eps
+    check(lambda a, b: (a + b).sum(), rnd(1000, dtype=dtype), rnd(1000, dtype=dtype),
+          atol=0, rtol=2 * eps)
+
+
 # --- ternary --------------------------------------------------------------------------------
 
 TERNARY = {  # name: (fn, input factories)

@@ -274,6 +274,7 @@ def _representative_graphs():
     t.scatter_add(2, idx, torch.randn(3, 4, 7).to("lazy")).cpu()
     F.dropout(lx, 0.3).cpu()
     (lx.bfloat16() * 2).exp().cpu()
+    lazytriton.to_cpu([(lx.half() * 3).float(), (lx.bfloat16() + 1).sum()])  # rounded, then read
     lx.half().index_fill(0, torch.tensor([1, 4]).to("lazy"), -2).cpu()  # a number into f16
     F.pad(torch.randint(-9, 10, (9,), dtype=torch.int32).to("lazy") % 4, (1, 2)).cpu()
     (torch.cat([lx[:2], lx[2:] * 2])[3] + 1).cpu()  # a cat's branch at a constant position

@@ -36,7 +36,10 @@ def lower_reduction(lowering, node, x, dims, keepdim, rtype, dtype=None, src_dty
             full[d] = i
         for d, r in zip(dims, rindex):
             full[d] = r
-        return ops.to_dtype(load(ops, full), src)
+        value = ops.to_dtype(load(ops, full), src)
+        if src in (torch.float16, torch.bfloat16):  # eager reduces the rounded 16-bit values
+            value = ops.to_dtype(value, torch.float32)
+        return value
     return Reduction(dtype or out_dtype(node), out_sizes, reduction_sizes=[x.sizes[d] for d in dims],
                      reduction_type=rtype, inner=inner, src_dtype=src)
 
