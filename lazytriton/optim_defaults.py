@@ -16,9 +16,16 @@ that choice accepts, in torch.optim.optimizer only. The results are those of tor
 foreach implementation, which does the same arithmetic as its single-tensor one. CPU
 parameters keep their default, and an explicit `foreach=False` is honoured. A torch whose
 optimizer module lacks these names is left alone (a warning says so).
+
+One exception: SGD with Nesterov momentum (no weight decay, not maximizing). Its foreach
+implementation adds the momentum buffer into the user's `p.grad` in place, where the
+single-tensor one (eager's on the CPU) leaves `p.grad` alone; gradients read after the step,
+or accumulated over the next one, would differ from eager's. Lazy parameters keep the
+single-tensor implementation there (`_sgd_as_on_the_cpu`).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 from .tensor import LAZY_TORCH_DEVICE, LazyTensor
@@ -40,6 +47,21 @@ def default_to_foreach() -> None:
         optimizer._get_foreach_kernels_supported_devices = _with_lazy(devices)
     if LazyTensor not in types:
         types.append(LazyTensor)
+    import torch.optim.sgd as sgd
+    if callable(getattr(sgd, "sgd", None)) and not getattr(sgd.sgd, _PATCHED, False):
+        sgd.sgd = _sgd_as_on_the_cpu(sgd.sgd)  # SGD.step calls the module's `sgd`
+
+
+def _sgd_as_on_the_cpu(sgd):
+    @functools.wraps(sgd)
+    def lazy_sgd(params, *args, **kwargs):
+        if (kwargs.get("foreach") is None and kwargs.get("fused") is None and len(args) < 3
+                and kwargs.get("nesterov") and not kwargs.get("weight_decay")
+                and not kwargs.get("maximize") and any(isinstance(p, LazyTensor) for p in params)):
+            kwargs["foreach"] = False  # see the module's docstring
+        return sgd(params, *args, **kwargs)
+    setattr(lazy_sgd, _PATCHED, True)
+    return lazy_sgd
 
 
 def _with_lazy(devices):

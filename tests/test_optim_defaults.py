@@ -14,7 +14,9 @@ from lazytriton import metrics
 OPTIMIZERS = {
     "adam": lambda p, **kw: torch.optim.Adam(p, lr=1e-2, **kw),
     "adamw": lambda p, **kw: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1, **kw),
-    "sgd_momentum": lambda p, **kw: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, **kw),
+    "sgd_momentum": lambda p, **kw: torch.optim.SGD(p, lr=0.1, momentum=0.9, **kw),
+    "sgd_nesterov_decay": lambda p, **kw: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True,
+                                                          weight_decay=0.01, **kw),
     "rmsprop": lambda p, **kw: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5, **kw),
     "adagrad": lambda p, **kw: torch.optim.Adagrad(p, lr=0.1, **kw),
     "adadelta": lambda p, **kw: torch.optim.Adadelta(p, lr=0.5, **kw),
@@ -62,9 +64,38 @@ def test_default_matches_eager_with_fewer_traced_ops(name):
     assert traced_default < traced_loop  # foreach by default; foreach=False still a loop
 
 
+@pytest.mark.parametrize("accumulate", [False, True], ids=["zeroed", "accumulated"])
+def test_nesterov_sgd_leaves_the_gradients_as_eager(accumulate):
+    """Found by a stress run: torch's foreach SGD with Nesterov momentum (no weight decay) adds
+    the momentum buffer into p.grad in place; eager's CPU loop does not. p.grad read after the
+    step differed, and gradients accumulated over steps made the parameters differ too."""
+    def train(device):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64).to(device))
+        x = torch.randn(5, 4, dtype=torch.float64).to(device)
+        opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, nesterov=True)
+        grads = []
+        for _ in range(3):
+            if not accumulate:
+                opt.zero_grad()
+            (x @ w).square().sum().backward()
+            opt.step()
+            grads.append(w.grad.detach().cpu().clone())
+            if device == "lazy":
+                lazytriton.mark_step()
+        return w.detach().cpu(), grads
+    want, want_grads = train("cpu")
+    got, got_grads = train("lazy")
+    torch.testing.assert_close(got, want)
+    for g, e in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, e)
+
+
 def test_init_again_wraps_once():
     import torch.optim.optimizer as optimizer
     lazytriton.init("aten")
     lazytriton.init("aten")
     assert optimizer._get_foreach_kernels_supported_devices().count("lazy") == 1
     assert optimizer._foreach_supported_types.count(lazytriton.LazyTensor) == 1
+    import torch.optim.sgd as sgd
+    assert not getattr(sgd.sgd.__wrapped__, "_lazytriton_foreach", False)  # wrapped once
