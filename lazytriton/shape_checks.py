@@ -1,4 +1,4 @@
-"""Shape checks that eager's CPU kernels make and the meta kernels skip.
+"""Shape checks that eager's CPU kernels make and the meta kernels skip (or get wrong).
 
 The tracer learns an op's output from its meta kernel. For a few indexing ops the meta kernel
 accepts arguments that eager's kernel rejects, and the generated code would then read past the
@@ -66,7 +66,13 @@ def _index_add(self: torch.Tensor, dim: int, index: torch.Tensor, source, *_) ->
                            f"to source.size(dim): ({rows}), for dim: {dim}")
 
 
+def _index_select(self: torch.Tensor, dim: int, index: torch.Tensor, *_) -> None:
+    if index.dim() > 1:
+        raise IndexError("index_select(): Index is supposed to be a vector")
+
+
 _CHECKS: dict[Any, Callable[..., None]] = {
+    aten.index_select.default: _index_select,
     **{op: _index_put for op in (aten.index_put.default, aten.index_put_.default,
                                  aten._index_put_impl_.default, aten._index_put_impl.default)},
     aten.index_add.default: _index_add,

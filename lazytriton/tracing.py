@@ -287,6 +287,10 @@ def _call_meta(op, call: _Call) -> Any:
         result = op(**call.meta_args(drop_out=twin and not isinstance(op, CloneAndCall)))
     except NotImplementedError as e:  # no data-independent meta kernel: shape needs data
         raise _NeedsRealData() from e
+    except RuntimeError as e:  # repeat_interleave(repeats) says so in its own words
+        if "a meta tensor without" in str(e):
+            raise _NeedsRealData() from e
+        raise
     return _metas_of(result)
 
 

@@ -64,6 +64,17 @@ def test_indexed_writes_check_shapes_as_eager(name):
     torch.testing.assert_close(good.cpu(), y.index_put((i,), torch.ones(5, 6)))
 
 
+def test_index_select_of_a_matrix_index_raises_as_eager():
+    """Found by a stress run: an internal assertion about traced sizes, not eager's error."""
+    x = torch.randn(5, 6)
+    with pytest.raises(IndexError, match="Index is supposed to be a vector"):
+        x.index_select(0, torch.tensor([[0, 1]]))
+    with pytest.raises(IndexError, match="Index is supposed to be a vector"):
+        x.to("lazy").index_select(0, torch.tensor([[0, 1]]).to("lazy"))
+    got = x.to("lazy").index_select(0, torch.tensor([0, 1]).to("lazy")).cpu()
+    torch.testing.assert_close(got, x[:2])
+
+
 def test_execution_error_is_raised_where_the_result_is_read():
     table = torch.randn(4, 2).to("lazy")
     bad = torch.tensor([1, 9]).to("lazy")  # out of range: only known when it runs

@@ -1671,6 +1671,14 @@ def test_integer_overflow_wraps_as_eager(name, dtype):
     check(WRAPPING[name], x)
 
 
+def test_repeat_interleave_by_a_tensor_of_counts():
+    """Found by a stress run: the meta kernel refuses (the output size depends on the
+    counts) with a RuntimeError the tracer did not take for "needs the data"."""
+    counts = torch.tensor([0, 1, 3, 2])
+    check(lambda x, r: x.repeat_interleave(r, dim=0), rnd(4, 3), counts)
+    check(lambda r: torch.repeat_interleave(r), counts)
+
+
 def test_one_row_of_a_cat():
     """A kernel computing one row of a cat tests each input's range at a constant position:
     a scalar condition, which Triton's interpreter took as no load mask (found by a packed
