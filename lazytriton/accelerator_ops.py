@@ -2,7 +2,12 @@
 `_pack_padded_sequence` (its lengths and batch sizes stay CPU tensors) and shifts of bool
 tensors (promoted, as eager's CPU kernel does; the meta kernel refuses bool). They join the
 tracer's table of special handlers (`tracing._SPECIAL`) when this module is imported, as
-`lazytriton/__init__.py` does."""
+`lazytriton/__init__.py` does.
+
+`one_hot` decomposes above the dispatcher, so it gets a kernel of its own on the lazy
+device's autograd key (`AUTOGRAD_KERNELS`, registered by device.py): for a tensor subclass
+torch's composite compares with an arange and checks nothing, and a class out of range gave a
+row of zeros."""
 from __future__ import annotations
 
 import torch
@@ -52,3 +57,24 @@ _SPECIAL.update({op: _shift(op) for op in (
     aten.__lshift__.Scalar, aten.__lshift__.Tensor, aten.__rshift__.Scalar,
     aten.__rshift__.Tensor, aten.bitwise_left_shift.Tensor, aten.bitwise_left_shift.Tensor_Scalar,
     aten.bitwise_right_shift.Tensor, aten.bitwise_right_shift.Tensor_Scalar)})
+
+
+def _one_hot(self, num_classes: int = -1):
+    """F.one_hot as eager runs it on an accelerator: a scatter of ones, whose index check
+    (when the kernel runs) raises for a class out of range, as CUDA's device assert does;
+    the number of classes is read from the data only when not given, as eager reads it."""
+    if self.dtype != torch.int64:
+        raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
+    with torch._C._AutoDispatchBelowAutograd():  # an int64 result: nothing to differentiate
+        if self.numel() == 0:
+            if num_classes <= 0:
+                raise RuntimeError("Can not infer total number of classes from empty tensor.")
+            return torch.empty((*self.shape, num_classes), dtype=torch.int64,
+                               device=self.device)
+        if num_classes == -1:
+            num_classes = int(self.max().item()) + 1
+        out = torch.zeros((*self.shape, num_classes), dtype=torch.int64, device=self.device)
+        return out.scatter_(-1, self.unsqueeze(-1), 1)
+
+
+AUTOGRAD_KERNELS = {aten.one_hot.default: _one_hot}  # op -> kernel on the AutogradLazy key

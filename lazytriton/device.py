@@ -56,4 +56,7 @@ def register_lazy_kernels() -> None:
                 op = getattr(getattr(aten, name), overload)
                 lib.impl(op, _factory_kernel(op), "Lazy")
         lib.impl(aten._copy_from.default, _copy_from, "Lazy")
+        from .accelerator_ops import AUTOGRAD_KERNELS  # (it imports the tracer)
+        for op, kernel in AUTOGRAD_KERNELS.items():
+            lib.impl(op, kernel, "AutogradLazy")
     _library = lib

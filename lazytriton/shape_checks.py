@@ -1,4 +1,4 @@
-"""Shape checks that eager's CPU kernels make and the meta kernels skip (or get wrong).
+"""Shape and dtype checks that eager's CPU kernels make and the meta kernels skip.
 
 The tracer learns an op's output from its meta kernel. For a few indexing ops the meta kernel
 accepts arguments that eager's kernel rejects, and the generated code would then read past the
@@ -71,7 +71,52 @@ def _index_select(self: torch.Tensor, dim: int, index: torch.Tensor, *_) -> None
         raise IndexError("index_select(): Index is supposed to be a vector")
 
 
+def _no_bool(name: str):
+    def check(self: torch.Tensor, *_) -> None:
+        if self.dtype == torch.bool:
+            raise RuntimeError(f"{name}(): does not support bool input")
+    return check
+
+
+def _floating(kernel: str):
+    def check(self: torch.Tensor, *_) -> None:
+        if not (self.dtype.is_floating_point or self.dtype.is_complex):
+            raise NotImplementedError(f'"{kernel}" not implemented for {_eager_name(self.dtype)}')
+    return check
+
+
+def _var_std(self: torch.Tensor, *_) -> None:
+    if not (self.dtype.is_floating_point or self.dtype.is_complex):
+        raise RuntimeError("std and var only support floating point and complex dtypes")
+
+
+def _nll_target(self: torch.Tensor, target: torch.Tensor, *_) -> None:
+    if target.dtype not in (torch.int64, torch.uint8):
+        raise RuntimeError("expected target dtype to be Long or Byte, but got "
+                           f"{_eager_name(target.dtype)[1:-1]}")
+
+
+def _eager_name(dtype: torch.dtype) -> str:
+    """As eager's messages name a dtype: 'Int', 'Long', 'Bool'."""
+    names = {torch.int32: "Int", torch.int64: "Long", torch.int16: "Short", torch.int8: "Char",
+             torch.uint8: "Byte", torch.bool: "Bool"}
+    return f"'{names.get(dtype, str(dtype).removeprefix('torch.'))}'"
+
+
 _CHECKS: dict[Any, Callable[..., None]] = {
+    aten.argmax.default: _no_bool("argmax"),
+    aten.argmin.default: _no_bool("argmin"),
+    aten._softmax.default: _floating("softmax_lastdim_kernel_impl"),
+    aten._log_softmax.default: _floating("log_softmax_lastdim_kernel_impl"),
+    aten.uniform_.default: _floating("check_uniform_bounds"),
+    aten.uniform.default: _floating("check_uniform_bounds"),
+    aten.normal_.default: _floating("normal_kernel_cpu"),
+    aten.var.correction: _var_std,
+    aten.std.correction: _var_std,
+    aten.var_mean.correction: _var_std,
+    aten.std_mean.correction: _var_std,
+    aten.nll_loss_forward.default: _nll_target,
+    aten.nll_loss2d_forward.default: _nll_target,
     aten.index_select.default: _index_select,
     **{op: _index_put for op in (aten.index_put.default, aten.index_put_.default,
                                  aten._index_put_impl_.default, aten._index_put_impl.default)},

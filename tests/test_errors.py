@@ -75,6 +75,49 @@ def test_index_select_of_a_matrix_index_raises_as_eager():
     torch.testing.assert_close(got, x[:2])
 
 
+REFUSED_DTYPES = {  # eager's kernels refuse these dtypes; the meta kernels do not
+    "argmax of bool": (lambda d: torch.tensor([False, True], device=d).argmax(),
+                       RuntimeError, "does not support bool input"),
+    "softmax of int": (lambda d: torch.tensor([1, 2, 3], device=d).softmax(0),
+                       NotImplementedError, "not implemented for 'Long'"),
+    "std of int": (lambda d: torch.tensor([1, 2, 3], dtype=torch.int32, device=d).std(),
+                   RuntimeError, "std and var only support floating point"),
+    "uniform_ of int": (lambda d: torch.zeros(3, dtype=torch.int64, device=d).uniform_(),
+                        NotImplementedError, "check_uniform_bounds"),
+    "int32 target": (lambda d: torch.nn.functional.cross_entropy(
+        torch.randn(2, 3, device=d), torch.tensor([0, 2], dtype=torch.int32, device=d)),
+        RuntimeError, "expected target dtype to be Long or Byte, but got Int"),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED_DTYPES)
+def test_dtypes_eager_refuses_are_refused(name):
+    """Found by a stress run: each returned a value (softmax of ints: zeros)."""
+    make, kind, message = REFUSED_DTYPES[name]
+    for device in ("cpu", "lazy"):
+        with pytest.raises(kind, match=message):
+            make(device)
+    torch.testing.assert_close((torch.arange(3.).to("lazy") + 1).cpu(), torch.arange(1., 4.))
+
+
+def test_one_hot_of_a_class_out_of_range_raises():
+    """Found by a stress run: torch's composite gives a tensor subclass an arange comparison
+    without eager's checks, and a class out of range became a row of zeros. As on an
+    accelerator, the error comes when the result is read."""
+    for bad in ([0, 5], [0, -1]):
+        with pytest.raises(RuntimeError, match="Class values must be"):
+            torch.nn.functional.one_hot(torch.tensor(bad), 3)
+        labels = torch.tensor(bad).to("lazy")
+        with pytest.raises(lazytriton.LazyExecutionError, match="out of (range|bounds)"):
+            torch.nn.functional.one_hot(labels, 3).cpu()
+    good = torch.tensor([[0, 2], [1, 1]])
+    for classes in (3, -1):
+        torch.testing.assert_close(torch.nn.functional.one_hot(good.to("lazy"), classes).cpu(),
+                                   torch.nn.functional.one_hot(good, classes))
+    empty = torch.nn.functional.one_hot(torch.zeros(0, dtype=torch.int64).to("lazy"), 4)
+    assert empty.shape == (0, 4) and empty.dtype == torch.int64
+
+
 def test_execution_error_is_raised_where_the_result_is_read():
     table = torch.randn(4, 2).to("lazy")
     bad = torch.tensor([1, 9]).to("lazy")  # out of range: only known when it runs
