@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import ir, metrics, philox, plans, shape_checks
+from . import eager_layouts, ir, metrics, philox, plans, shape_checks
 from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
 from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .overlap import FILLS, ListOverlap, is_foreach, overlap_check_of
@@ -350,7 +350,7 @@ def _plan_functional(call: _Call) -> plans.Plan:
     op, extra_args = call.info.op, ()
     if call.info.is_random:
         op, extra_args = _seed_random(call)
-    metas = _call_meta(call.info.op, call)
+    metas = eager_layouts.adjust(call.info.op, call.values, _call_meta(call.info.op, call))
     flat = _flat_metas(metas)
     if len(flat) == 1 and isinstance(metas, TensorMeta):
         finish = _single_output(flat[0])

@@ -1679,6 +1679,35 @@ def test_repeat_interleave_by_a_tensor_of_counts():
     check(lambda r: torch.repeat_interleave(r), counts)
 
 
+CL = torch.channels_last
+CONV_LAYOUTS = {  # (fn, input, weight): eager keeps channels_last if either one is
+    "input": (lambda x, w: F.conv2d(x, w, padding=1),
+              lambda: rnd(2, 4, 6, 5).to(memory_format=CL), lambda: rnd(8, 4, 3, 3)),
+    "weight": (lambda x, w: F.conv2d(x, w, stride=2),
+               lambda: rnd(2, 4, 7, 6), lambda: rnd(8, 4, 3, 3).to(memory_format=CL)),
+    "depthwise": (lambda x, w: F.conv2d(x, w, groups=4),
+                  lambda: rnd(2, 4, 6, 6).to(memory_format=CL), lambda: rnd(4, 1, 3, 3)),
+    "transposed": (lambda x, w: F.conv_transpose2d(x, w, stride=2),
+                   lambda: rnd(2, 4, 5, 5).to(memory_format=CL), lambda: rnd(4, 3, 3, 3)),
+    "3d": (lambda x, w: F.conv3d(x, w),
+           lambda: rnd(2, 3, 4, 5, 5).to(memory_format=torch.channels_last_3d),
+           lambda: rnd(4, 3, 2, 3, 3)),
+    "contiguous": (lambda x, w: F.conv2d(x, w), lambda: rnd(2, 4, 6, 5), lambda: rnd(8, 4, 3, 3)),
+}
+
+
+@pytest.mark.parametrize("name", CONV_LAYOUTS)
+def test_convolution_keeps_channels_last_as_eager(name):
+    """Found by a stress run: the meta kernel gives contiguous strides, eager's CPU kernel
+    channels_last, so `y.permute(0, 2, 3, 1).view(-1, C)` failed on the lazy device only."""
+    fn, x, w = CONV_LAYOUTS[name]
+    check(fn, x(), w(), check_stride=True, atol=1e-4, rtol=1e-4)
+    if name != "contiguous":  # a view that only channels_last allows, as eager's code may use
+        check(lambda x, w: (lambda y: y.movedim(1, -1).view(-1, y.shape[1]))(fn(x, w)), x(), w(),
+              atol=1e-4, rtol=1e-4)
+    check_grad(fn, x(), w(), atol=1e-4, rtol=1e-4)
+
+
 def test_one_row_of_a_cat():
     """A kernel computing one row of a cat tests each input's range at a constant position:
     a scalar condition, which Triton's interpreter took as no load mask (found by a packed
