@@ -45,6 +45,11 @@ class DeviceData:
             lock.release()
 
     @property
+    def failed(self) -> bool:
+        """Known to hold an error now (without waiting for a computation still running)."""
+        return self._error is not None and self.is_ready
+
+    @property
     def is_ready(self) -> bool:
         lock = self._ready
         return lock is None or not lock.locked()

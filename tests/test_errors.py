@@ -128,6 +128,25 @@ def test_execution_error_is_raised_where_the_result_is_read():
     torch.testing.assert_close((table * 2).cpu(), table.cpu() * 2)
 
 
+@pytest.mark.parametrize("overwrite", ["fill_", "zero_", "copy_"])
+def test_a_tensor_whose_graph_failed_recovers_by_an_overwrite(overwrite):
+    """Found by a stress run: a tensor computed in a graph that failed stays failed (each read
+    raises), and fill_/zero_/copy_ over all of it kept raising: the new value's graph took the
+    failed buffer as an input, which these ops never read. In training, model.weight.fill_()
+    could not reset a parameter after a bad label."""
+    t = torch.randn(3, 4).to("lazy")
+    t.add_(t.gather(1, torch.tensor([[9]]).to("lazy")))  # out of range: t's graph fails
+    lazytriton.mark_step()
+    with pytest.raises(lazytriton.LazyExecutionError, match="out of (range|bounds)"):
+        t.cpu()
+    new = torch.arange(12.).reshape(3, 4)
+    {"fill_": lambda: t.fill_(5.0), "zero_": lambda: t.zero_(),
+     "copy_": lambda: t.copy_(new.to("lazy"))}[overwrite]()
+    want = {"fill_": torch.full((3, 4), 5.0), "zero_": torch.zeros(3, 4), "copy_": new}[overwrite]
+    torch.testing.assert_close(t.cpu(), want)
+    torch.testing.assert_close((t + 1).cpu(), want + 1)
+
+
 def test_before_init_mark_step_says_what_to_do_and_import_takes_nothing_over():
     code = ("import torch, lazytriton\n"
             "try:\n    lazytriton.mark_step()\nexcept RuntimeError as e:\n    print('ERR', e)\n"
