@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import eager_layouts, ir, metrics, philox, plans, shape_checks
+from . import eager_layouts, failed_values, ir, metrics, philox, plans, shape_checks
 from .ir import LAZY_DEVICE, InputRef, SeedRef, TensorMeta, Value
 from .opschema import ArgKind, OpInfo, functional_variant, is_out_arg, op_info
 from .overlap import FILLS, ListOverlap, is_foreach, overlap_check_of
@@ -386,8 +386,8 @@ def _fresh(value: Value) -> LazyTensor:
 def _plan_mutation(call: _Call) -> plans.Plan:
     info = call.info
     _call_meta(info.op, call)  # eager's own checks: e.g. an in-place op must not broadcast self
-    if info.op in _OVERWRITES and call.inputs:  # self is the first input
-        call.inputs[0] = _not_failed(call.inputs[0])
+    if info.op in failed_values.OVERWRITES and call.inputs:  # self is the first input
+        call.inputs[0] = failed_values.not_failed(call.inputs[0])
     variant = functional_variant(info.op)
     if variant is not None and op_info(variant).is_view:
         return _plan_restride(call, variant)
@@ -444,24 +444,6 @@ def _plan_mutation(call: _Call) -> plans.Plan:
         results = [next(fresh) if get is None else get(args, kwargs) for get in returned]
         return _assemble(results) if results else None
     return plans.Plan(op, encoded + extra_args, flat, tuple(call.inputs), finish)
-
-
-# In-place ops that write every element of self and read none: a tensor whose last graph failed
-# recovers by them (in eager it never broke), so its failed buffer is not made their input.
-_OVERWRITES = {aten.fill_.Scalar, aten.fill_.Tensor, aten.zero_.default, aten.copy_.default}
-
-
-def _not_failed(get_self: plans.Getter) -> plans.Getter:
-    def get(args, kwargs):
-        value = get_self(args, kwargs)
-        node = value.node
-        if type(node) is ir.DataNode and not node.on_cpu and node.data.failed:
-            meta = value.meta  # a fresh buffer stands in: none of it is read
-            fresh = torch.empty_strided(meta.shape, meta.stride, dtype=meta.dtype,
-                                        device=session.current().device)
-            return ir.device_leaf(ir.DeviceData(fresh), meta)
-        return value
-    return get
 
 
 def _writes_one_tensor_in_place(call: _Call, flat: tuple, n_fresh: int) -> bool:
