@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch._prims_common import suggest_memory_format
+from torch._prims_common import suggest_memory_format  # eager's, from shape and strides
 
 from .ir import TensorMeta, interned
 
@@ -31,13 +31,8 @@ def _convolution(input: torch.Tensor, weight: torch.Tensor, meta: TensorMeta) ->
     channels_last = _CHANNELS_LAST.get(input.dim())
     if channels_last is None or len(meta.shape) != input.dim():
         return meta
-    if channels_last not in (_memory_format(input), _memory_format(weight)):
+    if channels_last not in (suggest_memory_format(input), suggest_memory_format(weight)):
         return meta
     stride = torch.empty(meta.shape, device="meta", memory_format=channels_last).stride()
     return interned(TensorMeta(meta.shape, tuple(stride), meta.dtype))
 
-
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    """t.suggest_memory_format() (not a Python method), from its shape and strides."""
-    return suggest_memory_format(torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
-                                                     device="meta"))

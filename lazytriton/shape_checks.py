@@ -1,8 +1,9 @@
 """Shape and dtype checks that eager's CPU kernels make and the meta kernels skip.
 
-The tracer learns an op's output from its meta kernel. For a few indexing ops the meta kernel
-accepts arguments that eager's kernel rejects, and the generated code would then read past the
-end of a buffer (an index_put value that does not broadcast to the indexed result). Each check
+The tracer learns an op's output from its meta kernel. For a few ops the meta kernel accepts
+arguments that eager's kernel rejects: the generated code would then read past the end of a
+buffer (an index_put value that does not broadcast to the indexed result) or return a value
+where eager raises (softmax of integers). Each check
 runs when a trace plan is made: a plan's signature holds every shape it depends on, so the
 check covers every later call of that plan too. The messages are eager's.
 """
@@ -81,7 +82,8 @@ def _no_bool(name: str):
 def _floating(kernel: str):
     def check(self: torch.Tensor, *_) -> None:
         if not (self.dtype.is_floating_point or self.dtype.is_complex):
-            raise NotImplementedError(f'"{kernel}" not implemented for {_eager_name(self.dtype)}')
+            name = _eager_name(self.dtype)
+            raise NotImplementedError(f'"{kernel}" not implemented for \'{name}\'')
     return check
 
 
@@ -93,14 +95,14 @@ def _var_std(self: torch.Tensor, *_) -> None:
 def _nll_target(self: torch.Tensor, target: torch.Tensor, *_) -> None:
     if target.dtype not in (torch.int64, torch.uint8):
         raise RuntimeError("expected target dtype to be Long or Byte, but got "
-                           f"{_eager_name(target.dtype)[1:-1]}")
+                           f"{_eager_name(target.dtype)}")
 
 
 def _eager_name(dtype: torch.dtype) -> str:
     """As eager's messages name a dtype: 'Int', 'Long', 'Bool'."""
     names = {torch.int32: "Int", torch.int64: "Long", torch.int16: "Short", torch.int8: "Char",
              torch.uint8: "Byte", torch.bool: "Bool"}
-    return f"'{names.get(dtype, str(dtype).removeprefix('torch.'))}'"
+    return names.get(dtype, str(dtype).removeprefix("torch."))
 
 
 _CHECKS: dict[Any, Callable[..., None]] = {
