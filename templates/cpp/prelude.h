@@ -114,18 +114,9 @@ template <typename T> static inline bool minus_one(T b) {
   if constexpr (std::is_signed_v<T>) return b == T(-1); else return false;
 }
 
-template <typename T> static inline T negated(T a) {  // -a, wrapping as eager's
-  if constexpr (std::is_signed_v<T>) {
-    using U = std::make_unsigned_t<T>;
-    return static_cast<T>(U(0) - static_cast<U>(a));
-  } else {
-    return a;  // (not reached: minus_one is false for unsigned types)
-  }
-}
-
 template <typename T> static inline T floordiv_int(T a, T b, int32_t* err) {
   if (b == 0) { *err = 2; return 0; }
-  if (minus_one(b)) return negated(a);
+  if (minus_one(b)) return wrapping_neg(a);
   T q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) q -= 1;
   return q;
@@ -133,7 +124,7 @@ template <typename T> static inline T floordiv_int(T a, T b, int32_t* err) {
 
 template <typename T> static inline T truncdiv_int(T a, T b, int32_t* err) {
   if (b == 0) { *err = 2; return 0; }
-  if (minus_one(b)) return negated(a);
+  if (minus_one(b)) return wrapping_neg(a);
   return a / b;
 }
 
