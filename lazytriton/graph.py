@@ -149,10 +149,15 @@ class Structure:
     key: tuple
     ints: tuple[int, ...]
     input_dims: list[list[int]]  # per graph input: positions of its dims in `ints`
+    # positions of the computed nodes' output sizes, strides and offsets: what the meta
+    # functions derive from the inputs' and the arguments' integers
+    derived: frozenset[int] = frozenset()
+    node_starts: tuple[int, ...] = ()  # per node, where its integers start (outputs' first)
 
 
 _ERASED = "#"  # stands for an erased integer
-_erased_sigs: dict[int, tuple[int, tuple[int, ...], int]] = {}  # sig -> (erased sig, ints, ndim)
+# sig -> (erased sig, ints, ndim, how many of the ints are the outputs' metadata)
+_erased_sigs: dict[int, tuple[int, tuple[int, ...], int, int]] = {}
 
 
 def _erase(value, ints: list[int]):
@@ -164,7 +169,7 @@ def _erase(value, ints: list[int]):
     return value
 
 
-def _erased_signature(node: Node) -> tuple[int, tuple[int, ...], int]:
+def _erased_signature(node: Node) -> tuple[int, tuple[int, ...], int, int]:
     found = _erased_sigs.get(node.sig)
     if found is None:
         ints: list[int] = []
@@ -172,21 +177,41 @@ def _erased_signature(node: Node) -> tuple[int, tuple[int, ...], int]:
                       (_erase((v.meta.shape, v.meta.stride, v.meta.storage_offset), ints),
                        v.meta.dtype) for v in node.outputs)
         ndim = len(node.outputs[0].meta.shape) if node.outputs[0].meta is not None else 0
+        meta_ints = len(ints)
         args = _erase(node.args, ints)
-        found = (intern_signature((node.op, args, metas, _ERASED)), tuple(ints), ndim)
+        found = (intern_signature((node.op, args, metas, _ERASED)), tuple(ints), ndim, meta_ints)
         _erased_sigs[node.sig] = found
     return found
 
 
 def structure(graph: Graph) -> Structure:
-    parts, ints, input_dims = [], [], []
+    parts, ints, input_dims, derived, starts = [], [], [], [], []
     for node in graph.nodes:
-        sig, node_ints, ndim = _erased_signature(node)
+        sig, node_ints, ndim, meta_ints = _erased_signature(node)
+        starts.append(len(ints))
         if node.is_leaf:  # its first ints are its shape (metas come before arguments)
             input_dims.append(list(range(len(ints), len(ints) + ndim)))
+        else:
+            derived.extend(range(len(ints), len(ints) + meta_ints))
         parts.append((sig, tuple([graph.position(v) for v in node.inputs])))
         ints.extend(node_ints)
-    return Structure((tuple(parts), graph.key[1]), tuple(ints), input_dims)
+    return Structure((tuple(parts), graph.key[1]), tuple(ints), input_dims, frozenset(derived),
+                     tuple(starts))
+
+
+def output_positions(graph: Graph, starts: tuple[int, ...]) -> dict[tuple[int, int], int]:
+    """(node index, output index) -> where that output's sizes start among the structure's
+    integers (its strides follow them)."""
+    found = {}
+    for i, node in enumerate(graph.nodes):
+        at = starts[i]
+        for o, value in enumerate(node.outputs):
+            if value.meta is not None:
+                found[(i, o)] = at
+                at += 2 * len(value.meta.shape) + 1  # sizes, strides, storage offset
+
+
+    return found
 
 
 def skeleton(graph: Graph) -> Graph:

@@ -195,3 +195,46 @@ def test_a_graph_and_its_skeleton_lower_to_the_same_program(test_backend):
     made = backend.fingerprint(graph, symbols)
     assert made is not None and backend.fingerprint(skeleton(graph), symbols) == made
     torch.testing.assert_close(loss.cpu(), F.cross_entropy(x, y))
+
+
+class SmallCNN(torch.nn.Module):
+    """Padding, pooling and a global average: sizes and strides that are sums and products of
+    the image's height and width (a channel stride is H*W)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 6, 3)
+        self.head = torch.nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.adaptive_avg_pool2d(F.relu(self.conv2(x)), 1)
+        return self.head(x.flatten(1))
+
+
+@pytest.mark.parametrize("sizes", [
+    [(12, 12), (12, 12), (16, 16), (20, 20), (24, 24), (14, 14)],  # one symbol: its square
+    [(12, 16), (12, 16), (16, 20), (20, 28), (10, 12)],  # two symbols: their product
+], ids=["square", "oblong"])
+def test_changing_image_sizes_compile_once_more(test_backend, tmp_path, sizes):
+    """A CNN trained on images whose height and width change (after two steps of one size:
+    the first step's graph, which creates the optimizer's state, is another structure): the
+    second size makes them symbols, and every later size runs that program (no compile), with
+    eager's values."""
+    lazytriton.init(test_backend, cache_dir=tmp_path)
+    metrics.reset()
+    torch.manual_seed(0)
+    model = SmallCNN()
+    eager = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(3, 3, h, w, generator=gen), torch.randint(0, 5, (3,), generator=gen))
+               for h, w in sizes]
+    losses, counts = _train(model.to("lazy"), batches, lazy=True)
+    expected, _ = _train(eager, batches, lazy=False)
+    torch.testing.assert_close(losses, expected, rtol=1e-5, atol=1e-5)
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.cpu(), q, rtol=1e-4, atol=1e-5)
+    assert counts[3:] == [counts[2]] * (len(counts) - 3), counts
+    assert counts[2][0] == counts[1][0] + 1, counts  # the one compile with symbols
+    assert "later sizes of them reuse it" in metrics.metrics_report()

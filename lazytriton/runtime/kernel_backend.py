@@ -27,6 +27,7 @@ from ..codegen.cpp_frame import FrameWrapperWriter, segments_source
 from ..codegen.wrapper import WrapperWriter
 from ..graph import Graph
 from ..lowering import Lowering
+from ..lowering.operands import symbolic_strides
 from ..scheduler import Kernel, Schedule, extern_reads, schedule
 from ..sizevars import SizeVars
 from ..template_fusion import fuse_matmul_templates, templates_wanted
@@ -168,7 +169,29 @@ def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launche
     program.frame = code.frame  # the memory plan and segments, where the backend runs them
     if symbols:
         program.fingerprint = program_fingerprint(lowering, code, wrapper_source)
+        program.lowered_sizes = lowered_sizes(graph, lowering)
     return program
+
+
+def lowered_sizes(graph: Graph, lowering: Lowering) -> dict[tuple[int, int], tuple]:
+    """(node index, output index) -> the sizes and strides the program gives that computed
+    value, in the size symbols. Lowering may match a size to
+    an expression by its value (an extern's output to its input's size): what a later graph's
+    sizes must equal for the program to serve it (runtime/shapes.py)."""
+    found = {}
+    for i, node in enumerate(graph.nodes):
+        if node.is_leaf:
+            continue
+        for o, value in enumerate(node.outputs):
+            box = lowering.env.get(id(value))
+            sizes = getattr(box, "sizes", None)
+            if value.meta is None or sizes is None or len(sizes) != len(value.meta.shape):
+                continue
+            strides = getattr(box, "strides", None)
+            if strides is None or len(strides) != len(sizes):  # as it would be stored
+                strides = symbolic_strides(list(sizes), value.meta)
+            found[(i, o)] = (tuple(sizes), tuple(strides))
+    return found
 
 
 def program_fingerprint(lowering: Lowering, code: GeneratedCode, wrapper_source: str) -> str:

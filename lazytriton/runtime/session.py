@@ -23,7 +23,8 @@ from .backend import Backend, CompiledGraph, create_backend
 from .cache_index import compiling, graph_folder
 from .compile_log import CompileLog
 from .disk_cache import default_cache_dir
-from .shapes import Family, assign_symbols, build_guard, changed_dims, describe_change
+from .shapes import Family, assign_symbols, build_guard, changed_dims, describe_change, \
+    program_sizes
 
 
 class Session:
@@ -131,6 +132,10 @@ class Session:
         made = getattr(program, "fingerprint", None)  # None: compiling failed, or no backend's
         extra = {"donate": donate} if donate else {}
         if made is not None and self.backend.fingerprint(family.first, symbols, **extra) == made:
+            lowered = getattr(program, "lowered_sizes", None)
+            if lowered is not None:  # the program's own sizes: checked exactly
+                guard = build_guard(family.first_structure, now, symbols,
+                                    program_sizes(graph, now, lowered)) or guard
             family.generic.append((guard, program))
             metrics.note_recompile(f"{what}: compiled with the changed dims as size symbols; "
                                    f"later sizes of them reuse it")
