@@ -750,6 +750,40 @@ def test_view_then_compute(name):
         check(lambda x: [v.exp() for v in flat(fn(x.permute(2, 1, 0)))], rnd(5, 6, 4))
 
 
+# ops whose decompositions take views of their input: on a layout with gaps between its dims
+# (a column slice's rows, a step slice's columns, a sliced transpose, a channels-last slice),
+# those views index the input's storage, not a dense copy of it
+DECOMPOSED_VIEWERS = {
+    "repeat": lambda x: x.repeat(2, 1),
+    "repeat_new_dim": lambda x: x.repeat(2, 1, 3),
+    "tile": lambda x: x.tile(2),
+    "glu": lambda x: F.glu(x, 1),
+    "unsafe_split": lambda x: torch.ops.aten.unsafe_split.Tensor(x, 1, 0)[1],
+    "unsafe_split_with_sizes": lambda x: torch.ops.aten.unsafe_split_with_sizes.default(
+        x, [1, x.shape[1] - 1], 1)[1],
+    "unsafe_chunk": lambda x: torch.unsafe_chunk(x, 2, 1)[1],
+}
+GAPPED = {
+    "column_slice": lambda x: x[:, :6],
+    "step_slice": lambda x: x[:, ::2],
+    "sliced_transpose": lambda x: x.t()[:4, 2:],
+    "offset_slice": lambda x: x[1:, 1:5],
+    "computed_then_sliced": lambda x: (x * 2)[:, 1:7],
+}
+
+
+@pytest.mark.parametrize("layout", GAPPED)
+@pytest.mark.parametrize("name", DECOMPOSED_VIEWERS)
+def test_decomposed_views_of_a_layout_with_gaps(name, layout):
+    fn, view = DECOMPOSED_VIEWERS[name], GAPPED[layout]
+    check(lambda x: fn(view(x)), rnd(6, 12))
+
+
+def test_decomposed_views_of_a_channels_last_slice():
+    check(lambda x: x[:, :, 1:].repeat(1, 2, 1, 1), rnd(2, 4, 5, 6).to(
+        memory_format=torch.channels_last))
+
+
 @pytest.mark.parametrize("name", [n for n in VIEWS if n != "as_strided"])
 def test_view_grad(name):
     check_grad(VIEWS[name], rnd(4, 6, 5))

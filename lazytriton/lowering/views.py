@@ -70,9 +70,28 @@ def _dense_strides_of(lowering, box, node):
 
 
 def unflatten_strided(flat, sizes, strides):
-    """Per-dim index of storage position `flat` in a dense layout with these strides."""
-    return [sympy.Integer(0) if s == 1 else
-            _mod(FloorDiv(flat, st), s) for s, st in zip(sizes, strides)]
+    """Per-dim index of storage position `flat` in a layout with these strides: dense in any
+    dim order, or with gaps between dims (a column slice's rows, stride 7 for 6 columns; a
+    step slice's columns, stride 2): a decomposition's views of such a value index its
+    storage. A dim's index is the position's remainder by the next larger stride, divided by
+    its own stride (when dense, the quotient by its stride modulo its size). A dim of stride 0
+    reads one element at every index."""
+    if not all(isinstance(st, (int, sympy.Integer)) for st in strides):  # symbolic: dense
+        return [sympy.Integer(0) if s == 1 else
+                _mod(FloorDiv(flat, st), s) for s, st in zip(sizes, strides)]
+    index = [sympy.Integer(0)] * len(sizes)
+    outer = None
+    for d in sorted((d for d, n in enumerate(sizes) if n != 1 and int(strides[d]) != 0),
+                    key=lambda d: int(strides[d]), reverse=True):
+        st = int(strides[d])
+        if outer is None or outer == st * sizes[d]:
+            index[d] = _mod(FloorDiv(flat, st), sizes[d])
+        elif outer % st == 0:
+            index[d] = _mod(FloorDiv(flat, st), outer // st)
+        else:
+            index[d] = FloorDiv(ModularIndexing(flat, 1, outer), st)
+        outer = st
+    return index
 
 
 def _mod(e, m):
