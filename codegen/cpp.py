@@ -263,7 +263,10 @@ class CppKernel:
         position = self.kernel.members.index(member)
         summer = next((i for i, (j, _) in self.facts.stores.items() if j == position), None)
         loader = lambda ops: member.node.inner(ops, index)  # noqa: E731
-        if not self.config.store or summer is None:
+        if not self.config.store or summer is None or len(inner_vars) != len(
+                self.kernel.members[summer].node.reduction_sizes):
+            # (a loop over the member's dims merged into one matches no summand's dims: it
+            # computes its value, and the sum's stores of the same values are overwritten)
             return self._value(loader, inner_vars, member.inner_sizes)
         tree = exprtree.record(loader)
         summand = reduction_tree(self.kernel.members[summer], self._outer_vars, inner_vars)
@@ -541,14 +544,16 @@ class CppKernel:
 
     def _reduction_key(self, member: Member) -> tuple | None:
         """What the reduction computes, independent of its position: two members with one key
-        (layer norm's mean, traced twice by its decomposition) reduce once."""
+        (layer norm's mean, traced twice by its decomposition) reduce once. The key holds the
+        reduced extents: `h.sum(0)` and `h[:5].sum(0)` load alike but over other ranges."""
         node = member.node
         if node.reduction_type in ("argmax", "argmin"):
             return None
         canonical = [index_symbol("q", k) for k in range(len(node.reduction_sizes))]
         tree = reduction_tree(member, self._outer_vars, canonical)
         return None if tree is None else (node.reduction_type, str(node.dtype),
-                                          str(node.src_dtype), tree.key)
+                                          str(node.src_dtype),
+                                          tuple(str(n) for n in node.reduction_sizes), tree.key)
 
     def _column_reduction(self, outer_vars) -> list[str]:
         """Reductions over dims that are not contiguous (column sums): the reduced dims

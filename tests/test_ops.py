@@ -604,6 +604,31 @@ def test_reduction_noncontiguous(name, layout):
     check(lambda x: (fn(view(x), 0), fn(view(x), -1)), _reduction_input(name, 6, 8))
 
 
+@pytest.mark.parametrize("fn", _params({  # one tensor reduced over two ranges, in one kernel
+    "sum_rows": lambda h: h.sum(0) + h[:5].sum(0),
+    "sum_columns": lambda h: h.sum(1) + h[:, :3].sum(1),
+    "var": lambda h: h.var(0) + h[:5].var(0),
+    "mean_amax_prod": lambda h: (h.mean(0) + h[:3].mean(0), h.amax(1) - h[:, 2:].amax(1),
+                                 h.prod(0) * h[1:].prod(0)),
+    "batch_norm": lambda h: F.batch_norm(h, None, None, training=True) +
+    F.batch_norm(h[:5], None, None, training=True).sum(0),
+}))
+def test_reductions_of_one_tensor_over_two_ranges(fn):
+    """Their summands load alike; their ranges differ, so they are two accumulators."""
+    check_grad(fn, rnd(8, 6))
+
+
+@pytest.mark.parametrize("fn", _params({
+    "normalized_over_two_dims": lambda x: (lambda e: e / e.sum((1, 2), keepdim=True))(x.exp()),
+    "layer_norm_over_two_dims": lambda x: (lambda g: g + F.layer_norm(g, g.shape[-2:]))(
+        x.tanh()),
+}))
+def test_a_sum_over_two_dims_beside_its_summand_recomputed(fn):
+    """The backward's kernel sums over two dims; a pointwise member recomputing the summand
+    loops over them as one merged dim."""
+    check_grad(fn, rnd(4, 4, 17))
+
+
 @pytest.mark.filterwarnings(r"ignore:var\(\)")  # var over a single element
 @pytest.mark.parametrize("shape", [(1,), (7, 13), (1, 5, 1), (4, 1)], ids=str)
 @pytest.mark.parametrize("name", ["sum", "mean", "amax", "argmax", "var", "logsumexp"])
