@@ -17,7 +17,6 @@ with its rival, the rival (mode "off" has no template at all).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from lazytriton import logs
@@ -115,5 +114,5 @@ def _params(signature) -> list[tuple]:
 
 def _strict() -> None:
     """LAZYTRITON_STRICT=1 (tests): a variant that cannot be written is a bug to see."""
-    if os.environ.get("LAZYTRITON_STRICT"):
+    if logs.strict():
         raise

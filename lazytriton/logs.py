@@ -68,3 +68,9 @@ def emit(topic: str, message: str) -> None:
         _root.setLevel(logging.INFO)
         _root.propagate = False  # printed once, not again by a root handler
     logging.getLogger(f"lazytriton.{topic}").info(message, extra={"topic": topic})
+
+
+def strict() -> bool:
+    """LAZYTRITON_STRICT=1 (tests): a graph the backend cannot compile, or a kernel variant
+    that cannot be written, raises rather than falling back; unset, empty or 0: it falls back."""
+    return os.environ.get("LAZYTRITON_STRICT", "") not in ("", "0")

@@ -13,7 +13,6 @@ reference executor instead, with a warning that names the files in the cache dir
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from .. import donation, metrics
+from .. import donation, logs, metrics
 from ..codegen.signature import GeneratedCode
 from ..codegen.cpp_frame import FrameWrapperWriter, segments_source
 from ..codegen.wrapper import WrapperWriter
@@ -81,7 +80,7 @@ class KernelBackend(Backend):
             return compile_graph(graph, artifacts, self.codegen, self.launcher, self.device,
                                  symbols, donate)
         except Exception as e:  # noqa: BLE001 -- any compiler failure must not lose the step
-            if os.environ.get("LAZYTRITON_STRICT"):
+            if logs.strict():
                 raise
             self._report_fallback(f"{type(e).__name__}: {e}", artifacts)
             return ReferenceProgram(graph, self.device)
