@@ -73,9 +73,11 @@ _BINARY = {
     "maximum": "lt::maximum({0}, {1})", "minimum": "lt::minimum({0}, {1})",
     "atan2": "std::atan2({0}, {1})", "copysign": "std::copysign({0}, {1})",
     "hypot": "std::hypot({0}, {1})", "bitwise_and": "({0} & {1})", "bitwise_or": "({0} | {1})",
-    "bitwise_xor": "({0} ^ {1})", "clamp_min": "(({0}) < ({1}) ? ({1}) : ({0}))",
-    "clamp_max": "(({0}) > ({1}) ? ({1}) : ({0}))",
+    "bitwise_xor": "({0} ^ {1})", "clamp_min": "((({0}) < ({1}) || ({1}) != ({1})) ? ({1}) : ({0}))",
+    "clamp_max": "((({0}) > ({1}) || ({1}) != ({1})) ? ({1}) : ({0}))",  # a NaN bound: NaN
 }
+# rounding ops: eager's are the identity on integers
+_INTEGRAL_IDENTITY = {"floor", "ceil", "round", "trunc"}
 # integer ops that can overflow: they wrap, as eager's (lt::wrapping_*; in plain C++ signed
 # overflow is undefined, and g++ folds comparisons assuming it never happens)
 _WRAPPING = {"add", "sub", "mul", "neg", "abs"}
@@ -185,6 +187,8 @@ class CppOps:
             return self._apply(f"lt::{name}_f32({{0}})", x.dtype, x)
         if name in _WRAPPING and _wraps(x.dtype):
             return self._apply(f"lt::wrapping_{name}<{compute_ctype(x.dtype)}>({{0}})", x.dtype, x)
+        if name in _INTEGRAL_IDENTITY and not x.dtype.is_floating_point:
+            return x  # std::floor of an int64 would round it through a double
         return self._apply(_UNARY[name], x.dtype, x)
 
     def exp_nonpos(self, x):

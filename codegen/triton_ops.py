@@ -80,7 +80,8 @@ _BINARY = {
     "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "truediv": "({0} / {1})",
     "maximum": "maximum({0}, {1})", "minimum": "minimum({0}, {1})",
     "bitwise_and": "({0} & {1})", "bitwise_or": "({0} | {1})", "bitwise_xor": "({0} ^ {1})",
-    "clamp_min": "tl.where({0} < {1}, {1}, {0})", "clamp_max": "tl.where({0} > {1}, {1}, {0})",
+    "clamp_min": "tl.where({1} != {1}, {1}, tl.where({0} < {1}, {1}, {0}))",  # NaN bound: NaN
+    "clamp_max": "tl.where({1} != {1}, {1}, tl.where({0} > {1}, {1}, {0}))",
     "atan2": "atan2({0}, {1})", "copysign": "copysign({0}, {1})", "hypot": "hypot({0}, {1})",
 }
 _HELPER_BINARY = {"maximum", "minimum", "atan2", "copysign", "hypot"}

@@ -526,6 +526,42 @@ def test_cpu_scalar_tensor_operand(dtype, scalar):
           rnd(4, 5, dtype=dtype))
 
 
+# --- special values: NaN bounds, roots by pow, integer rounding ---------------------------------
+
+_NAN, _INF = float("nan"), float("inf")
+SPECIAL_VALUES = [-_INF, -2.5, -0.0, 0.0, 0.3, 4.0, _INF, _NAN]
+
+
+@pytest.mark.parametrize("fn", _params({
+    "clamp_nan_min": lambda x: x.clamp(min=_NAN),
+    "clamp_nan_max": lambda x: x.clamp(max=_NAN),
+    "clamp_nan_tensor_bounds": lambda x: torch.clamp(x, torch.where(x.abs() > 3, _NAN, -1.0),
+                                                      torch.where(x > 0.1, _NAN, 1.0)),
+    "hardtanh_nan": lambda x: F.hardtanh(x, _NAN, 1.0),
+    "pow_half": lambda x: x.pow(0.5),
+    "pow_minus_half": lambda x: x.pow(-0.5),
+    "pow_half_f64": lambda x: x.double() ** 0.5,
+    "foreach_pow": lambda x: torch._foreach_pow([x, x * 2], 0.5),
+    "foreach_pow_list": lambda x: torch._foreach_pow([x, x], [0.5, -0.5]),
+}))
+def test_special_values_as_eager(fn):
+    """NaN bounds give NaN; x ** 0.5 is sqrt (as eager's pow by a number: -0 stays -0, -inf
+    gives NaN); signs of zero as eager's."""
+    x = torch.tensor(SPECIAL_VALUES)
+    expected, actual = flat(fn(x.clone())), flat(fn(to_lazy(x)))
+    for a, e in zip(to_cpu(actual), expected):
+        torch.testing.assert_close(a, e, equal_nan=True)
+        same = ~e.isnan()
+        assert torch.equal(a[same].signbit(), e[same].signbit()), (a, e)
+
+
+@pytest.mark.parametrize("dtype", [I64, I32])
+def test_rounding_integers_is_the_identity(dtype):
+    big = [2 ** 63 - 1, 2 ** 53 + 1, -(2 ** 53 + 1)] if dtype == I64 else [2 ** 31 - 1, -2 ** 31]
+    check(lambda x: (x.floor(), x.ceil(), x.round(), x.trunc(), x.floor() + 1),
+          torch.tensor(big + [7, -3], dtype=dtype))
+
+
 # --- reductions -----------------------------------------------------------------------------
 
 REDUCTIONS = {  # name: (fn, accepts tuple dims, dtypes beyond float32)

@@ -281,6 +281,8 @@ def _representative_graphs():
     ints = (torch.randint(1, 10, (2, 9), dtype=torch.int32) * torch.tensor([1, -1]).repeat(5)[:9]
             ).int().to("lazy")  # no zero divisor, both signs
     lazytriton.to_cpu([ints // ints[1], ints % ints[0], ints // -1])  # -1 divides apart
+    lazytriton.to_cpu([lx.clamp(min=-0.5), lx.clamp(max=float("nan")),  # NaN bounds: NaN
+                       torch.clamp(lx, lx * 0.1, lx + 1), lx.pow(0.5), lx.pow(-0.5)])
     net = TutorialNet().to("lazy")  # the tutorial's training step, dropout included
     opt = torch.optim.Adadelta(net.parameters(), lr=1.0)
     opt.zero_grad()

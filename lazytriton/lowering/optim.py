@@ -103,7 +103,12 @@ def _register_foreach():
             continue
         for overload, lists in (("List", ("self", "other")), ("Scalar", ("self",)),
                                 ("ScalarList", ("self", "scalars")), ("Tensor", ("self",))):
-            if overload in packet.overloads():
+            if overload not in packet.overloads():
+                continue
+            if name == "pow" and overload.startswith("Scalar"):  # a number: sqrt for 0.5
+                LOWERINGS[getattr(packet, overload)] = _foreach_renamed(
+                    aten.pow.Tensor_Scalar, lists, {"scalar": "exponent", "scalars": "exponent"})
+            else:
                 LOWERINGS[getattr(packet, overload)] = _foreach_renamed(op, lists)
     for name in ("sqrt", "exp", "neg", "abs", "reciprocal", "sign", "sigmoid", "log"):
         packet = getattr(aten, f"_foreach_{name}", None)

@@ -48,11 +48,28 @@ def _unary(name: str):
 for _op, _name in _UNARY.items():
     LOWERINGS[_op] = _unary(_name)
 
+
+@register(aten.pow.Tensor_Scalar)
+def _pow_scalar(lowering, node, self, exponent):
+    """Eager's pow by a number computes x ** 0.5 as sqrt and x ** -0.5 as rsqrt, whose
+    results differ from pow's at -0 and -inf; a number given at run time chooses per call."""
+    dtype = out_dtype(node)
+    if not dtype.is_floating_point or not (isinstance(exponent, ScalarArg) or
+                                           exponent in (0.5, -0.5)):
+        return pointwise(lowering, [self, exponent], lambda ops, a, b: ops.pow(a, b), dtype)
+
+    def apply(ops, a, b):
+        if not isinstance(exponent, ScalarArg):
+            return ops.sqrt(a) if exponent == 0.5 else ops.rsqrt(a)
+        return ops.where(ops.eq(b, ops.constant(0.5, dtype)), ops.sqrt(a),
+                         ops.where(ops.eq(b, ops.constant(-0.5, dtype)), ops.rsqrt(a),
+                                   ops.pow(a, b)))
+    return pointwise(lowering, [self, exponent], apply, dtype)
+
 _BINARY = {
     aten.add.Tensor: "add", aten.sub.Tensor: "sub", aten.mul.Tensor: "mul",
     aten.maximum.default: "maximum", aten.minimum.default: "minimum",
-    aten.atan2.default: "atan2", aten.pow.Tensor_Tensor: "pow",
-    aten.pow.Tensor_Scalar: "pow", aten.pow.Scalar: "pow",
+    aten.atan2.default: "atan2", aten.pow.Tensor_Tensor: "pow", aten.pow.Scalar: "pow",
     aten.fmod.Tensor: "fmod", aten.fmod.Scalar: "fmod",
     aten.remainder.Tensor: "remainder", aten.remainder.Scalar: "remainder",
     aten.bitwise_and.Tensor: "bitwise_and", aten.bitwise_or.Tensor: "bitwise_or",
