@@ -555,6 +555,16 @@ def test_special_values_as_eager(fn):
         assert torch.equal(a[same].signbit(), e[same].signbit()), (a, e)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_a_product_and_a_difference_round_apart(dtype):
+    """`a * b - c` in one kernel rounds the product first, as eager's two ops do: with c
+    eager's product, exactly 0 (one fused multiply-add would give the product's rounding
+    error)."""
+    a, b = rnd(1000, dtype=dtype), rnd(1000, dtype=dtype)
+    got = (to_lazy(a) * to_lazy(b) - to_lazy(a * b)).cpu()
+    assert torch.equal(got, torch.zeros_like(got)), got.abs().max()
+
+
 @pytest.mark.parametrize("dtype", [I64, I32])
 def test_rounding_integers_is_the_identity(dtype):
     big = [2 ** 63 - 1, 2 ** 53 + 1, -(2 ** 53 + 1)] if dtype == I64 else [2 ** 31 - 1, -2 ** 31]

@@ -44,8 +44,12 @@ __all__ = ["CXX_FLAGS", "CppCompileError", "CppLibrary", "build_library", "cache
 # -fno-math-errno changes no result (only whether libm sets errno, which nothing reads) and
 # lets g++ vectorize sqrt: with errno, std::sqrt is a call for negative inputs, so every loop
 # holding one (Adam, Adadelta, RMSprop's updates) ran scalar.
-CXX_FLAGS: tuple[str, ...] = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared",
-                              "-fPIC", "-std=c++17")
+# -ffp-contract=off: a product and a sum stay two roundings, as eager's separate ops give them
+# (g++ contracts `a * b - c` into one fma where the target has it: a fused kernel's result
+# then differs from eager's in the last bits, or is not 0 where eager's is); vecmath.h writes
+# out the fmas it wants.
+CXX_FLAGS: tuple[str, ...] = ("-O3", "-march=native", "-fno-math-errno", "-ffp-contract=off",
+                              "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _STDERR_LINES = 40
 
 
