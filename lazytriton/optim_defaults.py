@@ -47,9 +47,23 @@ def default_to_foreach() -> None:
         optimizer._get_foreach_kernels_supported_devices = _with_lazy(devices)
     if LazyTensor not in types:
         types.append(LazyTensor)
+    _foreach_utils_accept_lazy()
     import torch.optim.sgd as sgd
     if callable(getattr(sgd, "sgd", None)) and not getattr(sgd.sgd, _PATCHED, False):
         sgd.sgd = _sgd_as_on_the_cpu(sgd.sgd)  # SGD.step calls the module's `sgd`
+
+
+def _foreach_utils_accept_lazy() -> None:
+    """torch.nn.utils' clip_grad_norm_ and clip_grad_value_ ask torch.utils._foreach_utils,
+    which keeps its own device list: without the lazy device there, `foreach=True` raised
+    "can't use the foreach API on lazy tensors" and the default traced per tensor."""
+    import torch.utils._foreach_utils as foreach_utils
+    devices = getattr(foreach_utils, "_get_foreach_kernels_supported_devices", None)
+    types = getattr(foreach_utils, "_foreach_supported_types", None)
+    if callable(devices) and not getattr(devices, _PATCHED, False):
+        foreach_utils._get_foreach_kernels_supported_devices = _with_lazy(devices)
+    if isinstance(types, list) and LazyTensor not in types:
+        types.append(LazyTensor)
 
 
 def _sgd_as_on_the_cpu(sgd):

@@ -97,5 +97,25 @@ def test_init_again_wraps_once():
     lazytriton.init("aten")
     assert optimizer._get_foreach_kernels_supported_devices().count("lazy") == 1
     assert optimizer._foreach_supported_types.count(lazytriton.LazyTensor) == 1
+    import torch.utils._foreach_utils as foreach_utils
+    assert foreach_utils._get_foreach_kernels_supported_devices().count("lazy") == 1
     import torch.optim.sgd as sgd
     assert not getattr(sgd.sgd.__wrapped__, "_lazytriton_foreach", False)  # wrapped once
+
+
+@pytest.mark.parametrize("foreach", [True, None, False])
+def test_gradient_clipping_as_eager(foreach, tmp_path):
+    """clip_grad_norm_ and clip_grad_value_ take foreach=True on lazy parameters (torch's
+    foreach utilities list the lazy device) and give eager's gradients either way."""
+    lazytriton.init("cpp", cache_dir=tmp_path)
+    grads = {}
+    for device in ("cpu", "lazy"):
+        params = _params(device)
+        torch.manual_seed(7)
+        for p in params:
+            p.grad = (torch.randn(p.shape) * 3).to(device)
+        norm = torch.nn.utils.clip_grad_norm_(params, 0.5, foreach=foreach)
+        torch.nn.utils.clip_grad_value_(params, 0.05, foreach=foreach)
+        grads[device] = [norm.cpu()] + [p.grad.cpu() for p in params]
+    for got, expected in zip(grads["lazy"], grads["cpu"]):
+        torch.testing.assert_close(got, expected)

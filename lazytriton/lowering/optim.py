@@ -110,6 +110,14 @@ def _register_foreach():
                     aten.pow.Tensor_Scalar, lists, {"scalar": "exponent", "scalars": "exponent"})
             else:
                 LOWERINGS[getattr(packet, overload)] = _foreach_renamed(op, lists)
+    for name, op, bound in (("clamp_min", aten.clamp_min.Tensor, "min"),  # clip_grad_value_
+                            ("clamp_max", aten.clamp_max.Tensor, "max")):
+        packet = getattr(aten, f"_foreach_{name}", None)
+        for overload, lists in (("List", ("self", "other")), ("Scalar", ("self",)),
+                                ("ScalarList", ("self", "scalars"))):
+            if packet is not None and overload in packet.overloads():
+                LOWERINGS[getattr(packet, overload)] = _foreach_renamed(
+                    op, lists, {"other": bound, "scalar": bound, "scalars": bound})
     for name in ("sqrt", "exp", "neg", "abs", "reciprocal", "sign", "sigmoid", "log"):
         packet = getattr(aten, f"_foreach_{name}", None)
         per_tensor = getattr(aten, name).default
