@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import torch
 
+from .plans import MISSING
+
 aten = torch.ops.aten
 
 
@@ -98,10 +100,52 @@ def _nll_target(self: torch.Tensor, target: torch.Tensor, *_) -> None:
                            f"{_eager_name(target.dtype)}")
 
 
+def _nll2d_target(self: torch.Tensor, target: torch.Tensor, *_) -> None:
+    _nll_target(self, target)
+    if self.dim() == 4 and (target.dim() != 3 or target.shape[0] != self.shape[0] or
+                            tuple(target.shape[1:]) != tuple(self.shape[2:])):
+        raise RuntimeError(f"size mismatch (got input: {list(self.shape)} , target: "
+                           f"{list(target.shape)}")
+
+
+def _extremum_of_all(name: str):
+    def check(self: torch.Tensor, *_) -> None:
+        if self.numel() == 0:
+            raise RuntimeError(f"{name}(): Expected reduction dim to be specified for "
+                               f"input.numel() == 0. Specify the reduction dim with the 'dim' "
+                               f"argument.")
+    return check
+
+
+def _extremum_over(name: str):
+    def check(self: torch.Tensor, dim: int, *_) -> None:
+        if self.dim() and self.shape[dim] == 0:
+            raise IndexError(f"{name}(): Expected reduction dim {dim % self.dim()} to have "
+                             f"non-zero size.")
+    return check
+
+
+def _in_place(functional, keyword: str | None = None):
+    """An in-place op writes its result's dtype into self: one self's dtype cannot hold (an
+    int tensor times a float) is refused, as eager's TensorIterator does (the meta kernels of
+    mul_, addcmul_ and addcdiv_ do not)."""
+    def check(self: torch.Tensor, *args) -> None:
+        metas = [torch.empty(a.shape, dtype=a.dtype, device="meta")
+                 if isinstance(a, torch.Tensor) else a for a in (self, *args)
+                 if a is not MISSING]
+        options = {keyword: metas.pop()} if keyword and len(metas) > 3 else {}  # `value`
+        result = functional(*metas, **options).dtype
+        if not torch.can_cast(result, self.dtype):
+            raise RuntimeError(f"result type {_eager_name(result)} can't be cast to the "
+                               f"desired output type {_eager_name(self.dtype)}")
+    return check
+
+
 def _eager_name(dtype: torch.dtype) -> str:
-    """As eager's messages name a dtype: 'Int', 'Long', 'Bool'."""
+    """As eager's messages name a dtype: 'Int', 'Long', 'Bool', 'Float'."""
     names = {torch.int32: "Int", torch.int64: "Long", torch.int16: "Short", torch.int8: "Char",
-             torch.uint8: "Byte", torch.bool: "Bool"}
+             torch.uint8: "Byte", torch.bool: "Bool", torch.float32: "Float",
+             torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16"}
     return names.get(dtype, str(dtype).removeprefix("torch."))
 
 
@@ -118,7 +162,15 @@ _CHECKS: dict[Any, Callable[..., None]] = {
     aten.var_mean.correction: _var_std,
     aten.std_mean.correction: _var_std,
     aten.nll_loss_forward.default: _nll_target,
-    aten.nll_loss2d_forward.default: _nll_target,
+    aten.nll_loss2d_forward.default: _nll2d_target,
+    aten.max.default: _extremum_of_all("max"),
+    aten.min.default: _extremum_of_all("min"),
+    aten.max.dim: _extremum_over("max"),
+    aten.min.dim: _extremum_over("min"),
+    aten.mul_.Tensor: _in_place(aten.mul.Tensor),
+    aten.mul_.Scalar: _in_place(aten.mul.Scalar),
+    aten.addcmul_.default: _in_place(aten.addcmul.default, "value"),
+    aten.addcdiv_.default: _in_place(aten.addcdiv.default, "value"),
     aten.index_select.default: _index_select,
     **{op: _index_put for op in (aten.index_put.default, aten.index_put_.default,
                                  aten._index_put_impl_.default, aten._index_put_impl.default)},

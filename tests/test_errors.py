@@ -87,7 +87,43 @@ REFUSED_DTYPES = {  # eager's kernels refuse these dtypes; the meta kernels do n
     "int32 target": (lambda d: torch.nn.functional.cross_entropy(
         torch.randn(2, 3, device=d), torch.tensor([0, 2], dtype=torch.int32, device=d)),
         RuntimeError, "expected target dtype to be Long or Byte, but got Int"),
+    "int.mul_(float)": (lambda d: torch.tensor([1, 2], device=d).mul_(
+        torch.tensor([0.5, 1.5], device=d)), RuntimeError,
+        "result type Float can't be cast to the desired output type Long"),
+    "int.mul_(number)": (lambda d: torch.tensor([1, 2], device=d).mul_(1.5), RuntimeError,
+                         "result type Float can't be cast to the desired output type Long"),
+    "bool.mul_(int)": (lambda d: torch.tensor([True], device=d).mul_(torch.tensor([2], device=d)),
+                       RuntimeError, "result type Long can't be cast to the desired output type Bool"),
+    "int.addcmul_(float)": (lambda d: torch.tensor([1, 2], device=d).addcmul_(
+        torch.tensor([0.5, 1.5], device=d), torch.tensor([2., 3.], device=d), value=2),
+        RuntimeError, "result type Float can't be cast to the desired output type Long"),
+    "int.addcdiv_(float)": (lambda d: torch.tensor([1, 2], device=d).addcdiv_(
+        torch.tensor([0.5, 1.5], device=d), torch.tensor([2., 3.], device=d)),
+        RuntimeError, "result type Float can't be cast to the desired output type Long"),
+    "max of nothing": (lambda d: torch.randn(0, 3, device=d).max(), RuntimeError,
+                       r"max\(\): Expected reduction dim to be specified"),
+    "min over an empty dim": (lambda d: torch.randn(2, 0, device=d).min(1), IndexError,
+                              r"min\(\): Expected reduction dim 1 to have non-zero size"),
+    "2-d loss target of other size": (lambda d: torch.nn.functional.cross_entropy(
+        torch.randn(2, 3, 7, 4, device=d), torch.zeros(2, 5, 4, dtype=torch.int64, device=d)),
+        RuntimeError, r"size mismatch \(got input: \[2, 3, 7, 4\] , target: \[2, 5, 4\]"),
 }
+
+
+def test_in_place_ops_that_eager_allows_still_run():
+    a, f = torch.tensor([1, 2]), torch.tensor([0.5, 1.5])
+    cases = [lambda a, f: a.mul_(3), lambda a, f: f.mul_(a), lambda a, f: f.addcmul_(f, a, value=2),
+             lambda a, f: f.addcdiv_(f, f + 1), lambda a, f: a.clone().mul_(a),
+             lambda a, f: a.view(2, 1)[:, :0].max(0)]  # over a dim that is not empty
+    for case in cases:
+        expected = case(a.clone(), f.clone())
+        got = case(a.clone().to("lazy"), f.clone().to("lazy"))
+        for g, e in zip(flat_tensors(got), flat_tensors(expected)):
+            torch.testing.assert_close(g.cpu(), e)
+
+
+def flat_tensors(value):
+    return [value] if isinstance(value, torch.Tensor) else list(value)
 
 
 @pytest.mark.parametrize("name", REFUSED_DTYPES)
