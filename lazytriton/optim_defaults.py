@@ -56,14 +56,13 @@ def default_to_foreach() -> None:
 def _foreach_utils_accept_lazy() -> None:
     """torch.nn.utils' clip_grad_norm_ and clip_grad_value_ ask torch.utils._foreach_utils,
     which keeps its own device list: without the lazy device there, `foreach=True` raised
-    "can't use the foreach API on lazy tensors" and the default traced per tensor."""
+    "can't use the foreach API on lazy tensors". Its own list of tensor types stays as it is,
+    so the default (foreach=None) keeps the per-tensor ops, whose norm is lowered
+    (_foreach_norm runs as an aten call)."""
     import torch.utils._foreach_utils as foreach_utils
     devices = getattr(foreach_utils, "_get_foreach_kernels_supported_devices", None)
-    types = getattr(foreach_utils, "_foreach_supported_types", None)
     if callable(devices) and not getattr(devices, _PATCHED, False):
         foreach_utils._get_foreach_kernels_supported_devices = _with_lazy(devices)
-    if isinstance(types, list) and LazyTensor not in types:
-        types.append(LazyTensor)
 
 
 def _sgd_as_on_the_cpu(sgd):

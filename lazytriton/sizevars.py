@@ -176,6 +176,11 @@ class SizeVars:
             return len(self.values)
         return self.dynamic.get((input_index, dim))
 
+    def symbol_of(self, size: int) -> sympy.Symbol | None:
+        """The one size symbol whose value is `size` (None: none or several)."""
+        found = [sym for sym, value in self.values.items() if value == size]
+        return found[0] if len(found) == 1 and size > 1 else None
+
     def evaluate(self, expr: Expr | int) -> int:
         if isinstance(expr, int):
             return expr

@@ -238,3 +238,21 @@ def test_changing_image_sizes_compile_once_more(test_backend, tmp_path, sizes):
     assert counts[3:] == [counts[2]] * (len(counts) - 3), counts
     assert counts[2][0] == counts[1][0] + 1, counts  # the one compile with symbols
     assert "later sizes of them reuse it" in metrics.metrics_report()
+
+
+def test_a_sum_loss_over_changing_batches_compiles_once_more(test_backend):
+    """sum's backward expands the scalar gradient to the batch (a stride-0 view of the batch's
+    size): that size is the batch symbol, not a constant of each program."""
+    torch.manual_seed(0)
+    eager = torch.nn.Linear(6, 3)
+    model = copy.deepcopy(eager).to("lazy")
+    counts = []
+    for batch in (8, 16, 5, 7, 12, 9):
+        x = torch.randn(batch, 6)
+        for m, xx in ((eager, x), (model, x.to("lazy"))):
+            m.zero_grad()
+            (m(xx) ** 2).sum().backward()
+        lazytriton.mark_step()
+        torch.testing.assert_close(model.weight.grad.cpu(), eager.weight.grad)
+        counts.append(_counts()[0])
+    assert counts[2:] == [counts[1]] * 4, counts

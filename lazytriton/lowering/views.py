@@ -121,6 +121,10 @@ def symbolic_view(lowering, base_sizes: list, base_strides: list | None, size: l
             [ev(s) for s in base_strides] == contiguous_strides([ev(s) for s in base_sizes]):
         sizes = lowering.sizevars.match_reshape(base_sizes, size)
         return sizes, contiguous_strides(sizes)
-    return ([k[0] if k else sympy.Integer(n) for k, n in zip(kept, size)],
+    # a broadcast dim (stride 0: an expand, as sum's backward makes) of a size symbol's value
+    # is that size: the shape guard checks the program's sizes, so a coincidence only costs a
+    # compile
+    return ([k[0] if k else (lowering.sizevars.symbol_of(n) if st == 0 else None) or
+             sympy.Integer(n) for k, n, st in zip(kept, size, stride)],
             [k[1] if k else sympy.Integer(st) for k, st in zip(kept, stride)])
 
