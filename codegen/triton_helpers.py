@@ -173,14 +173,14 @@ def mul(a, b):
     return a * b
 
 
-def maximum(a, b):
+def maximum(a, b):  # NaN propagates; of two equal values the first (maximum(0., -0.) is 0.)
     a, b = tl.broadcast(a, b)
-    return tl.where((a != a) | (a > b), a, b)
+    return tl.where((a != a) | (a >= b), a, b)
 
 
 def minimum(a, b):
     a, b = tl.broadcast(a, b)
-    return tl.where((a != a) | (a < b), a, b)
+    return tl.where((a != a) | (a <= b), a, b)
 
 
 def logical_or(a, b):

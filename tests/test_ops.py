@@ -543,6 +543,8 @@ SPECIAL_VALUES = [-_INF, -2.5, -0.0, 0.0, 0.3, 4.0, _INF, _NAN]
     "pow_half_f64": lambda x: x.double() ** 0.5,
     "foreach_pow": lambda x: torch._foreach_pow([x, x * 2], 0.5),
     "foreach_pow_list": lambda x: torch._foreach_pow([x, x], [0.5, -0.5]),
+    "maximum_minimum_of_zeros": lambda x: [f(a, b) for f in (torch.maximum, torch.minimum)
+                                          for a, b in ((x * 0, -x * 0), (-x * 0, x * 0))],
     "foreach_clamp_min": lambda x: torch._foreach_clamp_min([x, x * 2], 0.2),
     "foreach_clamp_max_list": lambda x: torch._foreach_clamp_max([x, x], [x.flip(0), x * 0]),
     "foreach_clamp_min_scalars": lambda x: torch._foreach_clamp_min([x, x], [_NAN, -1.0]),

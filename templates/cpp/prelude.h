@@ -60,12 +60,13 @@ static inline uint16_t float_to_half(float f) {
 }
 
 // NaN-propagating, written as one select so loops using them vectorize: a NaN in `a` is kept,
-// a NaN in `b` fails both comparisons and is returned.
-template <typename T> static inline T maximum(T a, T b) { return ((a != a) | (a > b)) ? a : b; }
-template <typename T> static inline T minimum(T a, T b) { return ((a != a) | (a < b)) ? a : b; }
+// a NaN in `b` fails both comparisons and is returned. Of two equal values the first is taken,
+// as eager's (maximum(0., -0.) is 0., maximum(-0., 0.) is -0.).
+template <typename T> static inline T maximum(T a, T b) { return ((a != a) | (a >= b)) ? a : b; }
+template <typename T> static inline T minimum(T a, T b) { return ((a != a) | (a <= b)) ? a : b; }
 // float: a bit blend, since g++ may turn a ?: next to float math into a branch (no vectors)
-static inline float maximum(float a, float b) { return vecmath::sel((a != a) | (a > b), a, b); }
-static inline float minimum(float a, float b) { return vecmath::sel((a != a) | (a < b), a, b); }
+static inline float maximum(float a, float b) { return vecmath::sel((a != a) | (a >= b), a, b); }
+static inline float minimum(float a, float b) { return vecmath::sel((a != a) | (a <= b), a, b); }
 // relu as eager's clamp_min(x, 0): NaN and -0.0 come through (x < 0 fails for both)
 template <typename T> static inline T relu(T x) { return x < T(0) ? T(0) : x; }
 static inline float relu(float x) { return vecmath::sel(x < 0.0f, 0.0f, x); }
