@@ -209,8 +209,6 @@ def output_positions(graph: Graph, starts: tuple[int, ...]) -> dict[tuple[int, i
             if value.meta is not None:
                 found[(i, o)] = at
                 at += 2 * len(value.meta.shape) + 1  # sizes, strides, storage offset
-
-
     return found
 
 

@@ -174,9 +174,9 @@ def compile_graph(graph: Graph, artifacts: Path, codegen: KernelCodegen, launche
 
 def lowered_sizes(graph: Graph, lowering: Lowering) -> dict[tuple[int, int], tuple]:
     """(node index, output index) -> the sizes and strides the program gives that computed
-    value, in the size symbols. Lowering may match a size to
-    an expression by its value (an extern's output to its input's size): what a later graph's
-    sizes must equal for the program to serve it (runtime/shapes.py)."""
+    value, in the size symbols. Lowering may match a size to an expression by its value (an
+    extern's output to its input's size): what a later graph's sizes must equal for the
+    program to serve it (runtime/shapes.py)."""
     found = {}
     for i, node in enumerate(graph.nodes):
         if node.is_leaf:
