@@ -59,6 +59,9 @@ class DeviceData:
         if lock is not None:  # wait for the runtime, then let the next reader through
             with lock:
                 pass
-        if self._error is not None:
-            raise LazyExecutionError(f"lazy graph execution failed: {self._error}") from self._error
+        error = self._error
+        if error is not None:
+            if isinstance(error, LazyExecutionError):  # a graph that read a failed input:
+                raise LazyExecutionError(*error.args) from error.__cause__  # one prefix, root cause
+            raise LazyExecutionError(f"lazy graph execution failed: {error}") from error
         return self._tensor

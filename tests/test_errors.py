@@ -1,6 +1,7 @@
 """Bad input gets the error eager would give, at the op that caused it; the process goes on."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -162,6 +163,22 @@ def test_execution_error_is_raised_where_the_result_is_read():
     with pytest.raises(lazytriton.LazyExecutionError, match="index out of range"):
         looked_up.cpu()
     torch.testing.assert_close((table * 2).cpu(), table.cpu() * 2)
+
+
+def test_a_failure_read_steps_later_names_its_cause_once():
+    """A graph that reads a failed input fails with that input's error. The message grew one
+    "lazy graph execution failed:" per step the failure passed through."""
+    t = torch.randn(3, 4).to("lazy")
+    t.add_(t.gather(1, torch.tensor([[9]]).to("lazy")))  # out of range: t's graph fails
+    lazytriton.mark_step()
+    for _ in range(3):
+        t.mul_(2)
+        lazytriton.mark_step()
+    with pytest.raises(lazytriton.LazyExecutionError) as raised:
+        t.cpu()
+    assert str(raised.value).count("lazy graph execution failed") == 1
+    assert re.search("out of (range|bounds)", str(raised.value))
+    assert not isinstance(raised.value.__cause__, lazytriton.LazyExecutionError)
 
 
 @pytest.mark.parametrize("overwrite", ["fill_", "zero_", "copy_"])
