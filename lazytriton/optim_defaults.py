@@ -57,8 +57,8 @@ def _foreach_utils_accept_lazy() -> None:
     """torch.nn.utils' clip_grad_norm_ and clip_grad_value_ ask torch.utils._foreach_utils,
     which keeps its own device list: without the lazy device there, `foreach=True` raised
     "can't use the foreach API on lazy tensors". Its own list of tensor types stays as it is,
-    so the default (foreach=None) keeps the per-tensor ops, whose norm is lowered
-    (_foreach_norm runs as an aten call)."""
+    so the default (foreach=None) keeps the per-tensor ops; both ways are lowered to kernels
+    (_foreach_norm by a decomposition into per-tensor norms)."""
     import torch.utils._foreach_utils as foreach_utils
     devices = getattr(foreach_utils, "_get_foreach_kernels_supported_devices", None)
     if callable(devices) and not getattr(devices, _PATCHED, False):

@@ -560,6 +560,19 @@ def test_special_values_as_eager(fn):
         assert torch.equal(a[same].signbit(), e[same].signbit()), (a, e)
 
 
+@pytest.mark.parametrize("out_dtype", [None, F64], ids=str)
+def test_foreach_norm_as_eager_and_lowered(out_dtype):
+    """clip_grad_norm_(foreach=True)'s per-tensor norms: kernels, not an aten call, over
+    tensors of other shapes, a strided column slice and a 0-dim tensor. One test for every
+    ord: the aten call took ord as a runtime scalar, so a later ord reused its program."""
+    metrics.reset()
+    a, b, c, d = rnd(5, 3), rnd(7), rnd(4, 6), rnd()
+    for ord in (2, 1, 0, 3.5, _INF, -_INF):
+        check(lambda a, b, c, d: torch._foreach_norm([a, b, c[:, ::2], d], ord, dtype=out_dtype),
+              a, b, c, d, atol=1e-5, rtol=1e-5)
+    assert not aten_fallbacks()
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_a_product_and_a_difference_round_apart(dtype):
     """`a * b - c` in one kernel rounds the product first, as eager's two ops do: with c

@@ -10,6 +10,7 @@ from torch.optim.optimizer import _default_to_fused_or_foreach
 
 import lazytriton
 from lazytriton import metrics
+from lazytriton.testing.differential import aten_fallbacks
 
 OPTIMIZERS = {
     "adam": lambda p, **kw: torch.optim.Adam(p, lr=1e-2, **kw),
@@ -108,6 +109,7 @@ def test_gradient_clipping_as_eager(foreach, tmp_path):
     """clip_grad_norm_ and clip_grad_value_ take foreach=True on lazy parameters (torch's
     foreach utilities list the lazy device) and give eager's gradients either way."""
     lazytriton.init("cpp", cache_dir=tmp_path)
+    metrics.reset()
     grads = {}
     for device in ("cpu", "lazy"):
         params = _params(device)
@@ -119,3 +121,4 @@ def test_gradient_clipping_as_eager(foreach, tmp_path):
         grads[device] = [norm.cpu()] + [p.grad.cpu() for p in params]
     for got, expected in zip(grads["lazy"], grads["cpu"]):
         torch.testing.assert_close(got, expected)
+    assert not aten_fallbacks()  # _foreach_norm too: kernels

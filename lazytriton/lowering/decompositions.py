@@ -79,7 +79,13 @@ def wrapping_negative_indices(decomposition: Callable) -> Callable:
 
 # ops torch._decomp lacks, decomposed as torch._decomp would, or differently where eager's
 # kernel checks more than the decomposition does
+def foreach_norm(tensors, ord=2, dtype=None):
+    """clip_grad_norm_(foreach=True): each tensor's vector norm, as eager's _foreach_norm."""
+    return [aten.linalg_vector_norm.default(t, ord, dtype=dtype) for t in tensors]
+
+
 _OWN = {
+    aten._foreach_norm.Scalar: foreach_norm,
     aten.upsample_nearest2d_backward.default: upsample_nearest2d_backward,
     aten.upsample_bilinear2d_backward.default: upsample_bilinear2d_backward,
 }
