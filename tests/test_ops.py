@@ -583,6 +583,18 @@ def test_a_product_and_a_difference_round_apart(dtype):
     assert torch.equal(got, torch.zeros_like(got)), got.abs().max()
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_addcdiv_rounds_as_eager(dtype):
+    """addcdiv is `self + (value * t1) / t2` in eager's kernel: the other association,
+    value * (t1 / t2), rounded about one element in five apart. Exact division on these
+    backends (a GPU's Triton divides approximately)."""
+    a, b, c = rnd(1000, dtype=dtype), rnd(1000, dtype=dtype), nonzero(1000, dtype=dtype)
+    for value in (0.37, -1e-3, 3):
+        got = torch.addcdiv(to_lazy(a), to_lazy(b), to_lazy(c), value=value).cpu()
+        want = torch.addcdiv(a, b, c, value=value)
+        assert torch.equal(got, want), (got != want).sum()
+
+
 @pytest.mark.parametrize("dtype", [I64, I32])
 def test_rounding_integers_is_the_identity(dtype):
     big = [2 ** 63 - 1, 2 ** 53 + 1, -(2 ** 53 + 1)] if dtype == I64 else [2 ** 31 - 1, -2 ** 31]

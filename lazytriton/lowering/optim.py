@@ -23,8 +23,10 @@ def _addcmul(lowering, node, self, tensor1, tensor2, value=1):
 
 @register(aten.addcdiv.default)
 def _addcdiv(lowering, node, self, tensor1, tensor2, value=1):
+    """Eager's association, (value * tensor1) / tensor2: value * (tensor1 / tensor2) rounds
+    apart in about one element in five."""
     return pointwise(lowering, [self, tensor1, tensor2, value],
-                     lambda ops, a, b, c, v: ops.add(a, ops.mul(v, ops.truediv(b, c))),
+                     lambda ops, a, b, c, v: ops.add(a, ops.truediv(ops.mul(v, b), c)),
                      out_dtype(node))
 
 
