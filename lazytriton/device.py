@@ -25,6 +25,10 @@ _FACTORIES = {
     "linspace": ("default",),
     "logspace": ("default",),
     "randperm": ("default", "generator"),
+    # kernels per device (a device stub, or no composite at all): traced whole, run by aten
+    "tril_indices": ("default",),
+    "triu_indices": ("default",),
+    "kaiser_window": ("default", "periodic", "beta"),
 }
 
 _library: torch.library.Library | None = None

@@ -504,9 +504,10 @@ def _write_back(target, new_values) -> None:
     new = next(new_values)
     if new.meta is None:
         return
-    if tuple(target.shape) != new.meta.shape:  # out= resizes its output, as eager does
-        alias_into(target, fresh_tensor(_cast(new, target.dtype)))
-        return
+    if tuple(target.shape) != new.meta.shape:
+        # out= resizes its output in place, as eager does: same storage and offset, so a view
+        # given as out= (fft_fftfreq's slice of its result) writes into its base
+        _resize_(target, new.meta.shape)
     write(target, _cast(new, target.dtype))
 
 

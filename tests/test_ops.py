@@ -1429,6 +1429,14 @@ def out_into_view(a, b):
     return c
 
 
+def out_resizes_an_empty_view(a, b):
+    """Eager resizes out= in place: an empty view at an offset of its base grows over the
+    base's storage, and the base sees the write (fft_fftfreq's composite does this)."""
+    c = b.clone().reshape(-1)
+    torch.add(a[0], 1, out=c[5:5])  # 6 elements into an empty view at offset 5
+    return c, torch.fft.fftfreq(7, 0.5, device=a.device), torch.fft.fftfreq(8, device=a.device)
+
+
 def out_dtype_cast(a, b):
     c = torch.empty(a.shape, dtype=F64, device=a.device)
     torch.add((a * 4).long(), (b * 4).long(), out=c)
@@ -1471,6 +1479,8 @@ INPLACE = {  # name: (fn, input factories); x is (4, 6) unless noted
     "out_add": (out_add, (lambda: rnd(4, 6), lambda: rnd(6))),
     "out_resized": (out_resized, (lambda: rnd(4, 6), lambda: rnd(4, 1))),
     "out_into_view": (out_into_view, (lambda: rnd(4, 6), lambda: rnd(4, 6))),
+    "out_resizes_an_empty_view": (out_resizes_an_empty_view,
+                                  (lambda: rnd(4, 6), lambda: rnd(4, 6))),
     "out_dtype_cast": (out_dtype_cast, (lambda: rnd(4, 6), lambda: rnd(4, 6))),
     "out_reductions_and_matmul": (out_reductions_and_matmul, (lambda: rnd(4, 6),
                                                               lambda: rnd(4, 6))),
@@ -1650,6 +1660,19 @@ def test_read_values(fn):
     "tensor": lambda d: torch.tensor([[1.5, -2.0], [3.0, 0.25]], device=d),
     "tensor_int": lambda d: torch.tensor([1, -2, 3], device=d) * 3,
     "empty_shape": lambda d: torch.empty(3, 4, device=d, dtype=F16).shape,
+    # found by a stress run: kernels per device, no composite (they raised on the lazy device)
+    "tril_triu_indices": lambda d: (torch.tril_indices(4, 5, -1, device=d),
+                                    torch.triu_indices(4, 3, 1, device=d, dtype=I32)),
+    "tril_indices_gather": lambda d: (lambda i: torch.arange(20., device=d).view(4, 5)[i[0], i[1]])(
+        torch.tril_indices(4, 5, device=d)),
+    "kaiser_window": lambda d: (torch.kaiser_window(8, device=d),
+                                torch.kaiser_window(7, False, 5.0, device=d, dtype=F64)),
+    "window_functions": lambda d: (torch.hann_window(6, device=d),
+                                   torch.bartlett_window(5, device=d),
+                                   torch.hamming_window(7, True, 0.5, 0.3, device=d),
+                                   torch.blackman_window(6, False, device=d)),
+    "fftfreq": lambda d: (torch.fft.fftfreq(8, 0.5, device=d), torch.fft.fftfreq(5, device=d),
+                          torch.fft.rfftfreq(9, device=d)),
 }))
 def test_factories(fn):
     expected = fn("cpu")
