@@ -139,8 +139,10 @@ def check_bounds(bounds: torch.Tensor, kernel: str, params: list[tuple[str, str]
                       f"[0, {size})")
 
 
-def raise_kernel_error(code: int) -> None:
+def raise_kernel_error(code: int, sites: str = "") -> None:
     kind, message = _ERRORS.get(code, (RuntimeError, f"kernel error {code}"))
+    if sites:
+        message += f" (set by {sites})" if ";" not in sites else f" (set by one of: {sites})"
     raise kind(message)
 
 
@@ -180,10 +182,22 @@ class WrapperWriter:
         self._finish()
         if any(k.signature.uses_err for k in self.kernels.values()):
             self.lines.append("if err[0] != 0:")
-            self.lines.append("    raise_kernel_error(int(err[0]))")
+            self.lines.append(f"    raise_kernel_error(int(err[0]), {self._error_sites()!r})")
         outs = ", ".join(self._tensor(o) for o in self.sched.outputs)
         self.lines.append(f"return [{outs}]")
         return "\n".join(self._header() + ["    " + line for line in self.lines]) + "\n"
+
+    def _error_sites(self) -> str:
+        """The kernels that can set the error flag and the ops each computes, for the message:
+        a user learns which op read a bad index (a class label, an embedding id)."""
+        sites = []
+        for step in self.sched.steps:
+            emitted = None if isinstance(step, ExternKernel) else self.kernels.get(step.name)
+            if emitted is not None and emitted.signature.uses_err:
+                ops = ", ".join(sorted(set(step.origins))) or "copy"
+                sites.append(f"kernel {emitted.name} ({ops}) in {self.folder}/"
+                             f"{emitted.source_file}")
+        return "; ".join(sites)
 
     def _header(self) -> list[str]:
         header = ["def call(inputs):"]
