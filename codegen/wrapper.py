@@ -139,10 +139,12 @@ def check_bounds(bounds: torch.Tensor, kernel: str, params: list[tuple[str, str]
                       f"[0, {size})")
 
 
-def raise_kernel_error(code: int, sites: str = "") -> None:
+def raise_kernel_error(code: int, sites: list = (), folder: str = ".") -> None:
+    """Raise what the error flag says, naming the kernels that can have set it."""
     kind, message = _ERRORS.get(code, (RuntimeError, f"kernel error {code}"))
-    if sites:
-        message += f" (set by {sites})" if ";" not in sites else f" (set by one of: {sites})"
+    named = "; ".join(f"kernel {name} ({ops}) in {folder}/{file}" for name, ops, file in sites)
+    if named:
+        message += f" (set by {named})" if len(sites) == 1 else f" (set by one of: {named})"
     raise kind(message)
 
 
@@ -161,7 +163,8 @@ class WrapperWriter:
         self.namespace: dict[str, Any] = {"torch": torch, "device": device,
                                           "fix_layout": fix_layout, "extent": extent,
                                           "check_bounds": check_bounds, "owned": owned,
-                                          "raise_kernel_error": raise_kernel_error}
+                                          "raise_kernel_error": raise_kernel_error,
+                                          "folder": folder}
         self._pool: dict[tuple, list[str]] = {}
 
     def expr(self, e) -> str:
@@ -182,22 +185,22 @@ class WrapperWriter:
         self._finish()
         if any(k.signature.uses_err for k in self.kernels.values()):
             self.lines.append("if err[0] != 0:")
-            self.lines.append(f"    raise_kernel_error(int(err[0]), {self._error_sites()!r})")
+            self.lines.append(f"    raise_kernel_error(int(err[0]), {self._error_sites()!r}, folder)")
         outs = ", ".join(self._tensor(o) for o in self.sched.outputs)
         self.lines.append(f"return [{outs}]")
         return "\n".join(self._header() + ["    " + line for line in self.lines]) + "\n"
 
-    def _error_sites(self) -> str:
-        """The kernels that can set the error flag and the ops each computes, for the message:
-        a user learns which op read a bad index (a class label, an embedding id)."""
+    def _error_sites(self) -> list[tuple[str, str, str]]:
+        """The kernels that can set the error flag, the ops each computes and its source file,
+        for the message: a user learns which op read a bad index (a class label, an embedding
+        id). The folder is the namespace's: a program that serves other sizes is one source."""
         sites = []
         for step in self.sched.steps:
             emitted = None if isinstance(step, ExternKernel) else self.kernels.get(step.name)
             if emitted is not None and emitted.signature.uses_err:
                 ops = ", ".join(sorted(set(step.origins))) or "copy"
-                sites.append(f"kernel {emitted.name} ({ops}) in {self.folder}/"
-                             f"{emitted.source_file}")
-        return "; ".join(sites)
+                sites.append((emitted.name, ops, emitted.source_file))
+        return sites
 
     def _header(self) -> list[str]:
         header = ["def call(inputs):"]
