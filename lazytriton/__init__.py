@@ -21,6 +21,7 @@ from ._version import __version__
 from .device import register_lazy_kernels
 from .device_data import LazyExecutionError
 from .modules import keep_shared_tensors_on_conversion
+from .optim_adam import patch_adam
 from .optim_defaults import default_to_foreach
 from .runtime import cpp_backend as _cpp_backend  # noqa: F401  (registers "cpp")
 from .runtime import reference as _reference  # noqa: F401  (registers the "aten" backend)
@@ -57,6 +58,7 @@ def init(backend: str | None = None, cache_dir: str | os.PathLike | None = None,
     device_module.register()  # torch.lazy, for torch.utils.checkpoint and fork_rng
     keep_shared_tensors_on_conversion()
     default_to_foreach()  # optimizers over lazy parameters: one traced op per step
+    patch_adam()  # Adam and AdamW: one traced op for the whole update
 
 
 def backend_name() -> str:

@@ -151,8 +151,9 @@ def _functional_signature(op: torch._ops.OpOverload) -> list[tuple[str, str]]:
             if not is_out_arg(spec)]
 
 
-def _overload(packet_name: str, overload: str) -> torch._ops.OpOverload | None:
-    packet = getattr(torch.ops.aten, packet_name, None)
+def _overload(packet_name: str, overload: str,
+              namespace: str = "aten") -> torch._ops.OpOverload | None:
+    packet = getattr(getattr(torch.ops, namespace), packet_name, None)
     if packet is None or overload not in packet.overloads():
         return None
     return getattr(packet, overload)
@@ -160,10 +161,10 @@ def _overload(packet_name: str, overload: str) -> torch._ops.OpOverload | None:
 
 def _candidates(op: torch._ops.OpOverload):
     """Functional twins to try, by PyTorch's naming conventions."""
-    name = op._schema.name.split("::")[-1]
+    namespace, name = op._schema.name.split("::")
     overload = op._overloadname
     if name.endswith("_") and not name.endswith("__"):
-        yield _overload(name[:-1], overload)
+        yield _overload(name[:-1], overload, namespace)  # lazytriton's own ops too
         yield _overload(name[:-1] + "_functional", "default")
         base = getattr(torch.ops.aten, name[:-1], None)
         if base is not None:  # a restride named otherwise: transpose_.default -> transpose.int

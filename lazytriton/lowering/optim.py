@@ -6,6 +6,7 @@ import sympy
 import torch
 
 from ..loopir import Pointwise
+from ..optim_adam import register_op as register_adam_op
 from .indexing import scatter_along
 from .operands import out_dtype, pointwise, scalar_value
 from .registry import LOWERINGS, register
@@ -156,3 +157,41 @@ _register_foreach()
 def _dropout_backward(lowering, node, grad_output, mask, scale):
     return pointwise(lowering, [grad_output, mask, scale],
                      lambda ops, g, m, k: ops.mul(ops.mul(g, m), k), out_dtype(node))
+
+
+# --- Adam's update as one op (optim_adam.py) --------------------------------------------------
+
+register_adam_op()
+
+
+@register(torch.ops.lazytriton.adam_update.default)
+def _adam_update(lowering, node, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                 neg_step_sizes, bias_correction2_sqrts, weight_decay, param_decay,
+                 one_minus_beta1, beta2, one_minus_beta2, eps, grad_decay, decoupled_decay,
+                 amsgrad, maximize):
+    """Per parameter, the per-tensor lowerings _multi_tensor_adam's foreach ops reach, in its
+    order, so that the kernels compute what foreach Adam computes. Outputs: new params, then
+    exp_avgs, exp_avg_sqs and (amsgrad) max_exp_avg_sqs, as the functional op returns them."""
+    new_params, new_avgs, new_sqs, new_maxes = [], [], [], []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        def call(op, **args):  # a per-tensor lowering, in parameter i's dtype
+            return LOWERINGS[op](lowering, _ElementNode(node, op, i), **args)
+        if maximize:
+            g = call(aten.neg.default, self=g)
+        if decoupled_decay:
+            p = call(aten.mul.Tensor, self=p, other=param_decay)
+        if grad_decay:
+            g = call(aten.add.Tensor, self=g, other=p, alpha=weight_decay)
+        m = call(aten.lerp.Scalar, self=exp_avgs[i], end=g, weight=one_minus_beta1)
+        v = call(aten.addcmul.default, self=call(aten.mul.Tensor, self=exp_avg_sqs[i], other=beta2),
+                 tensor1=g, tensor2=g, value=one_minus_beta2)
+        if amsgrad:
+            new_maxes.append(call(aten.maximum.default, self=max_exp_avg_sqs[i], other=v))
+        root = call(aten.sqrt.default, self=new_maxes[-1] if amsgrad else v)
+        denom = call(aten.add.Tensor, other=eps,
+                     self=call(aten.div.Tensor, self=root, other=bias_correction2_sqrts[i]))
+        new_params.append(call(aten.addcdiv.default, self=p, tensor1=m, tensor2=denom,
+                               value=neg_step_sizes[i]))
+        new_avgs.append(m)
+        new_sqs.append(v)
+    return new_params + new_avgs + new_sqs + new_maxes
