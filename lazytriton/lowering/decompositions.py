@@ -60,8 +60,10 @@ _NEVER_IN_RANGE = -(2 ** 62)  # negative still after index_put adds the dim's si
 def refusing_negative_indices(decomposition: Callable) -> Callable:
     """Eager's index_add and index_copy refuse a negative index; torch's decompositions of
     them write through index_put, which counts one from the end. A negative index becomes one
-    that stays out of range there, so the kernel flags it (eager's IndexError, at run time)."""
+    that stays out of range there, so the kernel flags it (eager's IndexError, at run time).
+    The index becomes int64 first: in an int32 index the sentinel wrapped to 0, a valid row."""
     def decompose(x, dim, index, *args, **kwargs):
+        index = index.to(torch.int64)
         index = torch.where(index < 0, torch.full_like(index, _NEVER_IN_RANGE), index)
         return decomposition(x, dim, index, *args, **kwargs)
     return decompose
