@@ -370,6 +370,29 @@ def test_interpreter_math_matches_torch(tmp_path, name, dtype):
     torch.testing.assert_close(out, reference(*inputs), **tol)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter forms")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_interpreter_math_keeps_tails_and_float64_constants(tmp_path, dtype):
+    """Found by a stress run: erfc's tail, relative (1 - erf(x) gave erfc(6) = 0 where it is
+    2e-17, and log(erfc) -inf), and atan2(+-0, x < 0) = +-pi in float64 (the constant came out
+    float32)."""
+    tiny = float(torch.finfo(dtype).tiny)
+    x = torch.linspace(2.0, 26.0 if dtype == torch.float64 else 9.0, 64, dtype=dtype)
+    module = triton_backend.load_kernel_module(_math_module(tmp_path, "math_erfc", ["erfc"], 1),
+                                               True)[0]
+    out = torch.empty_like(x)
+    module.math_erfc[(1,)](x, out, XBLOCK=64)
+    want = torch.erfc(x)
+    assert ((out - want).abs() <= 1e-12 * want.abs() + tiny * 16).all() if dtype == \
+        torch.float64 else torch.allclose(out, want, rtol=2e-7, atol=0), (out, want)
+    zeros = torch.tensor([0.0, -0.0] * 32, dtype=dtype)
+    module = triton_backend.load_kernel_module(
+        _math_module(tmp_path, "math_atan2", ["atan2"], 2), True)[0]
+    out = torch.empty_like(zeros)
+    module.math_atan2[(1,)](zeros, -torch.rand(64, dtype=dtype) - 0.5, out, XBLOCK=64)
+    assert torch.equal(out, torch.atan2(zeros, -torch.ones(64, dtype=dtype))), out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["fp32", "fp64"])
 def test_libdevice_math_compiles_for_sm90(tmp_path, monkeypatch, dtype):
