@@ -185,7 +185,8 @@ class WrapperWriter:
         self._finish()
         if any(k.signature.uses_err for k in self.kernels.values()):
             self.lines.append("if err[0] != 0:")
-            self.lines.append(f"    raise_kernel_error(int(err[0]), {self._error_sites()!r}, folder)")
+            sites = self._error_sites()
+            self.lines.append(f"    raise_kernel_error(int(err[0]), {sites!r}, folder)")
         outs = ", ".join(self._tensor(o) for o in self.sched.outputs)
         self.lines.append(f"return [{outs}]")
         return "\n".join(self._header() + ["    " + line for line in self.lines]) + "\n"
