@@ -17,17 +17,21 @@ foreach implementation, which does the same arithmetic as its single-tensor one.
 parameters keep their default, and an explicit `foreach=False` is honoured. A torch whose
 optimizer module lacks these names is left alone (a warning says so).
 
-One exception: SGD with Nesterov momentum (no weight decay, not maximizing). Its foreach
-implementation adds the momentum buffer into the user's `p.grad` in place, where the
-single-tensor one (eager's on the CPU) leaves `p.grad` alone; gradients read after the step,
-or accumulated over the next one, would differ from eager's. Lazy parameters keep the
-single-tensor implementation there (`_sgd_as_on_the_cpu`).
+SGD goes further: the same wrapper of `torch.optim.sgd.sgd` first asks optim_sgd.py to trace
+the whole update as one op. Where that does not apply (the first step, which makes the
+momentum buffers, or what the op does not cover), one exception: SGD with Nesterov momentum
+(no weight decay, not maximizing). Its foreach implementation adds the momentum buffer into
+the user's `p.grad` in place, where the single-tensor one (eager's on the CPU) leaves
+`p.grad` alone; gradients read after the step, or accumulated over the next one, would differ
+from eager's. Lazy parameters keep the single-tensor implementation there
+(`_sgd_as_on_the_cpu`).
 """
 from __future__ import annotations
 
 import functools
 import warnings
 
+from . import optim_sgd
 from .tensor import LAZY_TORCH_DEVICE, LazyTensor
 
 _PATCHED = "_lazytriton_foreach"  # marks the wrapped device list (init may run many times)
@@ -68,6 +72,8 @@ def _foreach_utils_accept_lazy() -> None:
 def _sgd_as_on_the_cpu(sgd):
     @functools.wraps(sgd)
     def lazy_sgd(params, *args, **kwargs):
+        if len(args) >= 2 and optim_sgd.traced_update(params, args[0], args[1], args[2:], kwargs):
+            return None  # the whole update as one op (optim_sgd.py)
         if (kwargs.get("foreach") is None and kwargs.get("fused") is None and len(args) < 3
                 and kwargs.get("nesterov") and not kwargs.get("weight_decay")
                 and not kwargs.get("maximize") and any(isinstance(p, LazyTensor) for p in params)):

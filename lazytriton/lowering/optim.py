@@ -7,6 +7,7 @@ import torch
 
 from ..loopir import Pointwise
 from ..optim_adam import register_op as register_adam_op
+from ..optim_sgd import register_op as register_sgd_op
 from .indexing import scatter_along
 from .operands import out_dtype, pointwise, scalar_value
 from .registry import LOWERINGS, register
@@ -195,3 +196,31 @@ def _adam_update(lowering, node, params, grads, exp_avgs, exp_avg_sqs, max_exp_a
         new_avgs.append(m)
         new_sqs.append(v)
     return new_params + new_avgs + new_sqs + new_maxes
+
+
+# --- SGD's update as one op (optim_sgd.py) ----------------------------------------------------
+
+register_sgd_op()
+
+
+@register(torch.ops.lazytriton.sgd_update.default)
+def _sgd_update(lowering, node, params, grads, momentum_buffers, neg_lr, weight_decay, momentum,
+                one_minus_dampening, decay, nesterov, maximize):
+    """Per parameter, the per-tensor lowerings of _single_tensor_sgd's ops, in its order.
+    Outputs: new params, then (with momentum) new momentum buffers."""
+    new_params, new_buffers = [], []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        def call(op, **args):  # a per-tensor lowering, in parameter i's dtype
+            return LOWERINGS[op](lowering, _ElementNode(node, op, i), **args)
+        if maximize:
+            g = call(aten.neg.default, self=g)
+        if decay:
+            g = call(aten.add.Tensor, self=g, other=p, alpha=weight_decay)
+        if momentum_buffers:
+            buf = call(aten.add.Tensor, self=call(aten.mul.Tensor, self=momentum_buffers[i],
+                                                  other=momentum),
+                       other=g, alpha=one_minus_dampening)
+            new_buffers.append(buf)
+            g = call(aten.add.Tensor, self=g, other=buf, alpha=momentum) if nesterov else buf
+        new_params.append(call(aten.add.Tensor, self=p, other=g, alpha=neg_lr))
+    return new_params + new_buffers
