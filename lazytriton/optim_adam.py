@@ -44,7 +44,8 @@ _library: torch.library.Library | None = None
 def _reference(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, neg_step_sizes,
                bias_correction2_sqrts, *, weight_decay, param_decay, one_minus_beta1, beta2,
                one_minus_beta2, eps, grad_decay, decoupled_decay, amsgrad, maximize):
-    """New params, exp_avgs, exp_avg_sqs and max_exp_avg_sqs, by _multi_tensor_adam's ops."""
+    """New params, exp_avgs, exp_avg_sqs and max_exp_avg_sqs, by _multi_tensor_adam's ops.
+    The scalar lists hold one value per parameter, or one for all (`per_param`)."""
     new_params, new_avgs, new_sqs, new_maxes = [], [], [], []
     for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
         if maximize:
@@ -58,11 +59,16 @@ def _reference(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, neg_step_s
         if amsgrad:
             new_maxes.append(torch.maximum(max_exp_avg_sqs[i], v))
         denom = torch.add(torch.div(torch.sqrt(new_maxes[-1] if amsgrad else v),
-                                    bias_correction2_sqrts[i]), eps)
-        new_params.append(torch.addcdiv(p, m, denom, value=neg_step_sizes[i]))
+                                    per_param(bias_correction2_sqrts, i)), eps)
+        new_params.append(torch.addcdiv(p, m, denom, value=per_param(neg_step_sizes, i)))
         new_avgs.append(m)
         new_sqs.append(v)
     return new_params, new_avgs, new_sqs, new_maxes
+
+
+def per_param(values: list, i: int):
+    """Parameter i's value of a scalar list: one value stands for every parameter."""
+    return values[i if len(values) > 1 else 0]
 
 
 def register_op() -> None:
@@ -70,7 +76,7 @@ def register_op() -> None:
     global _library
     if _library is not None:
         return
-    lib = torch.library.Library("lazytriton", "DEF")
+    lib = torch.library.Library("lazytriton", "FRAGMENT")  # optim_sgd adds to it
     lib.define("adam_update" + _SCHEMA + " -> (Tensor[], Tensor[], Tensor[], Tensor[])")
     lib.define("adam_update_" + _MUTATING_SCHEMA + " -> ()")
     lib.impl("adam_update", _reference, "CompositeExplicitAutograd")
@@ -147,6 +153,8 @@ def _traced_update(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_
     """_multi_tensor_adam's step, its scalars computed as it computes them, as one op."""
     torch._foreach_add_(state_steps, 1)  # CPU tensors: run now, as torch's step does
     steps = [s.item() for s in state_steps]
+    if all(step == steps[0] for step in steps):  # the usual case: two graph inputs, not 2 per
+        steps = steps[:1]                          # parameter (each costs the trace and the run)
     neg_step_sizes = [(lr / (1 - beta1 ** step)) * -1 for step in steps]
     bias_correction2_sqrts = [(1 - beta2 ** step) ** 0.5 for step in steps]
     update_op()(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else [],

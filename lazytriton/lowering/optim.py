@@ -6,7 +6,7 @@ import sympy
 import torch
 
 from ..loopir import Pointwise
-from ..optim_adam import register_op as register_adam_op
+from ..optim_adam import per_param, register_op as register_adam_op
 from ..optim_sgd import register_op as register_sgd_op
 from .indexing import scatter_along
 from .operands import out_dtype, pointwise, scalar_value
@@ -189,10 +189,10 @@ def _adam_update(lowering, node, params, grads, exp_avgs, exp_avg_sqs, max_exp_a
         if amsgrad:
             new_maxes.append(call(aten.maximum.default, self=max_exp_avg_sqs[i], other=v))
         root = call(aten.sqrt.default, self=new_maxes[-1] if amsgrad else v)
-        denom = call(aten.add.Tensor, other=eps,
-                     self=call(aten.div.Tensor, self=root, other=bias_correction2_sqrts[i]))
+        corrected = call(aten.div.Tensor, self=root, other=per_param(bias_correction2_sqrts, i))
+        denom = call(aten.add.Tensor, self=corrected, other=eps)
         new_params.append(call(aten.addcdiv.default, self=p, tensor1=m, tensor2=denom,
-                               value=neg_step_sizes[i]))
+                               value=per_param(neg_step_sizes, i)))
         new_avgs.append(m)
         new_sqs.append(v)
     return new_params + new_avgs + new_sqs + new_maxes
