@@ -163,8 +163,9 @@ def test_training_step_matches_eager(template_device):
     fused = [set(e["fused_ops"]) for e in _templates(template_device)]
     assert len(fused) >= 4
     assert any({"mm.default", "threshold_backward.default"} <= f for f in fused)  # ReLU's grad
-    # a weight's update (SGD's foreach add, lazy parameters' default) in the template's epilogue
-    assert any({"mm.default", "_foreach_add.List"} <= f for f in fused), fused
+    # a weight's update (SGD's one op from its second step: optim_sgd.py) in the template's
+    # epilogue
+    assert any({"mm.default", "sgd_update.default"} <= f for f in fused), fused
 
 
 def test_without_the_switch_mm_stays_an_extern(template_device, monkeypatch):
